@@ -1,0 +1,38 @@
+# Schakel: every target sets itself up (a local .venv with the project and its dev tools).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test lint typecheck unit bench schemas vectors clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## test: lint, type-check and run the whole test suite
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+## bench: envelope crypto beside the raw libsodium operations it is built from
+bench: $(STAMP)
+	$(BIN)/python bench/envelope.py
+
+## schemas / vectors: regenerate the committed JSON Schemas and known-answer vectors
+schemas: $(STAMP)
+	$(BIN)/python -m contracts.schema
+
+vectors: $(STAMP)
+	$(BIN)/python -m keys.vectors
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

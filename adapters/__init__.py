@@ -1,0 +1,1 @@
+"""Adapters: the SDK partners use to connect their back office to the hub."""

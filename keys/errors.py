@@ -1,0 +1,44 @@
+"""Errors of key material, keystores and the key directory.
+
+::
+
+    SchakelError
+    ├── EnvelopeError            (contracts.errors) opaque failure to seal/verify/open
+    └── KeysError                key material or keystore
+        ├── KeyMaterialError     a key or signature of the wrong length or form
+        ├── KeystoreError        a keystore file cannot be read or written
+        │   └── WrongPassphrase  the passphrase does not open the keystore
+        └── KeyDirectoryError    a key is unknown, revoked or outside its validity window
+"""
+
+from __future__ import annotations
+
+from contracts.errors import SchakelError
+
+__all__ = [
+    "KeyDirectoryError",
+    "KeyMaterialError",
+    "KeysError",
+    "KeystoreError",
+    "WrongPassphrase",
+]
+
+
+class KeysError(SchakelError):
+    """Root of key-related errors."""
+
+
+class KeyMaterialError(KeysError):
+    """A key or signature has the wrong length or form."""
+
+
+class KeystoreError(KeysError):
+    """A keystore file cannot be read or written."""
+
+
+class WrongPassphrase(KeystoreError):
+    """The passphrase does not open the keystore."""
+
+
+class KeyDirectoryError(KeysError):
+    """A key is unknown, revoked or outside its validity window."""
