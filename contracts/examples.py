@@ -66,6 +66,11 @@ def section(category: DataCategory, text: str, title: str = "Waarneming") -> Sec
     return Section(categorie=category, titel=title, tekst=text)
 
 
+def _sections(category: DataCategory, text: str) -> tuple[Section, ...]:
+    step = 16_000
+    return tuple(section(category, text[i : i + step]) for i in range(0, len(text), step))
+
+
 def example_body(
     message_type: MessageType,
     *,
@@ -83,14 +88,14 @@ def example_body(
             persoon=person,
             minderjarig=True,
             datum_signaal=dt.date(2026, 11, 2),
-            onderdelen=(section(cat.RELIGIE_LEVENSOVERTUIGING, text),),
+            onderdelen=_sections(cat.RELIGIE_LEVENSOVERTUIGING, text),
         )
     if message_type is MessageType.M2:
         return MelderStatusBericht(status=MelderStatus.ONTVANGEN)
     if message_type is MessageType.M3:
         return VerzoekInformatieWeging(persoon=person, vragen=(f"Is betrokkene bekend? {text}",))
     if message_type is MessageType.M4:
-        return InformatieWeging(onderdelen=(section(cat.IDENTIFICEREND, text),))
+        return InformatieWeging(onderdelen=_sections(cat.IDENTIFICEREND, text))
     if message_type is MessageType.M5:
         return BesluitWeging(
             besluit=decision or Decision.OPSCHALEN,
@@ -113,7 +118,7 @@ def example_body(
             verklaring_versie="2026-1" if accept else None,
         )
     if message_type is MessageType.M7:
-        return Casusinformatie(onderdelen=(section(cat.IDENTIFICEREND, text),))
+        return Casusinformatie(onderdelen=_sections(cat.IDENTIFICEREND, text))
     if message_type is MessageType.M8:
         owner = plan_for or OrgId("ZVH.west")
         return PlanVanAanpak(
@@ -122,23 +127,23 @@ def example_body(
             acties=(Actie(uitvoerder=owner, omschrijving=text, termijn=dt.date(2027, 1, 15)),),
         )
     if message_type is MessageType.M9:
-        return Voortgang(actie_ref="A1", onderdelen=(section(cat.IDENTIFICEREND, text),))
+        return Voortgang(actie_ref="A1", onderdelen=_sections(cat.IDENTIFICEREND, text))
     if message_type is MessageType.M10:
         return BesluitAfschalenAfsluiten(besluit=decision or Decision.AFSLUITEN, motivering=text)
     if message_type is MessageType.M11:
         return Veiligheidsmelding(
-            persoon=person, urgent=True, onderdelen=(section(cat.IDENTIFICEREND, text),)
+            persoon=person, urgent=True, onderdelen=_sections(cat.IDENTIFICEREND, text)
         )
     if message_type is MessageType.M12:
         return Ambtsbericht(kenmerk="AB-2026-001", persoon=person, inhoud=text)
     if message_type is MessageType.M13:
         return MarInbreng(
-            mar_datum=dt.date(2026, 12, 10), onderdelen=(section(cat.IDENTIFICEREND, text),)
+            mar_datum=dt.date(2026, 12, 10), onderdelen=_sections(cat.IDENTIFICEREND, text)
         )
     if message_type is MessageType.M14:
         return DetentieUitstroom(
             verwachte_uitstroom=dt.date(2027, 3, 1),
-            onderdelen=(section(cat.IDENTIFICEREND, text),),
+            onderdelen=_sections(cat.IDENTIFICEREND, text),
         )
     if message_type is MessageType.M15:
         return Advies(soort="VRAAG", thema="Online radicalisering jongeren", tekst=text)
@@ -146,7 +151,7 @@ def example_body(
         return OverdrachtCasus(
             nieuwe_gemeente=OrgId("GEM.oosterdorp"),
             ingangsdatum=dt.date(2027, 2, 1),
-            onderdelen=(section(cat.IDENTIFICEREND, text),),
+            onderdelen=_sections(cat.IDENTIFICEREND, text),
         )
     raise AssertionError(message_type)  # pragma: no cover - every type is handled above
 
