@@ -132,7 +132,9 @@ class BesluitWeging(Body):
 
     MESSAGE_TYPE = MessageType.M5
     besluit: Decision = tagged(_Cat.GEEN)
-    strafrechtelijk_traject: bool = tagged(_Cat.STRAFRECHTELIJK)
+    # The criminal-track flag is case metadata the header carries too (criminal_track), so
+    # the gemeente that records the weegploeg's decision may send it.
+    strafrechtelijk_traject: bool = tagged(_Cat.GEEN)
     motivering: str = tagged(_Cat.IDENTIFICEREND, min_length=1, max_length=_LONG)
 
     @model_validator(mode="after")

@@ -43,6 +43,7 @@ class OrgType(StrEnum):
     LIV = "LIV"
     DTV = "DTV"
     EXT = "EXT"
+    HUB = "HUB"  # the hub itself: signs refusal notices, never sends or receives case traffic
 
 
 class CaseState(StrEnum):

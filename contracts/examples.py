@@ -78,6 +78,9 @@ def example_body(
     plan_for: OrgId | None = None,
     decision: Decision | None = None,
     size: int = 0,
+    topic: DataCategory = DataCategory.IDENTIFICEREND,
+    status: MelderStatus = MelderStatus.ONTVANGEN,
+    scope: InvitationScope = InvitationScope.CASUSOVERLEG,
 ) -> Body:
     """A valid body of ``message_type``; ``size`` pads the free text to about that many bytes."""
     text = f"Fictieve tekst {canary}".ljust(max(size, 1), ".")
@@ -91,11 +94,11 @@ def example_body(
             onderdelen=_sections(cat.RELIGIE_LEVENSOVERTUIGING, text),
         )
     if message_type is MessageType.M2:
-        return MelderStatusBericht(status=MelderStatus.ONTVANGEN)
+        return MelderStatusBericht(status=status)
     if message_type is MessageType.M3:
         return VerzoekInformatieWeging(persoon=person, vragen=(f"Is betrokkene bekend? {text}",))
     if message_type is MessageType.M4:
-        return InformatieWeging(onderdelen=_sections(cat.IDENTIFICEREND, text))
+        return InformatieWeging(onderdelen=_sections(topic, text))
     if message_type is MessageType.M5:
         return BesluitWeging(
             besluit=decision or Decision.OPSCHALEN,
@@ -104,7 +107,7 @@ def example_body(
         )
     if message_type is MessageType.M6:
         return UitnodigingCasusoverleg(
-            scope=InvitationScope.CASUSOVERLEG,
+            scope=scope,
             intrekking=decision is Decision.INTREKKEN,
             datum=dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC),
             locatie="Stadhuis, zaal 3",
@@ -118,7 +121,7 @@ def example_body(
             verklaring_versie="2026-1" if accept else None,
         )
     if message_type is MessageType.M7:
-        return Casusinformatie(onderdelen=_sections(cat.IDENTIFICEREND, text))
+        return Casusinformatie(onderdelen=_sections(topic, text))
     if message_type is MessageType.M8:
         owner = plan_for or OrgId("ZVH.west")
         return PlanVanAanpak(
@@ -127,23 +130,19 @@ def example_body(
             acties=(Actie(uitvoerder=owner, omschrijving=text, termijn=dt.date(2027, 1, 15)),),
         )
     if message_type is MessageType.M9:
-        return Voortgang(actie_ref="A1", onderdelen=_sections(cat.IDENTIFICEREND, text))
+        return Voortgang(actie_ref="A1", onderdelen=_sections(topic, text))
     if message_type is MessageType.M10:
         return BesluitAfschalenAfsluiten(besluit=decision or Decision.AFSLUITEN, motivering=text)
     if message_type is MessageType.M11:
-        return Veiligheidsmelding(
-            persoon=person, urgent=True, onderdelen=_sections(cat.IDENTIFICEREND, text)
-        )
+        return Veiligheidsmelding(persoon=person, urgent=True, onderdelen=_sections(topic, text))
     if message_type is MessageType.M12:
         return Ambtsbericht(kenmerk="AB-2026-001", persoon=person, inhoud=text)
     if message_type is MessageType.M13:
-        return MarInbreng(
-            mar_datum=dt.date(2026, 12, 10), onderdelen=_sections(cat.IDENTIFICEREND, text)
-        )
+        return MarInbreng(mar_datum=dt.date(2026, 12, 10), onderdelen=_sections(topic, text))
     if message_type is MessageType.M14:
         return DetentieUitstroom(
             verwachte_uitstroom=dt.date(2027, 3, 1),
-            onderdelen=_sections(cat.IDENTIFICEREND, text),
+            onderdelen=_sections(topic, text),
         )
     if message_type is MessageType.M15:
         return Advies(soort="VRAAG", thema="Online radicalisering jongeren", tekst=text)
@@ -151,7 +150,7 @@ def example_body(
         return OverdrachtCasus(
             nieuwe_gemeente=OrgId("GEM.oosterdorp"),
             ingangsdatum=dt.date(2027, 2, 1),
-            onderdelen=_sections(cat.IDENTIFICEREND, text),
+            onderdelen=_sections(topic, text),
         )
     raise AssertionError(message_type)  # pragma: no cover - every type is handled above
 

@@ -1,0 +1,268 @@
+"""The partner SDK: what a back office uses to talk to the hub.
+
+::
+
+    async with PartnerClient(identity, url) as client:
+        message_id = await client.send(body, draft, to=[OrgId("ZVH.west")])
+        async for item in client.messages():
+            match item:
+                case Delivery():   ...process item.body...; await item.ack()
+                case Refusal():    ...item.notice.reason...; await item.ack()
+                case Rejected():   ...log it...              (already acknowledged)
+
+``send`` validates, seals and publishes, and returns the message id once JetStream has stored
+it. ``messages`` yields opened, validated deliveries and the hub's signed refusal notices; the
+back office acknowledges each after processing (at-least-once), and the client suppresses
+redelivered duplicates by message id. Deliveries that fail to open are acknowledged and yielded
+as :class:`Rejected`, with the reason for the partner's own log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final, Self
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from adapters.transport import connect, follow_directory
+from contracts.bodies import Body
+from contracts.enums import OrgType
+from contracts.errors import EnvelopeError, SchakelError
+from contracts.header import EnvelopeHeader, MessageDraft
+from contracts.ids import MessageId, OrgId, new_message_id, org_type_of
+from contracts.notice import REFUSAL_LABEL, RefusalNotice
+from contracts.topology import (
+    DELIVERY_STREAM,
+    HEADER_KIND,
+    KIND_REFUSAL,
+    delivery_consumer,
+    inbound_subject,
+)
+from keys.directory import KeyDirectory
+from keys.envelope import open_envelope, seal
+from keys.identity import PartnerIdentity
+from keys.statement import verify_statement
+
+__all__ = ["Delivery", "PartnerClient", "Refusal", "Rejected"]
+
+_SEEN_KEPT: Final = 100_000
+_log = structlog.get_logger("schakel.adapter")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An opened, validated message for this partner."""
+
+    header: EnvelopeHeader
+    body: Body
+    _msg: Msg = field(repr=False)
+
+    @property
+    def message_id(self) -> MessageId:
+        """The message id."""
+        return MessageId(self.header.message_id)
+
+    async def ack(self) -> None:
+        """Tell the hub the back office has processed the message."""
+        await self._msg.ack()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The hub refused one of this partner's messages."""
+
+    notice: RefusalNotice
+    _msg: Msg = field(repr=False)
+
+    async def ack(self) -> None:
+        """Acknowledge the notice."""
+        await self._msg.ack()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A delivery this client could not open or validate (already acknowledged)."""
+
+    reason: str
+    message_id: str | None
+
+
+Incoming = Delivery | Refusal | Rejected
+
+
+class PartnerClient:
+    """One partner's connection to the hub; an async context manager, used once."""
+
+    def __init__(self, identity: PartnerIdentity, nats_url: str) -> None:
+        self.identity = identity
+        self.url = nats_url
+        self.directory = KeyDirectory()
+        self._stack = contextlib.AsyncExitStack()
+        self._nc: Client | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._buffer: list[Msg] = []
+        self._state = "unopened"
+
+    @property
+    def org(self) -> OrgId:
+        """This partner's organisation id."""
+        return self.identity.org
+
+    async def __aenter__(self) -> Self:
+        if self._state != "unopened":
+            raise RuntimeError("a PartnerClient can be opened only once")
+        self._state = "open"
+        try:
+            self._nc = await connect(self.url, f"schakel-adapter-{self.org}")
+            self._stack.push_async_callback(self._close)
+            await self._stack.enter_async_context(follow_directory(self._nc, self.directory))
+            js = self._nc.jetstream()
+            try:
+                self._sub = await js.pull_subscribe_bind(
+                    delivery_consumer(self.org), stream=DELIVERY_STREAM
+                )
+            except nats.js.errors.NotFoundError as exc:
+                raise SchakelError(f"{self.org} is not registered at the hub") from exc
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _close(self) -> None:
+        # Pending fetch-timeout status messages would make drain wait for ever: unsubscribe
+        # the pull subscription first (unacknowledged messages are redelivered later).
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception:
+                await self._nc.close()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "closed"
+        await self._stack.aclose()
+
+    def _require_open(self) -> Client:
+        if self._state != "open" or self._nc is None:
+            raise RuntimeError("the client is not open")
+        return self._nc
+
+    async def send(
+        self,
+        body: Body,
+        draft: MessageDraft,
+        to: Sequence[OrgId],
+        *,
+        message_id: MessageId | None = None,
+    ) -> MessageId:
+        """Validate, seal and publish a message; return its id once JetStream stored it.
+
+        Raises:
+            ContractError: the body or draft breaks a contract (nothing was sent).
+            KeyDirectoryError: a recipient is unknown or has no valid key.
+        """
+        nc = self._require_open()
+        message_id = message_id or new_message_id()
+        records = [self.directory.record(org) for org in to]
+        raw = await asyncio.to_thread(
+            seal, body, draft, sender=self.identity, recipients=records, message_id=message_id
+        )
+        await self.publish_raw(raw, message_id, nc=nc)
+        return message_id
+
+    async def publish_raw(self, raw: bytes, message_id: str, *, nc: Client | None = None) -> None:
+        """Publish envelope bytes as they are (for tests of the hub's defences)."""
+        nc = nc or self._require_open()
+        await nc.jetstream().publish(
+            inbound_subject(self.org), raw, headers={"Nats-Msg-Id": message_id}
+        )
+
+    async def receive(self, timeout: float = 5.0) -> Incoming | None:
+        """The next incoming item, or ``None`` when nothing arrives within ``timeout``."""
+        assert self._sub is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if not self._buffer:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return None
+                try:
+                    self._buffer = await self._sub.fetch(16, timeout=min(remaining, 1.0))
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue
+                if not self._buffer:
+                    continue
+            msg = self._buffer.pop(0)
+            item = await self._interpret(msg)
+            if item is not None:
+                return item
+
+    async def messages(self, idle_timeout: float | None = None) -> AsyncIterator[Incoming]:
+        """Yield incoming items; stop after ``idle_timeout`` seconds without any (or never)."""
+        while True:
+            item = await self.receive(timeout=idle_timeout or 3600.0)
+            if item is None:
+                if idle_timeout is not None:
+                    return
+                continue
+            yield item
+
+    async def _interpret(self, msg: Msg) -> Incoming | None:
+        if (msg.headers or {}).get(HEADER_KIND) == KIND_REFUSAL:
+            return await self._refusal(msg)
+        try:
+            opened = await asyncio.to_thread(
+                open_envelope, msg.data, self.identity, self.directory.signer
+            )
+        except EnvelopeError as exc:
+            await msg.ack()
+            _log.warning("delivery_rejected", reason=exc.reason, subject=msg.subject)
+            return Rejected(reason=exc.reason, message_id=None)
+        message_id = opened.header.message_id
+        if message_id in self._seen:
+            await msg.ack()  # a redelivery of something the back office already has
+            return None
+        self._remember(message_id)
+        return Delivery(header=opened.header, body=opened.body, _msg=msg)
+
+    async def _refusal(self, msg: Msg) -> Incoming:
+        hubs = [r for r in self.directory if org_type_of(r.org) is OrgType.HUB]
+        for record in hubs:
+            try:
+                notice = verify_statement(
+                    msg.data, RefusalNotice, REFUSAL_LABEL, record.signing_key.key
+                )
+            except EnvelopeError:
+                continue
+            return Refusal(notice=notice, _msg=msg)
+        await msg.ack()
+        return Rejected(reason="refusal notice not signed by a known hub", message_id=None)
+
+    def _remember(self, message_id: str) -> None:
+        self._seen[message_id] = None
+        while len(self._seen) > _SEEN_KEPT:
+            self._seen.popitem(last=False)
+
+    @staticmethod
+    def now() -> dt.datetime:
+        """The current time (UTC, whole seconds)."""
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -1,0 +1,158 @@
+"""The audit trail: metadata of every routed and refused message, hash-chained.
+
+Each record holds who sent which message type to whom, when, for which pseudonymous case and
+state, and why it was refused; never content. ``hash`` is SHA-256 over the record's canonical
+JSON without ``hash``; ``prev`` is the previous record's hash (64 zeros for the first), so
+changing, removing or reordering any record breaks every link after it. Records are appended
+to the ``SCHAKEL_AUDIT`` stream with an expected-last-sequence check, so several hub instances
+extend one chain instead of forking it. The stream denies deletes and purges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contracts.canonical import canonical_json
+from contracts.enums import CaseState, DataCategory, LegalBasis, MessageType, Purpose, ReasonCode
+from contracts.header import Timestamp
+from contracts.ids import CaseIdField, MessageIdField, OrgIdField
+from contracts.topology import AUDIT_STREAM, AUDIT_SUBJECT
+
+__all__ = ["GENESIS", "AuditRecord", "AuditTrail", "ChainReport", "read_trail", "verify_chain"]
+
+GENESIS: Final = "0" * 64
+_WRONG_LAST_SEQUENCE: Final = 10071
+
+
+class AuditRecord(BaseModel):
+    """One audit record. Metadata only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    prev: str
+    hash: str = ""
+    at: Timestamp
+    hub: str
+    event: Literal["routed", "refused"]
+    sender: OrgIdField
+    message_id: MessageIdField | None = None
+    message_type: MessageType | None = None
+    case_id: CaseIdField | None = None
+    state_before: CaseState | None = None
+    state_after: CaseState | None = None
+    recipients: tuple[OrgIdField, ...] = ()
+    purpose: Purpose | None = None
+    legal_basis: LegalBasis | None = None
+    categories: tuple[DataCategory, ...] = ()
+    reason: ReasonCode | None = None
+    detail: str | None = None
+
+    def compute_hash(self) -> str:
+        """SHA-256 (hex) of the canonical record without its ``hash`` field."""
+        return hashlib.sha256(canonical_json(self.model_copy(update={"hash": ""}))).hexdigest()
+
+    def sealed(self, index: int, prev: str) -> AuditRecord:
+        """This record placed in the chain after ``prev``."""
+        placed = self.model_copy(update={"index": index, "prev": prev, "hash": ""})
+        return placed.model_copy(update={"hash": placed.compute_hash()})
+
+
+class AuditTrail:
+    """Appends records to the chain in the audit stream."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+        self._lock = asyncio.Lock()
+        self._tail: tuple[int, int, str] | None = None  # stream seq, index, hash
+
+    async def _load_tail(self) -> tuple[int, int, str]:
+        try:
+            last = await self._js.get_last_msg(AUDIT_STREAM, AUDIT_SUBJECT)
+        except nats.js.errors.NotFoundError:
+            return 0, -1, GENESIS
+        record = AuditRecord.model_validate_json(last.data or b"")
+        return int(last.seq or 0), record.index, record.hash
+
+    async def append(self, record: AuditRecord, dedupe_id: str) -> AuditRecord:
+        """Append ``record`` (its index, prev and hash are filled in here); idempotent per id."""
+        async with self._lock:
+            for _ in range(50):
+                if self._tail is None:
+                    self._tail = await self._load_tail()
+                seq, index, prev = self._tail
+                placed = record.sealed(index + 1, prev)
+                try:
+                    ack = await self._js.publish(
+                        AUDIT_SUBJECT,
+                        canonical_json(placed),
+                        headers={
+                            "Nats-Msg-Id": dedupe_id,
+                            "Nats-Expected-Last-Subject-Sequence": str(seq),
+                        },
+                    )
+                except nats.js.errors.APIError as exc:
+                    if exc.err_code != _WRONG_LAST_SEQUENCE:
+                        raise
+                    self._tail = None  # another hub appended: re-read the tail and retry
+                    continue
+                if ack.duplicate:
+                    self._tail = None
+                    return placed
+                self._tail = (ack.seq, placed.index, placed.hash)
+                return placed
+        raise nats.js.errors.Error("audit chain: too much contention")
+
+
+async def read_trail(js: JetStreamContext) -> AsyncIterator[tuple[int, bytes]]:
+    """Every audit record as stored (stream sequence, raw bytes), in order."""
+    info = await js.stream_info(AUDIT_STREAM)
+    for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
+        try:
+            message = await js.get_msg(AUDIT_STREAM, seq)
+        except nats.js.errors.NotFoundError:
+            yield seq, b""
+            continue
+        yield seq, message.data or b""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The outcome of verifying the chain."""
+
+    records: int
+    broken_at: int | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every link holds."""
+        return self.broken_at is None
+
+
+def verify_chain(raw_records: list[tuple[int, bytes]]) -> ChainReport:
+    """Recompute the chain; report the first stream sequence whose link is broken."""
+    prev, expected_index = GENESIS, 0
+    for count, (seq, raw) in enumerate(raw_records):
+        try:
+            record = AuditRecord.model_validate_json(raw)
+        except ValidationError:
+            return ChainReport(count, seq, "record is not a valid audit record")
+        if canonical_json(record) != raw:
+            return ChainReport(count, seq, "record is not in canonical form")
+        if record.index != expected_index:
+            return ChainReport(count, seq, f"index {record.index}, expected {expected_index}")
+        if record.prev != prev:
+            return ChainReport(count, seq, "prev does not match the previous record's hash")
+        if record.compute_hash() != record.hash:
+            return ChainReport(count, seq, "hash does not match the record")
+        prev, expected_index = record.hash, expected_index + 1
+    return ChainReport(len(raw_records), None, None)

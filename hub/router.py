@@ -1,0 +1,311 @@
+"""The router: one inbound envelope in, deliveries or a refusal out, an audit record always.
+
+For each envelope, in order: framing and size; header schema; sender binding (the signed sender
+is the partner whose inbound subject it came from); signature and signing key; duplicate
+message id; the created/expires window; the recipients' encryption keys; the policy decision
+against the case. Then, for an accepted message: the case update (compare-and-set: the commit
+point), one delivery per recipient, the audit record, the message id remembered; the caller
+acks the inbound message only after all of that. Every step after the commit point is
+idempotent, so a crash anywhere leads to a redelivery that finishes the work without a second
+decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import structlog
+
+from contracts.enums import REASON_TEXTS, ReasonCode
+from contracts.errors import EnvelopeError
+from contracts.header import EnvelopeHeader
+from contracts.ids import CaseId, MessageId, OrgId
+from contracts.notice import REFUSAL_LABEL, RefusalNotice
+from contracts.policy import Policy
+from contracts.topology import org_of_inbound_subject
+from hub.audit import AuditRecord
+from hub.cases import CaseRecord
+from hub.policy import Allow, Context, Refuse, decide
+from hub.registry import Registry
+from hub.transport import MessageEntry
+from keys.directory import KeyDirectory
+from keys.envelope import verify
+from keys.errors import KeyDirectoryError
+from keys.identity import PartnerIdentity
+from keys.statement import sign_statement
+
+__all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "Router"]
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_CAS_ATTEMPTS: Final = 8
+_log = structlog.get_logger("schakel.router")
+
+
+class CaseStore(Protocol):
+    async def get(self, case_id: CaseId) -> tuple[CaseRecord | None, int]: ...
+    async def put(self, record: CaseRecord, revision: int) -> bool: ...
+
+
+class MessageRegistry(Protocol):
+    async def get(self, message_id: MessageId) -> MessageEntry | None: ...
+    async def put(self, message_id: MessageId, entry: MessageEntry) -> None: ...
+
+
+class AuditSink(Protocol):
+    async def append(self, record: AuditRecord, dedupe_id: str) -> AuditRecord: ...
+
+
+class Deliverer(Protocol):
+    async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None: ...
+    async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """An envelope as it arrived: its bytes, subject and inbound stream sequence."""
+
+    data: bytes
+    subject: str
+    seq: int
+    msg_id_hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the router did."""
+
+    accepted: bool
+    reason: ReasonCode | None = None
+    message_id: MessageId | None = None
+
+
+class Router:
+    """Routes envelopes by policy. Stateless apart from its collaborators."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        registry: Registry,
+        directory: KeyDirectory,
+        cases: CaseStore,
+        messages: MessageRegistry,
+        audit: AuditSink,
+        outbox: Deliverer,
+        identity: PartnerIdentity,
+        instance: str,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self._policy = policy
+        self._registry = registry
+        self._directory = directory
+        self._cases = cases
+        self._messages = messages
+        self._audit = audit
+        self._outbox = outbox
+        self._identity = identity
+        self._instance = instance
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    def _now(self) -> dt.datetime:
+        return self._clock().astimezone(dt.UTC).replace(microsecond=0)
+
+    async def handle(self, item: Inbound) -> Outcome:
+        """Route one inbound envelope. Raises only on infrastructure failure (then retry)."""
+        now = self._now()
+        sender = org_of_inbound_subject(item.subject)
+        if sender is None:
+            return Outcome(accepted=False, reason=ReasonCode.SENDER_MISMATCH)
+        try:
+            verified = verify(
+                item.data, self._directory.signer, max_bytes=self._policy.limits.max_envelope_bytes
+            )
+        except EnvelopeError as exc:
+            code = ReasonCode(exc.code)
+            return await self._refuse(item, sender, now, code, exc.reason, None)
+        header = verified.header
+        if header.sender.org != sender:
+            return await self._refuse(
+                item, sender, now, ReasonCode.SENDER_MISMATCH, "signed sender differs", header
+            )
+        message_id = MessageId(header.message_id)
+        seen = await self._messages.get(message_id)
+        if seen is not None:
+            if seen.inbound_seq == item.seq:  # our own redelivery after a crash: done already
+                return Outcome(accepted=True, message_id=message_id)
+            return await self._refuse(item, sender, now, ReasonCode.DUPLICATE, "replay", header)
+        problem = self._time_problem(header, now) or self._recipient_key_problem(header, now)
+        if problem:
+            return await self._refuse(item, sender, now, problem[0], problem[1], header)
+        replies_to_no_forward = False
+        if header.in_reply_to is not None:
+            original = await self._messages.get(MessageId(header.in_reply_to))
+            replies_to_no_forward = original is not None and original.no_forward
+        ctx = Context(
+            policy=self._policy,
+            registry=self._registry,
+            now=now,
+            replies_to_no_forward=replies_to_no_forward,
+        )
+        decided = await self._decide_and_commit(header, ctx)
+        if isinstance(decided, Refuse):
+            return await self._refuse(item, sender, now, decided.reason, decided.detail, header)
+        for recipient in header.recipient_orgs:
+            await self._outbox.deliver(OrgId(recipient), item.data, message_id)
+        await self._audit.append(
+            self._record(header, now, "routed", decided.state_before, decided.case),
+            dedupe_id=f"in:{item.seq}",
+        )
+        await self._messages.put(
+            message_id,
+            MessageEntry(
+                status="accepted",
+                inbound_seq=item.seq,
+                message_type=header.message_type,
+                no_forward=header.no_forward,
+            ),
+        )
+        _log.info(
+            "message_routed",
+            message_id=message_id,
+            message_type=header.message_type.value,
+            sender=sender,
+            recipients=list(header.recipient_orgs),
+            case_id=header.case_id,
+            state_before=decided.state_before,
+            state_after=decided.case.state if decided.case else None,
+        )
+        return Outcome(accepted=True, message_id=message_id)
+
+    async def _decide_and_commit(self, header: EnvelopeHeader, ctx: Context) -> Allow | Refuse:
+        if header.case_id is None:
+            return decide(header, None, ctx)
+        for _ in range(_CAS_ATTEMPTS):
+            case, revision = await self._cases.get(CaseId(header.case_id))
+            if case is not None and case.has_applied(MessageId(header.message_id)):
+                return Allow(case=case, state_before=None)  # committed before a crash
+            verdict = decide(header, case, ctx)
+            if isinstance(verdict, Refuse) or verdict.case is None:
+                return verdict
+            if await self._cases.put(verdict.case, revision):
+                return verdict
+        return Refuse(ReasonCode.CONFLICT, "case kept changing")
+
+    def _time_problem(
+        self, header: EnvelopeHeader, now: dt.datetime
+    ) -> tuple[ReasonCode, str] | None:
+        limits = self._policy.limits
+        if now >= header.expires_at:
+            return ReasonCode.EXPIRED, "expired before routing"
+        if header.created_at > now + dt.timedelta(seconds=limits.max_clock_skew_seconds):
+            return ReasonCode.NOT_YET_VALID, "created in the future"
+        if header.expires_at - header.created_at > dt.timedelta(days=limits.max_lifetime_days):
+            return ReasonCode.LIFETIME_TOO_LONG, "lifetime above the limit"
+        return None
+
+    def _recipient_key_problem(
+        self, header: EnvelopeHeader, now: dt.datetime
+    ) -> tuple[ReasonCode, str] | None:
+        for recipient in header.recipients:
+            try:
+                self._directory.encryption_key(OrgId(recipient.org), recipient.kid, now)
+            except KeyDirectoryError as exc:
+                return ReasonCode.RECIPIENT_KEY_STALE, str(exc)
+        return None
+
+    def _record(
+        self,
+        header: EnvelopeHeader | None,
+        now: dt.datetime,
+        event: str,
+        state_before: object,
+        case: CaseRecord | None,
+        *,
+        sender: OrgId | None = None,
+        reason: ReasonCode | None = None,
+        detail: str | None = None,
+        message_id: str | None = None,
+    ) -> AuditRecord:
+        fields: dict[str, object] = {}
+        if header is not None:
+            fields = {
+                "message_id": header.message_id,
+                "message_type": header.message_type,
+                "case_id": header.case_id,
+                "recipients": header.recipient_orgs,
+                "purpose": header.purpose,
+                "legal_basis": header.legal_basis,
+                "categories": header.categories,
+            }
+        elif message_id is not None:
+            fields["message_id"] = message_id
+        return AuditRecord.model_validate(
+            {
+                "index": 0,
+                "prev": "",
+                "at": now,
+                "hub": self._instance,
+                "event": event,
+                "sender": sender or (header.sender.org if header else ""),
+                "state_before": state_before,
+                "state_after": case.state if case else None,
+                "reason": reason,
+                "detail": detail,
+                **fields,
+            }
+        )
+
+    async def _refuse(
+        self,
+        item: Inbound,
+        sender: OrgId,
+        now: dt.datetime,
+        reason: ReasonCode,
+        detail: str,
+        header: EnvelopeHeader | None,
+    ) -> Outcome:
+        hint = item.msg_id_hint if item.msg_id_hint and _UUID.match(item.msg_id_hint) else None
+        message_id = MessageId(header.message_id) if header else MessageId(hint) if hint else None
+        notice = RefusalNotice(
+            message_id=message_id,
+            recipient=sender,
+            reason=reason,
+            text=REASON_TEXTS[reason],
+            at=now,
+            hub=self._identity.org,
+            hub_kid=self._identity.signing_kid,
+        )
+        if sender in self._directory:
+            await self._outbox.notify(
+                sender,
+                sign_statement(notice, self._identity.signing_key, REFUSAL_LABEL),
+                dedupe_id=f"refusal:{item.seq}",
+            )
+        await self._audit.append(
+            self._record(
+                header,
+                now,
+                "refused",
+                None,
+                None,
+                sender=sender,
+                reason=reason,
+                detail=detail,
+                message_id=message_id,
+            ),
+            dedupe_id=f"in:{item.seq}",
+        )
+        _log.info(
+            "message_refused",
+            message_id=message_id,
+            message_type=header.message_type.value if header else None,
+            sender=sender,
+            case_id=header.case_id if header else None,
+            reason=reason.value,
+            detail=detail,
+        )
+        return Outcome(accepted=False, reason=reason, message_id=message_id)

@@ -1,0 +1,210 @@
+"""The hub service: NATS, topology, key directory, router and workers, as one context manager.
+
+Shutdown order (``__aexit__``): stop fetching, let workers finish what they hold (bounded by
+``shutdown_timeout``), then drain the NATS connection. Messages not finished are not acked and
+are redelivered to this or another hub instance: nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+
+from adapters.transport import follow_directory, publish_record
+from contracts.enums import OrgType
+from contracts.ids import OrgId, org_type_of
+from contracts.policy import Policy, default_policy
+from contracts.topology import KEYS_BUCKET
+from hub.audit import AuditTrail
+from hub.natsserver import NatsServer
+from hub.registry import Registry, default_registry
+from hub.router import Inbound, Router
+from hub.transport import KvCaseStore, KvMessageRegistry, Outbox, Transport, header_case_id
+from keys.directory import KeyDirectory
+from keys.identity import PartnerIdentity, PublicKeyRecord
+
+__all__ = ["Hub", "HubSettings", "provision"]
+
+_log = structlog.get_logger("schakel.hub")
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Everything the hub is configured with; built once at the edge (CLI, tests)."""
+
+    nats_url: str | None = None
+    data_dir: Path = Path("schakel-data")
+    workers: int = 8
+    fetch_batch: int = 64
+    shutdown_timeout: float = 10.0
+    replicas: int = 1
+    partners: tuple[OrgId, ...] = ()
+    policy: Policy = field(default_factory=default_policy)
+    registry: Registry = field(default_factory=default_registry)
+    instance: str = field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
+    clock: Callable[[], dt.datetime] | None = None
+
+
+class Hub:
+    """A running hub instance."""
+
+    def __init__(self, settings: HubSettings, identity: PartnerIdentity) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.directory = KeyDirectory()
+        self._stack = contextlib.AsyncExitStack()
+        self._stop = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._state = "unopened"
+        self.url = ""
+        self.transport: Transport | None = None
+        self.processed = 0
+
+    async def __aenter__(self) -> Self:
+        if self._state != "unopened":
+            raise RuntimeError("a Hub can be opened only once")
+        self._state = "open"
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        settings = self.settings
+        url = settings.nats_url
+        if url is None:
+            server = NatsServer(settings.data_dir / "nats")
+            url = (await self._stack.enter_async_context(server)).url
+        self.url = url
+        transport = await self._stack.enter_async_context(
+            Transport(url, name=settings.instance, replicas=settings.replicas)
+        )
+        self.transport = transport
+        await transport.ensure_topology(settings.policy)
+        await publish_record(await transport.kv(KEYS_BUCKET), self.identity.public_record())
+        await self._stack.enter_async_context(follow_directory(transport.nc, self.directory))
+        await transport.ensure_partners(settings.partners)
+        router = Router(
+            policy=settings.policy,
+            registry=settings.registry,
+            directory=self.directory,
+            cases=KvCaseStore(await transport.kv("schakel-cases")),
+            messages=KvMessageRegistry(await transport.kv("schakel-messages")),
+            audit=AuditTrail(transport.js),
+            outbox=Outbox(transport.js),
+            identity=self.identity,
+            instance=settings.instance,
+            clock=settings.clock,
+        )
+        self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
+        _log.info("hub_started", instance=settings.instance, nats=url)
+
+    async def add_partner(self, org: OrgId) -> None:
+        """Create the delivery consumer for a partner joining at run time."""
+        assert self.transport is not None
+        await self.transport.ensure_partners([org])
+
+    async def _run(self, router: Router, transport: Transport) -> None:
+        queues: list[asyncio.Queue[Msg]] = [
+            asyncio.Queue(maxsize=self.settings.fetch_batch) for _ in range(self.settings.workers)
+        ]
+        subscription = await transport.pull_inbound()
+        async with asyncio.TaskGroup() as group:
+            for number, queue in enumerate(queues):
+                group.create_task(self._work(router, queue), name=f"hub-worker-{number}")
+            while not self._stop.is_set():
+                try:
+                    batch = await subscription.fetch(self.settings.fetch_batch, timeout=0.5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    _log.warning("fetch_failed", error=type(exc).__name__)
+                    await asyncio.sleep(0.2)
+                    continue
+                for msg in batch:
+                    # Messages about one case go to one worker, so they are applied in order.
+                    shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
+                    await queues[shard].put(msg)
+            for queue in queues:
+                await queue.join()
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+            raise _Stopped
+
+    async def _work(self, router: Router, queue: asyncio.Queue[Msg]) -> None:
+        while True:
+            msg = await queue.get()
+            try:
+                seq = msg.metadata.sequence.stream
+                await router.handle(
+                    Inbound(
+                        data=msg.data,
+                        subject=msg.subject,
+                        seq=seq,
+                        msg_id_hint=(msg.headers or {}).get("Nats-Msg-Id"),
+                    )
+                )
+                await msg.ack()
+                self.processed += 1
+            except Exception as exc:
+                _log.error("message_failed", error=type(exc).__name__, subject=msg.subject)
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+            finally:
+                queue.task_done()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "closed"
+        self._stop.set()
+        if self._runner is not None:
+            try:
+                await asyncio.wait_for(self._runner, timeout=self.settings.shutdown_timeout)
+            except* _Stopped:
+                pass
+            except* TimeoutError:
+                self._runner.cancel()
+                _log.warning("hub_shutdown_timeout")
+        await self._stack.aclose()
+        _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed)
+
+
+async def provision(
+    url: str,
+    policy: Policy,
+    records: Iterable[PublicKeyRecord],
+    *,
+    replicas: int = 1,
+) -> None:
+    """Operator step: create the topology, publish public key records, create consumers."""
+    records = list(records)
+    async with Transport(url, name="schakel-operator", replicas=replicas) as transport:
+        await transport.ensure_topology(policy)
+        kv = await transport.kv(KEYS_BUCKET)
+        for record in records:
+            await publish_record(kv, record)
+        await transport.ensure_partners(
+            [OrgId(r.org) for r in records if org_type_of(r.org) is not OrgType.HUB]
+        )
+
+
+class _Stopped(Exception):
+    """Raised inside the task group to stop the workers after the queues are empty."""

@@ -1,0 +1,283 @@
+"""The hub's NATS layer: topology as code, and the stores the router works through.
+
+Everything the hub keeps lives in JetStream:
+
+- ``SCHAKEL_IN``   (work queue) partners publish envelopes to ``schakel.in.<org>``;
+- ``SCHAKEL_OUT``  (work queue) one delivery per recipient on ``schakel.out.<org>``, read by the
+  partner's durable consumer ``deliver-<org>``; refusal notices travel the same way;
+- ``SCHAKEL_AUDIT`` the hash-chained audit trail (``hub/audit.py``);
+- KV ``schakel-cases`` (case metadata), ``schakel-messages`` (message ids seen, for duplicates
+  and no_forward), ``schakel-keys`` (public key records).
+
+Only the hub creates or changes these; partners are never given the rights to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Final, Self
+
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict
+
+from adapters.transport import connect
+from contracts.enums import MessageType
+from contracts.errors import SchakelError
+from contracts.ids import CaseId, MessageId, OrgId
+from contracts.policy import Policy
+from contracts.topology import (
+    AUDIT_STREAM,
+    AUDIT_SUBJECT,
+    CASES_BUCKET,
+    DELIVERY_PREFIX,
+    DELIVERY_STREAM,
+    HEADER_KIND,
+    HUB_CONSUMER,
+    INBOUND_PREFIX,
+    INBOUND_STREAM,
+    KEYS_BUCKET,
+    KIND_ENVELOPE,
+    KIND_REFUSAL,
+    MESSAGES_BUCKET,
+    delivery_consumer,
+    delivery_subject,
+)
+from hub.cases import CaseRecord
+
+__all__ = [
+    "KvCaseStore",
+    "KvMessageRegistry",
+    "MessageEntry",
+    "Outbox",
+    "Transport",
+    "TransportError",
+]
+
+DUPLICATE_WINDOW: Final = 300.0
+ACK_WAIT: Final = 30.0
+
+
+class TransportError(SchakelError):
+    """NATS could not do what the hub asked."""
+
+
+class MessageEntry(BaseModel):
+    """What the hub remembers about a message id: metadata only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: str
+    inbound_seq: int
+    message_type: MessageType
+    no_forward: bool
+
+
+class KvCaseStore:
+    """Case records in KV, changed only by compare-and-set on the revision."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, case_id: CaseId) -> tuple[CaseRecord | None, int]:
+        """The record and its revision (``None`` and 0 when there is none)."""
+        try:
+            entry = await self._kv.get(case_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None, 0
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return None, 0
+        return CaseRecord.model_validate_json(entry.value), int(entry.revision or 0)
+
+    async def put(self, record: CaseRecord, revision: int) -> bool:
+        """Write ``record`` if the case is still at ``revision``; ``False`` on a conflict."""
+        value = record.model_dump_json().encode()
+        try:
+            if revision == 0:
+                await self._kv.create(record.case_id, value)
+            else:
+                await self._kv.update(record.case_id, value, last=revision)
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            return False
+        return True
+
+
+class KvMessageRegistry:
+    """Message ids the hub has accepted, kept for the longest message lifetime."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, message_id: MessageId) -> MessageEntry | None:
+        """What is known about ``message_id``."""
+        try:
+            entry = await self._kv.get(message_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return MessageEntry.model_validate_json(entry.value) if entry.value else None
+
+    async def put(self, message_id: MessageId, entry: MessageEntry) -> None:
+        """Remember ``message_id``."""
+        await self._kv.put(message_id, entry.model_dump_json().encode())
+
+
+class Outbox:
+    """Publishes deliveries and notices to partners' delivery subjects, deduplicated."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None:
+        """One copy of an envelope for one recipient (idempotent per message and recipient)."""
+        await self._js.publish(
+            delivery_subject(org),
+            envelope,
+            headers={"Nats-Msg-Id": f"{message_id}:{org}", HEADER_KIND: KIND_ENVELOPE},
+        )
+
+    async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None:
+        """A signed refusal notice for the sender."""
+        await self._js.publish(
+            delivery_subject(org),
+            notice,
+            headers={"Nats-Msg-Id": dedupe_id, HEADER_KIND: KIND_REFUSAL},
+        )
+
+
+class Transport:
+    """The hub's connection to NATS; an async context manager that drains on exit."""
+
+    def __init__(self, url: str, *, name: str = "schakel-hub", replicas: int = 1) -> None:
+        self.url = url
+        self._name = name
+        self._replicas = replicas
+        self._nc: Client | None = None
+
+    @property
+    def nc(self) -> Client:
+        """The NATS connection."""
+        if self._nc is None:
+            raise TransportError("transport is not open")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        return self.nc.jetstream()
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._nc = await connect(self.url, self._name)
+        except Exception as exc:
+            raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.drain()
+            except Exception:
+                await nc.close()
+
+    async def ensure_topology(self, policy: Policy) -> None:
+        """Create or update every stream, bucket and the hub's consumer (idempotent)."""
+        lifetime = policy.limits.max_lifetime_days * 86400.0
+        streams = [
+            api.StreamConfig(
+                name=INBOUND_STREAM,
+                subjects=[INBOUND_PREFIX + ">"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                max_msg_size=policy.limits.max_envelope_bytes,
+                duplicate_window=DUPLICATE_WINDOW,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
+                name=DELIVERY_STREAM,
+                subjects=[DELIVERY_PREFIX + ">"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                max_age=lifetime,
+                duplicate_window=DUPLICATE_WINDOW,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
+                name=AUDIT_STREAM,
+                subjects=[AUDIT_SUBJECT],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW,
+                deny_delete=True,
+                deny_purge=True,
+                num_replicas=self._replicas,
+            ),
+        ]
+        for config in streams:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+        for bucket, ttl in (
+            (CASES_BUCKET, None),
+            (MESSAGES_BUCKET, lifetime + 86400),
+            (KEYS_BUCKET, None),
+        ):
+            await self.js.create_key_value(
+                api.KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    ttl=ttl,
+                    storage=api.StorageType.FILE,
+                    replicas=self._replicas,
+                )
+            )
+        await self.js.add_consumer(
+            INBOUND_STREAM,
+            api.ConsumerConfig(
+                durable_name=HUB_CONSUMER,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT,
+                max_deliver=-1,
+                max_ack_pending=4096,
+            ),
+        )
+
+    async def ensure_partners(self, orgs: Iterable[OrgId]) -> None:
+        """Create each partner's durable delivery consumer (partners never create their own)."""
+        for org in orgs:
+            await self.js.add_consumer(
+                DELIVERY_STREAM,
+                api.ConsumerConfig(
+                    durable_name=delivery_consumer(org),
+                    filter_subject=delivery_subject(org),
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=ACK_WAIT,
+                    max_deliver=-1,
+                ),
+            )
+
+    async def kv(self, bucket: str) -> KeyValue:
+        """A KV bucket handle."""
+        return await self.js.key_value(bucket)
+
+    async def pull_inbound(self) -> JetStreamContext.PullSubscription:
+        """Bind to the hub's shared durable consumer on the inbound stream."""
+        return await self.js.pull_subscribe_bind(HUB_CONSUMER, stream=INBOUND_STREAM)
+
+
+def header_case_id(raw: bytes) -> str:
+    """A cheap look at an envelope's case id, for sharding only (never trusted)."""
+    try:
+        start = raw.index(b'"case_id":"') + 11
+        return raw[start : start + 31].decode("ascii", "replace")
+    except ValueError:
+        return ""

@@ -1,0 +1,69 @@
+"""Fixtures for hub tests: a real nats-server on a free port, a hub, and partner clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from adapters.client import PartnerClient
+from adapters.scenarios import PARTNERS
+from contracts.ids import OrgId
+from contracts.policy import default_policy
+from hub.natsserver import NatsServer
+from hub.service import Hub, HubSettings, provision
+from keys.identity import PartnerIdentity
+
+HUB_ORG = OrgId("HUB.test")
+
+
+@dataclass
+class World:
+    """A running system: server, hub, identities and connected partner clients."""
+
+    server: NatsServer
+    hub: Hub
+    identities: dict[str, PartnerIdentity]
+    clients: dict[str, PartnerClient]
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def partner_identities() -> dict[str, PartnerIdentity]:
+    """Identities of all simulated partners (generated once per test session)."""
+    return {org: PartnerIdentity.generate(OrgId(org)) for org in PARTNERS}
+
+
+@pytest.fixture(scope="session")
+def hub_identity() -> PartnerIdentity:
+    """The hub's own identity (signs refusal notices)."""
+    return PartnerIdentity.generate(HUB_ORG)
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A real nats-server with JetStream on a free loopback port."""
+    async with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+async def world(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    partner_identities: dict[str, PartnerIdentity],
+    hub_identity: PartnerIdentity,
+) -> AsyncIterator[World]:
+    """A provisioned system with a hub and every partner connected."""
+    records = [i.public_record() for i in partner_identities.values()]
+    await provision(nats_server.url, default_policy(), [*records, hub_identity.public_record()])
+    settings = HubSettings(nats_url=nats_server.url, data_dir=tmp_path, workers=4)
+    async with Hub(settings, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
+        clients = {
+            org: await stack.enter_async_context(PartnerClient(identity, nats_server.url))
+            for org, identity in partner_identities.items()
+        }
+        yield World(nats_server, hub, partner_identities, clients, tmp_path)
