@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck unit bench schemas vectors clean
+.PHONY: demo test lint typecheck unit bench schemas vectors clean
+
+## demo: embedded NATS, the hub and simulated partners playing scenario 1
+demo: $(STAMP)
+	$(BIN)/schakel demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -205,7 +205,7 @@ class ScenarioRunner:
             try:
                 await client.send(body, draft, [OrgId(o) for o in step.to])
             except ContractError as exc:
-                self._narrate(f"  refused by the sender's SDK  {label}: {exc}")
+                self._narrate(f"  {'refused by the sender SDK':<31}{label}: {exc}")
                 return StepResult(step, None, "sdk")
             raise ScenarioFailure(f"{label}: the SDK sent a message it should refuse")
         message_id = await client.send(body, draft, [OrgId(o) for o in step.to])
@@ -218,7 +218,7 @@ class ScenarioRunner:
                     raise ScenarioFailure(f"{label}: {org} got {item!r} instead of the message")
                 await item.ack()
             self._advance(step)
-            self._narrate(f"  delivered                    {label}")
+            self._narrate(f"  {'delivered':<31}{label}")
             result = StepResult(step, message_id, "delivered")
         else:
             item = await client.receive(timeout=self._timeout)
@@ -229,7 +229,7 @@ class ScenarioRunner:
                 raise ScenarioFailure(
                     f"{label}: refused with {item.notice.reason}, expected {step.expect}"
                 )
-            self._narrate(f"  refused {item.notice.reason:<21}{label}")
+            self._narrate(f"  refused {item.notice.reason:<23}{label}")
             result = StepResult(step, message_id, item.notice.reason.value, item.notice.text)
         if step.expect_state is not None and self._world.states.get(step.case) != step.expect_state:
             raise ScenarioFailure(f"{label}: case should now be {step.expect_state}")

@@ -33,6 +33,7 @@ from contracts.bodies import (
     Voortgang,
 )
 from contracts.enums import (
+    CaseState,
     DataCategory,
     Decision,
     Function,
@@ -185,7 +186,11 @@ def example_draft(
     return MessageDraft.model_validate(
         {
             "case_id": (case_id or new_case_id()) if with_case else None,
-            "step": min(rule.states) if with_case else None,
+            "step": (
+                (CaseState.SIGNAAL_ONTVANGEN if rule.creates_case else min(rule.states))
+                if with_case
+                else None
+            ),
             "purpose": min(rule.purposes),
             "legal_basis": LegalBasis.WGP_PGA,
             "no_forward": rule.force_no_forward,

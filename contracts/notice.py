@@ -25,7 +25,7 @@ class RefusalNotice(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: Literal["schakel-refusal/1"] = "schakel-refusal/1"
-    message_id: MessageIdField | None
+    message_id: MessageIdField | None = None
     recipient: OrgIdField
     reason: ReasonCode
     text: str

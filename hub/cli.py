@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,8 +16,10 @@ from pydantic import SecretStr
 from contracts.enums import OrgType
 from contracts.errors import SchakelError
 from contracts.ids import OrgId, org_type_of
+from contracts.policy import default_policy, load_policy
+from hub.registry import default_registry, load_registry
 from keys.identity import PartnerIdentity
-from keys.keystore import PASSPHRASE_ENV, save_keystore
+from keys.keystore import PASSPHRASE_ENV, load_keystore, save_keystore
 
 __all__ = ["main"]
 
@@ -61,6 +65,98 @@ def _keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_url(args: argparse.Namespace) -> str:
+    url: str | None = args.nats or os.environ.get("SCHAKEL_NATS_URL")
+    if not url:
+        raise SchakelError("no NATS server: pass --nats URL or set SCHAKEL_NATS_URL")
+    return url
+
+
+def _hub_run(args: argparse.Namespace) -> int:
+    from hub.logconfig import configure_logging
+    from hub.service import Hub, HubSettings
+
+    configure_logging(json=args.log == "json")
+    settings = HubSettings(
+        nats_url=args.nats or os.environ.get("SCHAKEL_NATS_URL"),
+        data_dir=Path(args.data_dir),
+        workers=args.workers,
+        policy=load_policy(Path(args.policy)) if args.policy else default_policy(),
+        registry=load_registry(Path(args.registry)) if args.registry else default_registry(),
+    )
+    if args.identity:
+        identity = load_keystore(Path(args.identity), _passphrase(confirm=False))
+    else:
+        identity = PartnerIdentity.generate(OrgId("HUB.local"))
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with Hub(settings, identity) as hub:
+            sys.stderr.write(f"schakel hub running on {hub.url}; Ctrl-C stops it\n")
+            await stop.wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+async def _read_records(url: str) -> list[tuple[int, bytes]]:
+    from hub.audit import read_trail
+    from hub.transport import Transport
+
+    async with Transport(url, name="schakel-audit") as transport:
+        return [item async for item in read_trail(transport.js)]
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from hub.audit import verify_chain
+
+    report = verify_chain(asyncio.run(_read_records(_nats_url(args))))
+    if report.ok:
+        sys.stdout.write(f"audit chain intact: {report.records} records\n")
+        return 0
+    sys.stdout.write(
+        f"audit chain BROKEN at stream sequence {report.broken_at} "
+        f"(after {report.records} good records): {report.problem}\n"
+    )
+    return 1
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    from hub.audit import AuditRecord
+    from hub.demo import format_record
+
+    shown = 0
+    for _, raw in asyncio.run(_read_records(_nats_url(args))):
+        record = AuditRecord.model_validate_json(raw)
+        if record.case_id == args.case:
+            sys.stdout.write(format_record(record) + "\n")
+            shown += 1
+    if not shown:
+        sys.stdout.write(f"no audit records for {args.case}\n")
+    return 0
+
+
+def _keys_publish(args: argparse.Namespace) -> int:
+    from hub.service import provision
+    from keys.identity import PublicKeyRecord
+
+    records = [
+        PublicKeyRecord.model_validate_json(Path(p).read_text("utf-8")) for p in args.records
+    ]
+    asyncio.run(provision(_nats_url(args), default_policy(), records))
+    sys.stdout.write(f"published {len(records)} public key record(s)\n")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hub.demo import run_demo
+
+    return 0 if asyncio.run(run_demo()) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``schakel``."""
     parser = argparse.ArgumentParser(prog="schakel", description=__doc__)
@@ -75,6 +171,37 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, help="directory for keystore and public record")
     init.add_argument("--force", action="store_true", help="replace an existing keystore")
     init.set_defaults(handler=_keys_init)
+    publish = keys.add_parser("publish", help="put public key records in the key directory")
+    publish.add_argument("records", nargs="+", help="public record JSON files")
+    publish.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    publish.set_defaults(handler=_keys_publish)
+
+    hub = commands.add_parser("hub", help="the hub service").add_subparsers(
+        dest="hub_command", required=True
+    )
+    run = hub.add_parser("run", help="run the hub (embedded nats-server unless --nats)")
+    run.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL); default: embedded")
+    run.add_argument("--data-dir", default="schakel-data", help="embedded server's storage")
+    run.add_argument("--identity", help="the hub's keystore (default: a fresh identity)")
+    run.add_argument("--policy", help="routing policy TOML (default: the shipped one)")
+    run.add_argument("--registry", help="partner registry TOML (default: the example)")
+    run.add_argument("--workers", type=int, default=8)
+    run.add_argument("--log", choices=["json", "console"], default="json")
+    run.set_defaults(handler=_hub_run)
+
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="recompute the hash chain")
+    verify.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    verify.set_defaults(handler=_audit_verify)
+    show = audit.add_parser("show", help="a case's routing history")
+    show.add_argument("--case", required=True)
+    show.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    show.set_defaults(handler=_audit_show)
+
+    demo = commands.add_parser("demo", help="play scenario 1 through an embedded hub")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

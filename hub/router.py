@@ -21,8 +21,8 @@ from typing import Final, Protocol
 import structlog
 
 from contracts.enums import REASON_TEXTS, ReasonCode
-from contracts.errors import EnvelopeError
-from contracts.header import EnvelopeHeader
+from contracts.errors import ContractError, EnvelopeError
+from contracts.header import EnvelopeHeader, decode_header
 from contracts.ids import CaseId, MessageId, OrgId
 from contracts.notice import REFUSAL_LABEL, RefusalNotice
 from contracts.policy import Policy
@@ -33,7 +33,7 @@ from hub.policy import Allow, Context, Refuse, decide
 from hub.registry import Registry
 from hub.transport import MessageEntry
 from keys.directory import KeyDirectory
-from keys.envelope import verify
+from keys.envelope import split_envelope, verify
 from keys.errors import KeyDirectoryError
 from keys.identity import PartnerIdentity
 from keys.statement import sign_statement
@@ -126,6 +126,9 @@ class Router:
             )
         except EnvelopeError as exc:
             code = ReasonCode(exc.code)
+            claimed = _claimed_message_id(item.data)
+            if claimed is not None:
+                item = Inbound(item.data, item.subject, item.seq, claimed)
             return await self._refuse(item, sender, now, code, exc.reason, None)
         header = verified.header
         if header.sender.org != sender:
@@ -309,3 +312,12 @@ class Router:
             detail=detail,
         )
         return Outcome(accepted=False, reason=reason, message_id=message_id)
+
+
+def _claimed_message_id(data: bytes) -> str | None:
+    """The message id an unverifiable envelope claims, to echo to its own publisher only."""
+    try:
+        header_bytes, _, _ = split_envelope(data)
+        return decode_header(header_bytes).message_id
+    except (EnvelopeError, ContractError):
+        return None

@@ -197,7 +197,8 @@ class Transport:
                 subjects=[INBOUND_PREFIX + ">"],
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
-                max_msg_size=policy.limits.max_envelope_bytes,
+                # No stream limit below the server's max_payload: the hub refuses oversized
+                # envelopes itself (TOO_LARGE), so the sender is told and the attempt recorded.
                 duplicate_window=DUPLICATE_WINDOW,
                 num_replicas=self._replicas,
             ),

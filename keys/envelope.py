@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 MAGIC: Final = b"SCHAKEL\x01"
-MAX_BODY_BYTES: Final = 1024 * 1024
+MAX_BODY_BYTES: Final = 512 * 1024
 COMMITMENT_LABEL: Final = b"schakel/1 payload-key-commitment"
 SIGNATURE_LABEL: Final = b"schakel/1 envelope-signature\x00"
 _MIN_PADDED: Final = 256

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ class World:
 @pytest.fixture(scope="session")
 def partner_identities() -> dict[str, PartnerIdentity]:
     """Identities of all simulated partners (generated once per test session)."""
-    return {org: PartnerIdentity.generate(OrgId(org)) for org in PARTNERS}
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    return {org: PartnerIdentity.generate(OrgId(org), now=yesterday) for org in PARTNERS}
 
 
 @pytest.fixture(scope="session")
