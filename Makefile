@@ -27,9 +27,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-## bench: envelope crypto beside the raw libsodium operations it is built from
+## bench: envelope crypto beside raw libsodium; the hub beside a bare JetStream relay
 bench: $(STAMP)
 	$(BIN)/python bench/envelope.py
+	$(BIN)/python bench/endtoend.py
 
 ## schemas / vectors: regenerate the committed JSON Schemas and known-answer vectors
 schemas: $(STAMP)

@@ -8,6 +8,7 @@ the hub's policy engine evaluates this data.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -287,8 +288,9 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(path.read_text(encoding="utf-8"))
 
 
+@functools.cache
 def default_policy() -> Policy:
-    """The policy shipped with this package (``contracts/policy.toml``)."""
+    """The policy shipped with this package (``contracts/policy.toml``), parsed once."""
     return parse_policy(resources.files("contracts").joinpath("policy.toml").read_text("utf-8"))
 
 

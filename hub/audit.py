@@ -4,13 +4,19 @@ Each record holds who sent which message type to whom, when, for which pseudonym
 state, and why it was refused; never content. ``hash`` is SHA-256 over the record's canonical
 JSON without ``hash``; ``prev`` is the previous record's hash (64 zeros for the first), so
 changing, removing or reordering any record breaks every link after it. Records are appended
-to the ``SCHAKEL_AUDIT`` stream with an expected-last-sequence check, so several hub instances
-extend one chain instead of forking it. The stream denies deletes and purges.
+to the ``SCHAKEL_AUDIT`` stream in groups (one stream message holds one or more records, one
+per line) with an expected-last-sequence check, so several hub instances extend one chain
+instead of forking it. The stream denies deletes and purges.
+
+A hub that crashes after storing a record but before acknowledging the inbound message
+records that message again when it is redelivered; both records carry the same
+``inbound_seq``, so a reader can tell a re-processing from a second message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,6 +61,7 @@ class AuditRecord(BaseModel):
     categories: tuple[DataCategory, ...] = ()
     reason: ReasonCode | None = None
     detail: str | None = None
+    inbound_seq: int | None = None
 
     def compute_hash(self) -> str:
         """SHA-256 (hex) of the canonical record without its ``hash`` field."""
@@ -67,53 +74,91 @@ class AuditRecord(BaseModel):
 
 
 class AuditTrail:
-    """Appends records to the chain in the audit stream."""
+    """Appends records to the chain in the audit stream, in groups (group commit).
 
-    def __init__(self, js: JetStreamContext) -> None:
+    Callers await :meth:`append`; a single writer task takes every record waiting at that
+    moment, chains them and stores them as one stream message (JSON Lines, one canonical record
+    per line) with an expected-last-sequence check, then wakes the callers. Under load this
+    turns one JetStream round trip per message into one per group.
+    """
+
+    def __init__(self, js: JetStreamContext, *, max_group: int = 512) -> None:
         self._js = js
-        self._lock = asyncio.Lock()
+        self._max_group = max_group
+        self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[AuditRecord]]] = (
+            asyncio.Queue()
+        )
         self._tail: tuple[int, int, str] | None = None  # stream seq, index, hash
+        self._writer: asyncio.Task[None] | None = None
 
     async def _load_tail(self) -> tuple[int, int, str]:
         try:
             last = await self._js.get_last_msg(AUDIT_STREAM, AUDIT_SUBJECT)
         except nats.js.errors.NotFoundError:
             return 0, -1, GENESIS
-        record = AuditRecord.model_validate_json(last.data or b"")
+        record = AuditRecord.model_validate_json((last.data or b"").rsplit(b"\n", 1)[-1])
         return int(last.seq or 0), record.index, record.hash
 
-    async def append(self, record: AuditRecord, dedupe_id: str) -> AuditRecord:
-        """Append ``record`` (its index, prev and hash are filled in here); idempotent per id."""
-        async with self._lock:
-            for _ in range(50):
-                if self._tail is None:
-                    self._tail = await self._load_tail()
-                seq, index, prev = self._tail
-                placed = record.sealed(index + 1, prev)
-                try:
-                    ack = await self._js.publish(
-                        AUDIT_SUBJECT,
-                        canonical_json(placed),
-                        headers={
-                            "Nats-Msg-Id": dedupe_id,
-                            "Nats-Expected-Last-Subject-Sequence": str(seq),
-                        },
-                    )
-                except nats.js.errors.APIError as exc:
-                    if exc.err_code != _WRONG_LAST_SEQUENCE:
-                        raise
-                    self._tail = None  # another hub appended: re-read the tail and retry
-                    continue
-                if ack.duplicate:
-                    self._tail = None
-                    return placed
-                self._tail = (ack.seq, placed.index, placed.hash)
-                return placed
+    async def append(self, record: AuditRecord) -> AuditRecord:
+        """Append ``record`` (index, prev and hash are filled in); return it once stored."""
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="audit-writer")
+        done: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
+        await self._queue.put((record, done))
+        return await done
+
+    async def close(self) -> None:
+        """Stop the writer (after the callers it serves have finished)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def _write(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self._max_group and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            try:
+                placed = await self._store([record for record, _ in group])
+            except Exception as exc:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), record in zip(group, placed, strict=True):
+                if not done.done():
+                    done.set_result(record)
+
+    async def _store(self, records: list[AuditRecord]) -> list[AuditRecord]:
+        for _ in range(50):
+            if self._tail is None:
+                self._tail = await self._load_tail()
+            seq, index, prev = self._tail
+            placed = []
+            for record in records:
+                index += 1
+                record = record.sealed(index, prev)
+                prev = record.hash
+                placed.append(record)
+            try:
+                ack = await self._js.publish(
+                    AUDIT_SUBJECT,
+                    b"\n".join(canonical_json(r) for r in placed),
+                    headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
+                )
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != _WRONG_LAST_SEQUENCE:
+                    raise
+                self._tail = None  # another hub appended: re-read the tail and retry
+                continue
+            self._tail = (ack.seq, placed[-1].index, placed[-1].hash)
+            return placed
         raise nats.js.errors.Error("audit chain: too much contention")
 
 
 async def read_trail(js: JetStreamContext) -> AsyncIterator[tuple[int, bytes]]:
-    """Every audit record as stored (stream sequence, raw bytes), in order."""
+    """Every audit record as stored (its stream message's sequence, raw bytes), in order."""
     info = await js.stream_info(AUDIT_STREAM)
     for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
         try:
@@ -121,7 +166,8 @@ async def read_trail(js: JetStreamContext) -> AsyncIterator[tuple[int, bytes]]:
         except nats.js.errors.NotFoundError:
             yield seq, b""
             continue
-        yield seq, message.data or b""
+        for line in (message.data or b"").split(b"\n"):
+            yield seq, line
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,9 @@ from contracts.ids import CaseIdField, MessageId, MessageIdField, OrgId, OrgIdFi
 __all__ = ["CLOSED_STATES", "CaseRecord", "Invitation", "InvitationStatus"]
 
 CLOSED_STATES: Final = frozenset({CaseState.AFGESLOTEN, CaseState.AFGESLOTEN_ZONDER_PGA})
-_APPLIED_KEPT: Final = 256
+# Enough to cover the window between the case write and the message registry write (the
+# registry is the long-term duplicate memory); kept small because it is rewritten each time.
+_APPLIED_KEPT: Final = 32
 
 
 class InvitationStatus(StrEnum):

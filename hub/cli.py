@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--identity", help="the hub's keystore (default: a fresh identity)")
     run.add_argument("--policy", help="routing policy TOML (default: the shipped one)")
     run.add_argument("--registry", help="partner registry TOML (default: the example)")
-    run.add_argument("--workers", type=int, default=8)
+    run.add_argument("--workers", type=int, default=32, help="concurrent messages")
     run.add_argument("--log", choices=["json", "console"], default="json")
     run.set_defaults(handler=_hub_run)
 

@@ -12,6 +12,7 @@ decision.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -56,7 +57,7 @@ class MessageRegistry(Protocol):
 
 
 class AuditSink(Protocol):
-    async def append(self, record: AuditRecord, dedupe_id: str) -> AuditRecord: ...
+    async def append(self, record: AuditRecord) -> AuditRecord: ...
 
 
 class Deliverer(Protocol):
@@ -157,11 +158,11 @@ class Router:
         decided = await self._decide_and_commit(header, ctx)
         if isinstance(decided, Refuse):
             return await self._refuse(item, sender, now, decided.reason, decided.detail, header)
-        for recipient in header.recipient_orgs:
-            await self._outbox.deliver(OrgId(recipient), item.data, message_id)
+        await asyncio.gather(
+            *(self._outbox.deliver(OrgId(r), item.data, message_id) for r in header.recipient_orgs)
+        )
         await self._audit.append(
-            self._record(header, now, "routed", decided.state_before, decided.case),
-            dedupe_id=f"in:{item.seq}",
+            self._record(header, now, "routed", decided.state_before, decided.case, seq=item.seq)
         )
         await self._messages.put(
             message_id,
@@ -232,6 +233,7 @@ class Router:
         reason: ReasonCode | None = None,
         detail: str | None = None,
         message_id: str | None = None,
+        seq: int | None = None,
     ) -> AuditRecord:
         fields: dict[str, object] = {}
         if header is not None:
@@ -258,6 +260,7 @@ class Router:
                 "state_after": case.state if case else None,
                 "reason": reason,
                 "detail": detail,
+                "inbound_seq": seq,
                 **fields,
             }
         )
@@ -299,8 +302,8 @@ class Router:
                 reason=reason,
                 detail=detail,
                 message_id=message_id,
-            ),
-            dedupe_id=f"in:{item.seq}",
+                seq=item.seq,
+            )
         )
         _log.info(
             "message_refused",

@@ -46,7 +46,7 @@ class HubSettings:
 
     nats_url: str | None = None
     data_dir: Path = Path("schakel-data")
-    workers: int = 8
+    workers: int = 32
     fetch_batch: int = 64
     shutdown_timeout: float = 10.0
     replicas: int = 1
@@ -98,13 +98,15 @@ class Hub:
         await publish_record(await transport.kv(KEYS_BUCKET), self.identity.public_record())
         await self._stack.enter_async_context(follow_directory(transport.nc, self.directory))
         await transport.ensure_partners(settings.partners)
+        audit = AuditTrail(transport.js)
+        self._stack.push_async_callback(audit.close)
         router = Router(
             policy=settings.policy,
             registry=settings.registry,
             directory=self.directory,
             cases=KvCaseStore(await transport.kv("schakel-cases")),
             messages=KvMessageRegistry(await transport.kv("schakel-messages")),
-            audit=AuditTrail(transport.js),
+            audit=audit,
             outbox=Outbox(transport.js),
             identity=self.identity,
             instance=settings.instance,
