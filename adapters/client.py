@@ -25,6 +25,7 @@ import datetime as dt
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
@@ -35,7 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from adapters.transport import connect, follow_directory
+from adapters.transport import Credentials, connect, follow_directory
 from contracts.bodies import Body
 from contracts.enums import OrgType
 from contracts.errors import EnvelopeError, SchakelError
@@ -48,6 +49,7 @@ from contracts.topology import (
     KIND_REFUSAL,
     delivery_consumer,
     inbound_subject,
+    inbox_prefix,
 )
 from keys.directory import KeyDirectory
 from keys.envelope import open_envelope, seal
@@ -104,9 +106,19 @@ Incoming = Delivery | Refusal | Rejected
 class PartnerClient:
     """One partner's connection to the hub; an async context manager, used once."""
 
-    def __init__(self, identity: PartnerIdentity, nats_url: str) -> None:
+    def __init__(
+        self,
+        identity: PartnerIdentity,
+        nats_url: str,
+        *,
+        nkey_seed: Path | None = None,
+        tls_ca: Path | None = None,
+    ) -> None:
         self.identity = identity
         self.url = nats_url
+        self._credentials = Credentials(
+            nkey_seed=nkey_seed, tls_ca=tls_ca, inbox_prefix=inbox_prefix(identity.org)
+        )
         self.directory = KeyDirectory()
         self._stack = contextlib.AsyncExitStack()
         self._nc: Client | None = None
@@ -125,7 +137,7 @@ class PartnerClient:
             raise RuntimeError("a PartnerClient can be opened only once")
         self._state = "open"
         try:
-            self._nc = await connect(self.url, f"schakel-adapter-{self.org}")
+            self._nc = await connect(self.url, f"schakel-adapter-{self.org}", self._credentials)
             self._stack.push_async_callback(self._close)
             await self._stack.enter_async_context(follow_directory(self._nc, self.directory))
             js = self._nc.jetstream()

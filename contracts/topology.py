@@ -25,6 +25,7 @@ __all__ = [
     "delivery_consumer",
     "delivery_subject",
     "inbound_subject",
+    "inbox_prefix",
     "org_of_inbound_subject",
 ]
 
@@ -59,6 +60,11 @@ def org_of_inbound_subject(subject: str) -> OrgId | None:
 def delivery_subject(org: OrgId) -> str:
     """Where the hub puts envelopes and notices for ``org``."""
     return DELIVERY_PREFIX + org
+
+
+def inbox_prefix(org: OrgId) -> str:
+    """The private reply-subject prefix of ``org`` (the only subjects it may subscribe to)."""
+    return "_INBOX_" + org.replace(".", "-")
 
 
 def delivery_consumer(org: OrgId) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from adapters.transport import Credentials
 from contracts.enums import OrgType
 from contracts.errors import SchakelError
 from contracts.ids import OrgId, org_type_of
@@ -83,6 +84,10 @@ def _hub_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         policy=load_policy(Path(args.policy)) if args.policy else default_policy(),
         registry=load_registry(Path(args.registry)) if args.registry else default_registry(),
+        credentials=Credentials(
+            nkey_seed=Path(args.nkey) if args.nkey else None,
+            tls_ca=Path(args.tls_ca) if args.tls_ca else None,
+        ),
     )
     if args.identity:
         identity = load_keystore(Path(args.identity), _passphrase(confirm=False))
@@ -151,6 +156,38 @@ def _keys_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_config(args: argparse.Namespace) -> int:
+    from hub.natsconfig import ClusterLayout, TlsFiles, write_config
+
+    registry = load_registry(Path(args.registry)) if args.registry else default_registry()
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise SchakelError("TLS needs --tls-cert, --tls-key and --tls-ca together")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
+    cluster = None
+    if args.cluster_port:
+        cluster = ClusterLayout(name=args.cluster_name, port=args.cluster_port,
+                                routes=tuple(args.route))  # fmt: skip
+    out = Path(args.out)
+    path = write_config(
+        out,
+        registry.partners(),
+        host=args.host,
+        port=args.port,
+        store_dir=Path(args.store_dir),
+        tls=tls,
+        cluster=cluster,
+    )
+    sys.stdout.write(
+        f"wrote {path} ({len(registry.partners())} partners + hub)\n"
+        f"seeds in {out / 'creds'} (mode 0600): give each partner only its own file\n"
+        f"start:  nats-server -c {path}\n"
+        "reload after adding or removing a partner:  nats-server --signal reload\n"
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hub.demo import run_demo
 
@@ -186,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", help="routing policy TOML (default: the shipped one)")
     run.add_argument("--registry", help="partner registry TOML (default: the example)")
     run.add_argument("--workers", type=int, default=32, help="concurrent messages")
+    run.add_argument("--nkey", help="the hub's NKey seed file (from schakel nats-config)")
+    run.add_argument("--tls-ca", help="CA to verify the NATS server against")
     run.add_argument("--log", choices=["json", "console"], default="json")
     run.set_defaults(handler=_hub_run)
 
@@ -199,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--case", required=True)
     show.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
     show.set_defaults(handler=_audit_show)
+
+    natscfg = commands.add_parser(
+        "nats-config", help="write the nats-server configuration with per-partner NKeys"
+    )
+    natscfg.add_argument("--out", required=True, help="directory for the config and seeds")
+    natscfg.add_argument("--registry", help="partner registry TOML (default: the example)")
+    natscfg.add_argument("--host", default="0.0.0.0", help="client listen address")  # noqa: S104
+    natscfg.add_argument("--port", type=int, default=4222)
+    natscfg.add_argument("--store-dir", default="/var/lib/schakel/jetstream")
+    natscfg.add_argument("--tls-cert", help="server certificate (PEM)")
+    natscfg.add_argument("--tls-key", help="server private key (PEM)")
+    natscfg.add_argument("--tls-ca", help="CA bundle clients and routes are verified against")
+    natscfg.add_argument("--cluster-name", default="schakel")
+    natscfg.add_argument("--cluster-port", type=int, help="route port (enables clustering)")
+    natscfg.add_argument("--route", action="append", default=[], help="peer route URL")
+    natscfg.set_defaults(handler=_nats_config)
 
     demo = commands.add_parser("demo", help="play scenario 1 through an embedded hub")
     demo.set_defaults(handler=_demo)

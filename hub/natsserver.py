@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from contracts.errors import SchakelError
 __all__ = ["NatsServer", "find_nats_server", "free_port"]
 
 _START_TIMEOUT: Final = 15.0
+_RELOADED: Final = b"Reloaded server configuration"
 
 
 def find_nats_server() -> str:
@@ -57,12 +59,14 @@ class NatsServer:
         port: int | None = None,
         name: str = "schakel",
         cluster: tuple[int, list[int]] | None = None,
+        config: Path | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.name = name
         self._cluster = cluster
+        self._config = config
         self._extra = extra_args
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -72,8 +76,10 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        command = [
-            find_nats_server(),
+        command = [find_nats_server()]
+        if self._config is not None:  # the file says where to listen and store
+            return [*command, "-c", str(self._config), *self._extra]
+        command += [
             "-a", "127.0.0.1",
             "-p", str(self.port),
             "-n", self.name,
@@ -113,6 +119,23 @@ class NatsServer:
             if asyncio.get_running_loop().time() > deadline:
                 await self.stop()
                 raise SchakelError("nats-server did not start in time")
+            await asyncio.sleep(0.05)
+
+    async def reload(self, timeout: float = 10.0) -> None:
+        """Make the server re-read its configuration file (SIGHUP) and wait until it has.
+
+        Raises:
+            SchakelError: the server did not confirm the reload (see its log).
+        """
+        if self._process is None or self._process.poll() is not None:
+            raise SchakelError("nats-server is not running")
+        log = self.data_dir / "nats-server.log"
+        before = log.read_bytes().count(_RELOADED)
+        self._process.send_signal(signal.SIGHUP)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while log.read_bytes().count(_RELOADED) <= before:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SchakelError(f"nats-server did not reload; see {log}")
             await asyncio.sleep(0.05)
 
     async def stop(self, *, kill: bool = False) -> None:

@@ -47,9 +47,15 @@ class Region(_Frozen):
 
 
 class Registry(_Frozen):
-    """All regions."""
+    """All regions, and the partners that belong to no region (national organisations)."""
 
     regions: dict[str, Region]
+    national: frozenset[OrgIdField] = frozenset()
+
+    def partners(self) -> frozenset[OrgId]:
+        """Every organisation in the registry: who gets NATS credentials and a consumer."""
+        regional = {o for r in self.regions.values() for o in r.gemeenten | r.zvh | r.pol | r.om}
+        return frozenset(OrgId(o) for o in regional | self.national)
 
     def region_of(self, gemeente: OrgId) -> Region | None:
         """The region a gemeente belongs to."""

@@ -22,7 +22,7 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
-from adapters.transport import follow_directory, publish_record
+from adapters.transport import Credentials, follow_directory, publish_record
 from contracts.enums import OrgType
 from contracts.ids import OrgId, org_type_of
 from contracts.policy import Policy, default_policy
@@ -54,6 +54,7 @@ class HubSettings:
     policy: Policy = field(default_factory=default_policy)
     registry: Registry = field(default_factory=default_registry)
     instance: str = field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
+    credentials: Credentials | None = None
     clock: Callable[[], dt.datetime] | None = None
 
 
@@ -91,7 +92,12 @@ class Hub:
             url = (await self._stack.enter_async_context(server)).url
         self.url = url
         transport = await self._stack.enter_async_context(
-            Transport(url, name=settings.instance, replicas=settings.replicas)
+            Transport(
+                url,
+                name=settings.instance,
+                replicas=settings.replicas,
+                credentials=settings.credentials,
+            )
         )
         self.transport = transport
         await transport.ensure_topology(settings.policy)
@@ -195,10 +201,13 @@ async def provision(
     records: Iterable[PublicKeyRecord],
     *,
     replicas: int = 1,
+    credentials: Credentials | None = None,
 ) -> None:
     """Operator step: create the topology, publish public key records, create consumers."""
     records = list(records)
-    async with Transport(url, name="schakel-operator", replicas=replicas) as transport:
+    async with Transport(
+        url, name="schakel-operator", replicas=replicas, credentials=credentials
+    ) as transport:
         await transport.ensure_topology(policy)
         kv = await transport.kv(KEYS_BUCKET)
         for record in records:

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
-from adapters.transport import connect
+from adapters.transport import Credentials, connect
 from contracts.enums import MessageType
 from contracts.errors import SchakelError
 from contracts.ids import CaseId, MessageId, OrgId
@@ -150,10 +150,18 @@ class Outbox:
 class Transport:
     """The hub's connection to NATS; an async context manager that drains on exit."""
 
-    def __init__(self, url: str, *, name: str = "schakel-hub", replicas: int = 1) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "schakel-hub",
+        replicas: int = 1,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.url = url
         self._name = name
         self._replicas = replicas
+        self._credentials = credentials
         self._nc: Client | None = None
 
     @property
@@ -170,7 +178,7 @@ class Transport:
 
     async def __aenter__(self) -> Self:
         try:
-            self._nc = await connect(self.url, self._name)
+            self._nc = await connect(self.url, self._name, self._credentials)
         except Exception as exc:
             raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
         return self
@@ -239,6 +247,7 @@ class Transport:
                     ttl=ttl,
                     storage=api.StorageType.FILE,
                     replicas=self._replicas,
+                    direct=True,  # partners read the key directory by direct get only
                 )
             )
         await self.js.add_consumer(

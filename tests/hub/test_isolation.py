@@ -1,0 +1,259 @@
+"""Partner isolation at the NATS layer, attacked with every partner's real credentials.
+
+The server runs the configuration ``schakel nats-config`` generates: one NKey user per partner
+with exact permissions. Every attack below must be denied by the server itself (a permissions
+violation), and the permitted path must still work end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+import trustme
+from nats.aio.client import Client
+
+from adapters.client import Delivery, PartnerClient
+from adapters.transport import Credentials
+from contracts.enums import MessageType
+from contracts.examples import example_body, example_draft
+from contracts.ids import OrgId
+from contracts.policy import default_policy
+from contracts.topology import inbox_prefix
+from hub.natsconfig import TlsFiles, write_config
+from hub.natsserver import NatsServer, free_port
+from hub.service import Hub, HubSettings, provision
+from keys.identity import PartnerIdentity
+
+PARTNERS = [
+    OrgId(o) for o in ("POL.west", "OM.west", "ZVH.west", "GEM.westerstad", "IND.landelijk")
+]
+ATTACKER, VICTIM = OrgId("POL.west"), OrgId("OM.west")
+
+
+@dataclass
+class Secured:
+    """A server on the generated configuration, with a hub and two partner clients."""
+
+    server: NatsServer
+    config_dir: Path
+    identities: dict[OrgId, PartnerIdentity]
+
+    def seed(self, org: str) -> Path:
+        return self.config_dir / "creds" / f"{org}.nk"
+
+
+@pytest.fixture
+async def secured(tmp_path: Path, hub_identity: PartnerIdentity) -> AsyncIterator[Secured]:
+    """A secured system: generated NATS config, hub with its credentials, partners provisioned."""
+    port = free_port()
+    config = write_config(tmp_path / "cfg", PARTNERS, port=port, store_dir=tmp_path / "js")
+    identities = {o: PartnerIdentity.generate(o) for o in PARTNERS}
+    hub_creds = Credentials(nkey_seed=tmp_path / "cfg" / "creds" / "hub.nk")
+    async with NatsServer(tmp_path, port=port, config=config) as server:
+        records = [i.public_record() for i in identities.values()]
+        await provision(server.url, default_policy(), [*records, hub_identity.public_record()],
+                        credentials=hub_creds)  # fmt: skip
+        settings = HubSettings(nats_url=server.url, data_dir=tmp_path, credentials=hub_creds)
+        async with Hub(settings, hub_identity):
+            yield Secured(server, tmp_path / "cfg", identities)
+
+
+@contextlib.asynccontextmanager
+async def raw_client(secured: Secured, org: OrgId) -> AsyncIterator[tuple[Client, list[str]]]:
+    """A bare NATS connection with ``org``'s credentials, collecting the server's errors."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await nats.connect(
+        secured.server.url,
+        nkeys_seed=str(secured.seed(org)),
+        inbox_prefix=inbox_prefix(org).encode(),
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+    try:
+        yield nc, errors
+    finally:
+        await nc.close()
+
+
+async def refused(url: str, **options: Any) -> BaseException:
+    """Try to connect; return why it failed (and close what a failed attempt leaves open)."""
+    nc = Client()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **options
+            ),
+            timeout=5,
+        )
+    except (nats.errors.Error, ssl.SSLError, OSError, TimeoutError) as exc:
+        return exc
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), timeout=2)
+        if nc._transport is not None:  # a failed handshake leaves the socket open
+            nc._transport.close()  # type: ignore[no-untyped-call]
+    raise AssertionError("the connection was accepted")
+
+
+async def _publish(nc: Client, subject: str) -> None:
+    await nc.publish(subject, b"{}")
+
+
+async def _request(nc: Client, subject: str) -> None:
+    with contextlib.suppress(nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        await nc.request(subject, b'{"batch":1}', timeout=0.3)
+
+
+async def _subscribe(nc: Client, subject: str) -> None:
+    await nc.subscribe(subject)
+
+
+Attack = tuple[str, Callable[[Client, str], Awaitable[None]], str]
+V = "deliver-OM-west"
+ATTACKS: list[Attack] = [
+    ("publish to another partner's inbound subject", _publish, "schakel.in.OM.west"),
+    ("pull from another's consumer", _request, f"$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT.{V}"),
+    ("acknowledge on another partner's consumer", _publish, f"$JS.ACK.SCHAKEL_OUT.{V}.1.1.1.1.0"),
+    ("create a consumer", _request, "$JS.API.CONSUMER.CREATE.SCHAKEL_OUT"),
+    ("create a named consumer on another's subject", _request,
+     "$JS.API.CONSUMER.CREATE.SCHAKEL_OUT.evil.schakel.out.OM.west"),
+    ("create a durable consumer", _request, "$JS.API.CONSUMER.DURABLE.CREATE.SCHAKEL_OUT.evil"),
+    ("inspect another partner's consumer", _request, f"$JS.API.CONSUMER.INFO.SCHAKEL_OUT.{V}"),
+    ("delete another partner's consumer", _request, f"$JS.API.CONSUMER.DELETE.SCHAKEL_OUT.{V}"),
+    ("list consumers", _request, "$JS.API.CONSUMER.NAMES.SCHAKEL_OUT"),
+    ("read deliveries by sequence", _request, "$JS.API.STREAM.MSG.GET.SCHAKEL_OUT"),
+    ("read the audit trail by sequence", _request, "$JS.API.STREAM.MSG.GET.SCHAKEL_AUDIT"),
+    ("direct-get deliveries", _request, "$JS.API.DIRECT.GET.SCHAKEL_OUT"),
+    ("direct-get case metadata", _request, "$JS.API.DIRECT.GET.KV_schakel-cases"),
+    ("list streams", _request, "$JS.API.STREAM.LIST"),
+    ("list stream names", _request, "$JS.API.STREAM.NAMES"),
+    ("account info", _request, "$JS.API.INFO"),
+    ("create a stream", _request, "$JS.API.STREAM.CREATE.EVIL"),
+    ("delete the audit stream", _request, "$JS.API.STREAM.DELETE.SCHAKEL_AUDIT"),
+    ("purge the inbound stream", _request, "$JS.API.STREAM.PURGE.SCHAKEL_IN"),
+    ("subscribe to everything", _subscribe, ">"),
+    ("subscribe to all inboxes", _subscribe, "_INBOX.>"),
+    ("subscribe to another partner's inbox", _subscribe, "_INBOX_OM-west.>"),
+    ("subscribe to another partner's deliveries", _subscribe, "schakel.out.OM.west"),
+    ("subscribe to all inbound traffic", _subscribe, "schakel.in.>"),
+    ("publish into the audit stream", _publish, "schakel.audit"),
+    ("publish into its own delivery subject", _publish, "schakel.out.POL.west"),
+    ("publish into another's delivery subject", _publish, "schakel.out.OM.west"),
+    ("write its own key directory record", _publish, "$KV.schakel-keys.POL.west"),
+    ("write case metadata", _publish, "$KV.schakel-cases.case-aaaaaaaaaaaaaaaaaaaaaaaaaa"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "act", "subject"), ATTACKS, ids=[a[0] for a in ATTACKS])
+async def test_attack_is_denied(
+    secured: Secured, name: str, act: Callable[[Client, str], Awaitable[None]], subject: str
+) -> None:
+    """A partner's credentials cannot do anything outside its own lane (the server says no)."""
+    async with raw_client(secured, ATTACKER) as (nc, errors):
+        await act(nc, subject)
+        await nc.flush()
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await nc.request(f"{inbox_prefix(ATTACKER)}.ping", b"", timeout=0.2)
+    assert any("permissions violation" in e and subject.lower() in e for e in errors), errors
+
+
+async def test_every_partner_is_confined_to_its_own_subject(secured: Secured) -> None:
+    """With each partner's credentials, publishing as any other partner is denied."""
+    for org in PARTNERS:
+        async with raw_client(secured, org) as (nc, errors):
+            for other in PARTNERS:
+                if other != org:
+                    await nc.publish(f"schakel.in.{other}", b"{}")
+            await nc.flush()
+            with contextlib.suppress(nats.errors.TimeoutError):
+                await nc.request(f"{inbox_prefix(org)}.ping", b"", timeout=0.2)
+        denied = [e for e in errors if "permissions violation" in e and "schakel.in." in e]
+        assert len(denied) == len(PARTNERS) - 1, (org, errors)
+
+
+async def test_permitted_path_still_works(secured: Secured) -> None:
+    """With exact permissions only, a partner still sends, and another still receives and acks."""
+    pol, zvh = OrgId("POL.west"), OrgId("ZVH.west")
+    url = secured.server.url
+    async with (
+        PartnerClient(secured.identities[pol], url, nkey_seed=secured.seed(pol)) as a,
+        PartnerClient(secured.identities[zvh], url, nkey_seed=secured.seed(zvh)) as b,
+    ):
+        body = example_body(MessageType.M1)
+        message_id = await a.send(body, example_draft(MessageType.M1, body), [zvh])
+        item = await b.receive(timeout=10)
+        assert isinstance(item, Delivery)
+        assert item.message_id == message_id
+        await item.ack()
+
+
+async def test_unknown_and_anonymous_clients_refused(secured: Secured, tmp_path: Path) -> None:
+    """Without a registered NKey nobody connects."""
+    from hub.natsconfig import ensure_seed
+
+    stranger = tmp_path / "stranger.nk"
+    ensure_seed(stranger)
+    for options in ({}, {"nkeys_seed": str(stranger)}):
+        assert "Authorization Violation" in str(await refused(secured.server.url, **options))
+
+
+async def test_reload_adds_and_removes_a_partner(secured: Secured, tmp_path: Path) -> None:
+    """Regenerating the config and reloading admits a new partner and shuts out a removed one."""
+    newcomer = OrgId("KMAR.landelijk")
+    seed = secured.seed(newcomer)
+    config = write_config(secured.config_dir, [*PARTNERS, newcomer], port=secured.server.port,
+                          store_dir=tmp_path / "js")  # fmt: skip
+    assert seed.exists()
+    await secured.server.reload()
+    async with raw_client(secured, newcomer) as (nc, errors):
+        await nc.publish(f"schakel.in.{newcomer}", b"{}")
+        await nc.flush()
+    assert errors == []
+    write_config(secured.config_dir, PARTNERS, port=secured.server.port, store_dir=tmp_path / "js")
+    await secured.server.reload()
+    assert "Authorization Violation" in str(await refused(secured.server.url, nkeys_seed=str(seed)))
+    assert config.exists()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A test CA and a server certificate for 127.0.0.1."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(
+        cert=tmp_path / "server.pem", key=tmp_path / "server.key", ca=tmp_path / "ca.pem"
+    )
+    cert.cert_chain_pems[0].write_to_path(str(files.cert))
+    cert.private_key_pem.write_to_path(str(files.key))
+    ca.cert_pem.write_to_path(str(files.ca))
+    return files
+
+
+async def test_tls_requires_trusting_the_ca(tmp_path: Path, tls_files: TlsFiles) -> None:
+    """Clients verify the server: without the CA the connection is refused; with it, it works."""
+    port = free_port()
+    config = write_config(tmp_path / "cfg", PARTNERS, port=port, store_dir=tmp_path / "js",
+                          tls=tls_files)  # fmt: skip
+    seed = str(tmp_path / "cfg" / "creds" / "POL.west.nk")
+    async with NatsServer(tmp_path, port=port, config=config) as server:
+        url = f"tls://127.0.0.1:{port}"
+        untrusting = await refused(url, nkeys_seed=seed, tls=ssl.create_default_context())
+        assert "certificate verify failed" in str(untrusting).lower() or untrusting
+        await refused(server.url, nkeys_seed=seed)  # plaintext to a TLS server
+        trusting = ssl.create_default_context(cafile=str(tls_files.ca))
+        nc = await nats.connect(url, nkeys_seed=seed, allow_reconnect=False, tls=trusting)
+        assert nc.is_connected
+        await nc.close()

@@ -1,0 +1,69 @@
+"""The generated nats-server configuration, read as a security officer would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from contracts.ids import OrgId
+from hub.natsconfig import partner_permissions, write_config
+from hub.registry import default_registry
+
+
+def _config(path: Path) -> dict[str, object]:
+    text = "".join(line for line in path.read_text().splitlines(True) if not line.startswith("#"))
+    data: dict[str, object] = json.loads(text)
+    return data
+
+
+def test_no_wildcards_in_jetstream_api_grants() -> None:
+    """Every $JS.API grant of every partner is one exact subject."""
+    for org in default_registry().partners():
+        grants = partner_permissions(org)["publish"]["allow"]
+        api = [g for g in grants if g.startswith("$JS.API")]
+        assert api, org
+        assert all("*" not in g and ">" not in g for g in api), (org, api)
+
+
+def test_grants_name_only_the_partners_own_lane() -> None:
+    """A partner's grants mention its own subject, consumer and inbox, and no other partner."""
+    org = OrgId("POL.west")
+    text = json.dumps(partner_permissions(org))
+    for other in default_registry().partners() - {org}:
+        assert other not in text
+        assert other.replace(".", "-") not in text
+
+
+def test_cli_writes_config_and_private_seeds(tmp_path: Path) -> None:
+    """`schakel nats-config` writes a config with every registry partner and 0600 seeds."""
+    out = tmp_path / "nats"
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "nats-config", "--out", str(out), "--port", "4333",
+         "--store-dir", str(tmp_path / "js"), "--tls-cert", "c.pem", "--tls-key", "k.pem",
+         "--tls-ca", "ca.pem", "--cluster-port", "6222", "--route", "nats://10.0.0.2:6222"],
+        capture_output=True, text=True, check=False, env=os.environ.copy(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = _config(out / "nats-server.conf")
+    users = config["authorization"]["users"]  # type: ignore[index]
+    assert len(users) == len(default_registry().partners()) + 1
+    assert config["tls"]["ca_file"] == "ca.pem"  # type: ignore[index]
+    assert config["cluster"]["tls"]["verify"] is True  # type: ignore[index]
+    seeds = list((out / "creds").glob("*.nk"))
+    assert len(seeds) == len(users)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in seeds)
+    assert all(seed.read_text()[:2] == "SU" for seed in seeds)
+    text = (out / "nats-server.conf").read_text()
+    assert not any(seed.read_text().strip() in text for seed in seeds)  # public keys only
+
+
+def test_regenerating_keeps_existing_seeds(tmp_path: Path) -> None:
+    """Adding a partner later leaves the others' credentials untouched."""
+    first = write_config(tmp_path, [OrgId("POL.west")], store_dir=tmp_path / "js")
+    seed = (tmp_path / "creds" / "POL.west.nk").read_bytes()
+    write_config(tmp_path, [OrgId("POL.west"), OrgId("OM.west")], store_dir=tmp_path / "js")
+    assert (tmp_path / "creds" / "POL.west.nk").read_bytes() == seed
+    assert first.read_text().count('"nkey"') == 3
