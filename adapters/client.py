@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from adapters.transport import Credentials, connect, follow_directory
+from adapters.transport import Credentials, DirectoryFollower, connect, follow_directory
 from contracts.bodies import Body
 from contracts.enums import OrgType
 from contracts.errors import EnvelopeError, SchakelError
@@ -51,12 +51,14 @@ from contracts.topology import (
     inbound_subject,
     inbox_prefix,
 )
+from keys.crypto import VerifyKey
 from keys.directory import KeyDirectory
 from keys.envelope import open_envelope, seal
 from keys.identity import PartnerIdentity
+from keys.keylog import KeyLog
 from keys.statement import verify_statement
 
-__all__ = ["Delivery", "PartnerClient", "Refusal", "Rejected"]
+__all__ = ["Delivery", "DirectoryStale", "PartnerClient", "Refusal", "Rejected"]
 
 _SEEN_KEPT: Final = 100_000
 _log = structlog.get_logger("schakel.adapter")
@@ -92,6 +94,10 @@ class Refusal:
         await self._msg.ack()
 
 
+class DirectoryStale(SchakelError):
+    """The client's view of the key directory is too old to trust: it fails closed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A delivery this client could not open or validate (already acknowledged)."""
@@ -111,11 +117,22 @@ class PartnerClient:
         identity: PartnerIdentity,
         nats_url: str,
         *,
+        authority: VerifyKey,
         nkey_seed: Path | None = None,
         tls_ca: Path | None = None,
+        max_directory_age: dt.timedelta = dt.timedelta(seconds=30),
+        resync_every: float = 2.0,
+        on_alarm: Callable[[str], None] | None = None,
     ) -> None:
         self.identity = identity
         self.url = nats_url
+        self._authority = authority
+        self._max_age = max_directory_age
+        self._resync_every = resync_every
+        self.directory_follower: DirectoryFollower | None = None
+        self._on_alarm = on_alarm or (lambda _: None)
+        self.alarms: list[str] = []
+        self._own_keys = self._public_keys(identity)
         self._credentials = Credentials(
             nkey_seed=nkey_seed, tls_ca=tls_ca, inbox_prefix=inbox_prefix(identity.org)
         )
@@ -126,6 +143,7 @@ class PartnerClient:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._buffer: list[Msg] = []
         self._state = "unopened"
+        self._alarmed: set[bytes] = set()
 
     @property
     def org(self) -> OrgId:
@@ -139,7 +157,15 @@ class PartnerClient:
         try:
             self._nc = await connect(self.url, f"schakel-adapter-{self.org}", self._credentials)
             self._stack.push_async_callback(self._close)
-            await self._stack.enter_async_context(follow_directory(self._nc, self.directory))
+            self.directory_follower = await self._stack.enter_async_context(
+                follow_directory(
+                    self._nc,
+                    self.directory,
+                    self._authority,
+                    resync_every=self._resync_every,
+                    on_change=self._check_own_keys,
+                )
+            )
             js = self._nc.jetstream()
             try:
                 self._sub = await js.pull_subscribe_bind(
@@ -173,6 +199,36 @@ class PartnerClient:
         self._state = "closed"
         await self._stack.aclose()
 
+    @staticmethod
+    def _public_keys(identity: PartnerIdentity) -> set[bytes]:
+        return {identity.signing_key.public.raw} | {c.body.public for c in identity.certificates}
+
+    def update_identity(self, identity: PartnerIdentity) -> None:
+        """Use a rotated identity (same organisation) from now on; keep the old keys as ours."""
+        if identity.org != self.org:
+            raise ValueError("an identity of another organisation")
+        self.identity = identity
+        self._own_keys |= self._public_keys(identity)
+
+    def _check_own_keys(self, log: KeyLog) -> None:
+        """Key transparency's self-monitoring: alarm at a key of ours we never held."""
+        signing, encryption = log.keys_of(self.org)
+        for foreign in (signing | encryption) - self._own_keys:
+            if foreign in self._alarmed:
+                continue
+            alarm = f"a key we did not create appeared under {self.org} in the key directory"
+            self._alarmed.add(foreign)
+            self.alarms.append(alarm)
+            _log.error("foreign_key_for_own_org", org=self.org, key_log_length=log.length)
+            self._on_alarm(alarm)
+
+    def _require_fresh_directory(self) -> None:
+        synced = self.directory.synced_at
+        if synced is None or dt.datetime.now(dt.UTC) - synced > self._max_age:
+            raise DirectoryStale(
+                f"key directory view is older than {self._max_age}; refusing to send"
+            )
+
     def _require_open(self) -> Client:
         if self._state != "open" or self._nc is None:
             raise RuntimeError("the client is not open")
@@ -193,6 +249,7 @@ class PartnerClient:
             KeyDirectoryError: a recipient is unknown or has no valid key.
         """
         nc = self._require_open()
+        self._require_fresh_directory()
         message_id = message_id or new_message_id()
         records = [self.directory.record(org) for org in to]
         raw = await asyncio.to_thread(

@@ -1,15 +1,17 @@
-"""The adapter SDK's NATS plumbing: connect, follow the key directory.
+"""The adapter SDK's NATS plumbing: connect, follow and append to the key log.
 
 The hub uses :func:`follow_directory` too: it is a client of the key directory like any
-partner.
+partner. :func:`append_key_event` is the directory authority's tool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -19,19 +21,26 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from contracts.ids import OrgId
-from contracts.topology import KEYS_BUCKET
+from contracts.canonical import canonical_json
+from contracts.keyevents import KeyEventRequest, SignedKeyEvent
+from contracts.topology import KEYLOG_STREAM, KEYLOG_SUBJECT
+from keys.crypto import SigningKey, VerifyKey
 from keys.directory import KeyDirectory
-from keys.identity import PublicKeyRecord
+from keys.keylog import KeyLog, KeyLogError, countersign
 
-__all__ = ["Credentials", "connect", "follow_directory", "load_directory", "publish_record"]
+__all__ = [
+    "Credentials",
+    "DirectoryFollower",
+    "append_key_event",
+    "connect",
+    "follow_directory",
+    "read_keylog",
+]
 
 _log = structlog.get_logger("schakel.directory")
-_KV_PREFIX: Final = f"$KV.{KEYS_BUCKET}."
-_DIRECT_GET: Final = f"$JS.API.DIRECT.GET.KV_{KEYS_BUCKET}"
+_DIRECT_GET: Final = f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,65 +77,143 @@ async def connect(url: str, name: str, credentials: Credentials | None = None) -
     )
 
 
-def _apply(directory: KeyDirectory, org: str, operation: str | None, value: bytes) -> None:
-    if operation in ("DEL", "PURGE"):
-        directory.remove(OrgId(org))
-        return
-    try:
-        directory.put(PublicKeyRecord.model_validate_json(value))
-    except ValidationError:
-        _log.warning("directory_record_invalid", org=org)
+async def read_keylog(nc: Client, from_seq: int, *, timeout: float = 5.0) -> list[bytes]:
+    """Key events from stream sequence ``from_seq`` on, with one batched direct get.
 
-
-async def load_directory(nc: Client, directory: KeyDirectory, *, timeout: float = 5.0) -> int:
-    """Read every current record with one batched direct get; return how many were read.
-
-    A single request on the exact subject ``$JS.API.DIRECT.GET.KV_schakel-keys``: no consumer
-    is created, so partners need no right to create or inspect consumers.
+    One request on the exact subject ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``: no consumer is
+    created, so partners need no right to create or inspect consumers.
     """
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
-    request = {"multi_last": [f"{_KV_PREFIX}>"], "batch": 100_000}
     try:
-        await nc.publish(_DIRECT_GET, json.dumps(request).encode(), reply=inbox)
-        count = 0
+        await nc.publish(
+            _DIRECT_GET, json.dumps({"seq": from_seq, "batch": 100_000}).encode(), reply=inbox
+        )
+        events: list[bytes] = []
         while True:
             msg = await sub.next_msg(timeout=timeout)
-            headers = msg.headers or {}
-            if headers.get("Status") in ("204", "404"):  # end of batch / nothing stored
-                return count
-            subject = headers.get("Nats-Subject", "")
-            _apply(
-                directory, subject.removeprefix(_KV_PREFIX), headers.get("KV-Operation"), msg.data
-            )
-            count += 1
+            if (msg.headers or {}).get("Status") in ("204", "404"):  # end of batch / none
+                return events
+            events.append(msg.data)
     finally:
         await sub.unsubscribe()
 
 
+class DirectoryFollower:
+    """Keeps a :class:`KeyDirectory` equal to the verified fold of the key log."""
+
+    def __init__(
+        self,
+        directory: KeyDirectory,
+        authority: VerifyKey,
+        on_change: Callable[[KeyLog], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.log = KeyLog(authority)
+        self.broken: KeyLogError | None = None
+        self._on_change = on_change or (lambda _: None)
+
+    def feed(self, raw: bytes) -> None:
+        """Apply one event if it is the next one; stop for good at the first invalid one."""
+        if self.broken is not None:
+            return
+        try:
+            signed = SignedKeyEvent.model_validate_json(raw)
+        except ValidationError:
+            self.broken = KeyLogError(self.log.length, "not a key event")
+        else:
+            if signed.event.index < self.log.length:
+                return  # already applied (the snapshot and the subscription overlap)
+            try:
+                self.log.apply(signed)
+            except KeyLogError as exc:
+                self.broken = exc
+        if self.broken is not None:
+            _log.error("key_log_rejected", index=self.broken.index, reason=self.broken.reason)
+            return
+        self.directory.load(self.log)
+        self._on_change(self.log)
+
+    async def sync(self, nc: Client) -> None:
+        """Read everything after what is applied; mark the view fresh."""
+        for raw in await read_keylog(nc, self.log.length + 1):
+            self.feed(raw)
+        if self.broken is None:
+            self.directory.synced_at = dt.datetime.now(dt.UTC)
+
+
 @contextlib.asynccontextmanager
-async def follow_directory(nc: Client, directory: KeyDirectory) -> AsyncIterator[KeyDirectory]:
-    """Load every public key record into ``directory`` and keep it current while inside.
+async def follow_directory(
+    nc: Client,
+    directory: KeyDirectory,
+    authority: VerifyKey,
+    *,
+    resync_every: float = 2.0,
+    on_change: Callable[[KeyLog], None] | None = None,
+) -> AsyncIterator[DirectoryFollower]:
+    """Fill ``directory`` from the verified key log and keep it current while inside.
 
-    Live changes arrive on a plain subscription to ``$KV.schakel-keys.>`` (key-value puts are
-    ordinary publishes); the snapshot comes from :func:`load_directory`.
+    New events arrive on a plain subscription to the log's subject; a resync every
+    ``resync_every`` seconds fills any gap and refreshes ``directory.synced_at``, which
+    adapters use to fail closed when their view is too old.
     """
+    follower = DirectoryFollower(directory, authority, on_change)
 
-    async def on_change(msg: Msg) -> None:
-        headers = msg.headers or {}
-        _apply(
-            directory, msg.subject.removeprefix(_KV_PREFIX), headers.get("KV-Operation"), msg.data
-        )
+    async def on_event(msg: Msg) -> None:
+        before = follower.log.length
+        follower.feed(msg.data)
+        if follower.log.length == before and follower.broken is None:
+            await follower.sync(nc)  # a gap: fetch what is missing
 
-    sub = await nc.subscribe(f"{_KV_PREFIX}>", cb=on_change)
+    sub = await nc.subscribe(KEYLOG_SUBJECT, cb=on_event)
+
+    async def resync() -> None:
+        while True:
+            await asyncio.sleep(resync_every)
+            with contextlib.suppress(Exception):
+                await follower.sync(nc)
+
+    task = asyncio.create_task(resync(), name="directory-resync")
     try:
-        await load_directory(nc, directory)
-        yield directory
+        await follower.sync(nc)
+        yield follower
     finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
 
 
-async def publish_record(kv: KeyValue, record: PublicKeyRecord) -> None:
-    """Put a public key record into the directory bucket (operator and test use)."""
-    await kv.put(record.org, record.model_dump_json().encode())
+async def append_key_event(
+    nc: Client, request: KeyEventRequest, authority: SigningKey
+) -> SignedKeyEvent:
+    """Countersign ``request`` and append it to the key log (the directory authority's job).
+
+    The whole log is read and verified first and the new event must apply to it, so an
+    invalid event never enters the log through this path.
+
+    Raises:
+        KeyLogError: the log is broken, or the event does not apply.
+    """
+    js = nc.jetstream()
+    for _ in range(20):
+        log = KeyLog(authority.public)
+        last_seq = 0
+        for raw in await read_keylog(nc, 1):
+            log.apply(SignedKeyEvent.model_validate_json(raw))
+            last_seq += 1
+        signed = countersign(request, index=log.length, prev=log.head, authority=authority)
+        log.apply(signed)  # raises if it does not apply
+        try:
+            await js.publish(
+                KEYLOG_SUBJECT,
+                canonical_json(signed),
+                headers={"Nats-Expected-Last-Subject-Sequence": str(last_seq)},
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == 10071:  # someone appended meanwhile: read again
+                continue
+            raise
+        return signed
+    raise KeyLogError(-1, "the key log kept changing")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -40,7 +41,8 @@ from contracts.ids import CaseId, OrgId
 from contracts.policy import default_policy
 from hub.logconfig import configure_logging
 from hub.natsserver import NatsServer
-from hub.service import provision
+from hub.service import provision, registration
+from keys.crypto import SigningKey
 from keys.envelope import seal, split_envelope
 from keys.identity import PartnerIdentity
 
@@ -191,19 +193,26 @@ async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
         async with NatsServer(Path(tmp) / "nats") as server:
             orgs = (GEM, ZVH, POL, OM)
             ids = {o: PartnerIdentity.generate(OrgId(o)) for o in orgs}
-            await provision(server.url, policy, [i.public_record() for i in ids.values()])
+            authority = SigningKey.generate()
+            hub_id = PartnerIdentity.generate(OrgId("HUB.bench"))
+            requests = [registration(i) for i in (*ids.values(), hub_id)]
+            await provision(server.url, policy, requests, authority)
+            public = base64.b64encode(authority.public.raw).decode()
             await make_relay_streams(server.url)
             relay = spawn(
                 [sys.executable, __file__, "--relay", server.url], Path(tmp) / "relay.log"
             )
-            hub_cmd = [sys.executable, "-m", "hub", "hub", "run", "--nats", server.url]
+            hub_cmd = [sys.executable, "-m", "hub", "hub", "run", "--nats", server.url,
+                       "--authority-public", public]  # fmt: skip
             hubs = [spawn(hub_cmd, Path(tmp) / f"hub{n}.log") for n in range(hub_count)]
             async with contextlib.AsyncExitStack() as stack:
                 stack.callback(relay.terminate)
                 for process in hubs:
                     stack.callback(process.terminate)
                 clients = {
-                    o: await stack.enter_async_context(PartnerClient(ids[o], server.url))
+                    o: await stack.enter_async_context(
+                        PartnerClient(ids[o], server.url, authority=authority.public)
+                    )
                     for o in orgs
                 }
                 runner = ScenarioRunner(clients, policy)

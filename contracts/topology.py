@@ -18,7 +18,8 @@ __all__ = [
     "DELIVERY_STREAM",
     "HEADER_KIND",
     "INBOUND_STREAM",
-    "KEYS_BUCKET",
+    "KEYLOG_STREAM",
+    "KEYLOG_SUBJECT",
     "KIND_ENVELOPE",
     "KIND_REFUSAL",
     "MESSAGES_BUCKET",
@@ -35,7 +36,8 @@ AUDIT_STREAM: Final = "SCHAKEL_AUDIT"
 AUDIT_SUBJECT: Final = "schakel.audit"
 CASES_BUCKET: Final = "schakel-cases"
 MESSAGES_BUCKET: Final = "schakel-messages"
-KEYS_BUCKET: Final = "schakel-keys"
+KEYLOG_STREAM: Final = "SCHAKEL_KEYLOG"
+KEYLOG_SUBJECT: Final = "schakel.keylog"
 INBOUND_PREFIX: Final = "schakel.in."
 DELIVERY_PREFIX: Final = "schakel.out."
 HUB_CONSUMER: Final = "hub"

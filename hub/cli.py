@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import datetime as dt
 import getpass
 import os
 import signal
@@ -16,21 +18,25 @@ from pydantic import SecretStr
 from adapters.transport import Credentials
 from contracts.enums import OrgType
 from contracts.errors import SchakelError
-from contracts.ids import OrgId, org_type_of
+from contracts.ids import KeyId, OrgId, org_type_of
+from contracts.keyevents import KeyEventRequest, RevocationReason
 from contracts.policy import default_policy, load_policy
 from hub.registry import default_registry, load_registry
+from hub.service import registration
+from keys.crypto import SigningKey, VerifyKey
 from keys.identity import PartnerIdentity
+from keys.keylog import add_encryption_key_request, revoke_request, sign_request
 from keys.keystore import PASSPHRASE_ENV, load_keystore, save_keystore
 
 __all__ = ["main"]
 
 
-def _passphrase(confirm: bool) -> SecretStr:
-    from_env = os.environ.get(PASSPHRASE_ENV)
+def _passphrase(confirm: bool, env: str = PASSPHRASE_ENV) -> SecretStr:
+    from_env = os.environ.get(env)
     if from_env:
         return SecretStr(from_env)
     if not sys.stdin.isatty():
-        raise SchakelError(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal")
+        raise SchakelError(f"no passphrase: set {env} or run in a terminal")
     first = getpass.getpass("Keystore passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise SchakelError("passphrases differ")
@@ -61,8 +67,113 @@ def _keys_init(args: argparse.Namespace) -> int:
     save_keystore(identity, keystore, _passphrase(confirm=True))
     record = identity.public_record().model_dump_json(indent=2)
     (out / f"{org}.public.json").write_text(record + "\n", encoding="utf-8")
+    request = out / f"{org}.register.json"
+    request.write_text(registration(identity).model_dump_json(indent=2) + "\n", "utf-8")
     sys.stdout.write(record + "\n")
-    sys.stderr.write(f"keystore written to {keystore} (mode 0600)\n")
+    sys.stderr.write(
+        f"keystore written to {keystore} (mode 0600); "
+        f"give {request} to the directory authority to register\n"
+    )
+    return 0
+
+
+_AUTHORITY_ENV = "SCHAKEL_AUTHORITY_PASSPHRASE"
+
+
+def _authority_key(path: str) -> SigningKey:
+    return load_keystore(Path(path), _passphrase(confirm=False, env=_AUTHORITY_ENV)).signing_key
+
+
+def _authority_public(value: str) -> VerifyKey:
+    raw = Path(value).read_text().strip() if Path(value).is_file() else value
+    try:
+        return VerifyKey(base64.b64decode(raw, validate=True))
+    except (ValueError, SchakelError) as exc:
+        raise SchakelError("--authority-public: base64 of a 32-byte Ed25519 key") from exc
+
+
+def _authority_init(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keystore = out / "directory-authority.keystore"
+    if keystore.exists():
+        raise SchakelError(f"{keystore} exists")
+    identity = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
+    save_keystore(identity, keystore, _passphrase(confirm=True, env=_AUTHORITY_ENV))
+    public = base64.b64encode(identity.signing_key.public.raw).decode()
+    (out / "directory-authority.pub").write_text(public + "\n")
+    sys.stdout.write(public + "\n")
+    sys.stderr.write(f"authority keystore {keystore}; configure hubs and adapters with the key\n")
+    return 0
+
+
+async def _append(url: str, requests: list[KeyEventRequest], authority: SigningKey) -> None:
+    from adapters.transport import append_key_event, connect
+
+    nc = await connect(url, "schakel-authority")
+    try:
+        for request in requests:
+            signed = await append_key_event(nc, request, authority)
+            sys.stdout.write(
+                f"key log #{signed.event.index}: {signed.event.kind} {signed.event.org}\n"
+            )
+    finally:
+        await nc.close()
+
+
+def _keys_register(args: argparse.Namespace) -> int:
+    from hub.service import provision
+
+    requests = [KeyEventRequest.model_validate_json(Path(p).read_text()) for p in args.requests]
+    asyncio.run(
+        provision(_nats_url(args), default_policy(), requests, _authority_key(args.authority))
+    )
+    sys.stdout.write(f"registered {len(requests)} organisation(s)\n")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    path = Path(args.keystore)
+    passphrase = _passphrase(confirm=False)
+    identity = load_keystore(path, passphrase)
+    now = dt.datetime.now(dt.UTC)
+    rotated = identity.with_new_encryption_key(now=now, validity=dt.timedelta(days=args.days))
+    save_keystore(rotated, path, passphrase)  # keep the new private key before publishing it
+    request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
+    asyncio.run(_append(_nats_url(args), [request], _authority_key(args.authority)))
+    sys.stdout.write(f"new encryption key {rotated.certificates[-1].kid} for {identity.org}\n")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    org = _org_id(args.org, None)
+    request = sign_request(
+        revoke_request(org, KeyId(args.kid), args.reason, dt.datetime.now(dt.UTC)), None
+    )
+    asyncio.run(_append(_nats_url(args), [request], _authority_key(args.authority)))
+    return 0
+
+
+def _verify_directory(args: argparse.Namespace) -> int:
+    from adapters.transport import connect, read_keylog
+    from contracts.keyevents import SignedKeyEvent
+    from keys.keylog import KeyLog, KeyLogError
+
+    async def read() -> list[bytes]:
+        nc = await connect(_nats_url(args), "schakel-verify-directory")
+        try:
+            return await read_keylog(nc, 1)
+        finally:
+            await nc.close()
+
+    log = KeyLog(_authority_public(args.authority_public))
+    for position, raw in enumerate(asyncio.run(read())):
+        try:
+            log.apply(SignedKeyEvent.model_validate_json(raw))
+        except (KeyLogError, ValueError) as exc:
+            sys.stdout.write(f"key log BROKEN at event {position}: {exc}\n")
+            return 1
+    sys.stdout.write(f"key log intact: {log.length} events, head {log.head[:16]}\n")
     return 0
 
 
@@ -84,6 +195,7 @@ def _hub_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         policy=load_policy(Path(args.policy)) if args.policy else default_policy(),
         registry=load_registry(Path(args.registry)) if args.registry else default_registry(),
+        authority=_authority_public(args.authority_public),
         credentials=Credentials(
             nkey_seed=Path(args.nkey) if args.nkey else None,
             tls_ca=Path(args.tls_ca) if args.tls_ca else None,
@@ -144,18 +256,6 @@ def _audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_publish(args: argparse.Namespace) -> int:
-    from hub.service import provision
-    from keys.identity import PublicKeyRecord
-
-    records = [
-        PublicKeyRecord.model_validate_json(Path(p).read_text("utf-8")) for p in args.records
-    ]
-    asyncio.run(provision(_nats_url(args), default_policy(), records))
-    sys.stdout.write(f"published {len(records)} public key record(s)\n")
-    return 0
-
-
 def _nats_config(args: argparse.Namespace) -> int:
     from hub.natsconfig import ClusterLayout, TlsFiles, write_config
 
@@ -208,10 +308,31 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, help="directory for keystore and public record")
     init.add_argument("--force", action="store_true", help="replace an existing keystore")
     init.set_defaults(handler=_keys_init)
-    publish = keys.add_parser("publish", help="put public key records in the key directory")
-    publish.add_argument("records", nargs="+", help="public record JSON files")
-    publish.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
-    publish.set_defaults(handler=_keys_publish)
+    auth = keys.add_parser("authority-init", help="create the directory authority's key")
+    auth.add_argument("--out", required=True)
+    auth.set_defaults(handler=_authority_init)
+    register = keys.add_parser("register", help="append registration requests to the key log")
+    register.add_argument("requests", nargs="+", help="<org>.register.json files")
+    register.add_argument("--authority", required=True, help="directory authority keystore")
+    register.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    register.set_defaults(handler=_keys_register)
+    rotate = keys.add_parser("rotate", help="new encryption key for an organisation")
+    rotate.add_argument("--keystore", required=True, help="the organisation's keystore")
+    rotate.add_argument("--authority", required=True, help="directory authority keystore")
+    rotate.add_argument("--days", type=int, default=365, help="validity of the new key")
+    rotate.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    rotate.set_defaults(handler=_keys_rotate)
+    revoke = keys.add_parser("revoke", help="revoke a key, effective immediately")
+    revoke.add_argument("--org", required=True)
+    revoke.add_argument("--kid", required=True)
+    revoke.add_argument("--reason", required=True, choices=[r.value for r in RevocationReason])
+    revoke.add_argument("--authority", required=True, help="directory authority keystore")
+    revoke.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    revoke.set_defaults(handler=_keys_revoke)
+    vdir = keys.add_parser("verify-directory", help="check every key event and link")
+    vdir.add_argument("--authority-public", required=True, help="base64 key or file")
+    vdir.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    vdir.set_defaults(handler=_verify_directory)
 
     hub = commands.add_parser("hub", help="the hub service").add_subparsers(
         dest="hub_command", required=True
@@ -225,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=32, help="concurrent messages")
     run.add_argument("--nkey", help="the hub's NKey seed file (from schakel nats-config)")
     run.add_argument("--tls-ca", help="CA to verify the NATS server against")
+    run.add_argument(
+        "--authority-public", required=True, help="directory authority key (base64 or file)"
+    )
     run.add_argument("--log", choices=["json", "console"], default="json")
     run.set_defaults(handler=_hub_run)
 

@@ -25,7 +25,8 @@ from contracts.policy import Policy, default_policy
 from hub.audit import AuditRecord, read_trail, verify_chain
 from hub.logconfig import configure_logging
 from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision
+from hub.service import Hub, HubSettings, provision, registration
+from keys.crypto import SigningKey
 from keys.identity import PartnerIdentity
 
 __all__ = ["run_demo"]
@@ -67,13 +68,16 @@ async def _play(data: Path, policy: Policy, out: Callable[[str], None]) -> bool:
         out(f"1. Embedded nats-server with JetStream at {server.url}")
         identities = {org: PartnerIdentity.generate(OrgId(org)) for org in DEMO_PARTNERS}
         hub_identity = PartnerIdentity.generate(OrgId("HUB.demo"))
-        records = [i.public_record() for i in identities.values()]
-        await provision(server.url, policy, [*records, hub_identity.public_record()])
+        authority = SigningKey.generate()  # the ZVH security officer's directory key
+        requests = [registration(i) for i in (*identities.values(), hub_identity)]
+        await provision(server.url, policy, requests, authority)
         out(f"2. Provisioned streams, buckets and the public keys of {len(identities)} partners")
-        settings = HubSettings(nats_url=server.url, data_dir=data)
+        settings = HubSettings(nats_url=server.url, data_dir=data, authority=authority.public)
         async with Hub(settings, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
             clients = {
-                org: await stack.enter_async_context(PartnerClient(i, server.url))
+                org: await stack.enter_async_context(
+                    PartnerClient(i, server.url, authority=authority.public)
+                )
                 for org, i in identities.items()
             }
             out(f"3. Hub {settings.instance} running; partners connected: "

@@ -7,9 +7,9 @@ Generated from the partner registry by ``schakel nats-config``. Every partner ma
   ``$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT.deliver-<org>``,
   ``$JS.API.CONSUMER.INFO.SCHAKEL_OUT.deliver-<org>`` and ``$JS.ACK.SCHAKEL_OUT.deliver-<org>.>``
   (acknowledgement subjects carry delivery counters after the consumer name);
-- read the public key directory: one batched direct get on
-  ``$JS.API.DIRECT.GET.KV_schakel-keys``, and live changes by subscribing to
-  ``$KV.schakel-keys.>`` (public keys only; no consumer is created);
+- read the key directory's signed event log: batched direct gets on
+  ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``, and new events by subscribing to ``schakel.keylog``
+  (public keys only; no consumer is created);
 - subscribe to its own inbox prefix ``_INBOX_<org>.>``, and to nothing else.
 
 Every ``$JS.API`` grant is an exact subject. Everything else is denied, including listing
@@ -32,7 +32,8 @@ import nkeys
 from contracts.ids import OrgId
 from contracts.topology import (
     DELIVERY_STREAM,
-    KEYS_BUCKET,
+    KEYLOG_STREAM,
+    KEYLOG_SUBJECT,
     delivery_consumer,
     inbound_subject,
     inbox_prefix,
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 HUB_USER: Final = "hub"
-_KEYS_STREAM: Final = f"KV_{KEYS_BUCKET}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +82,10 @@ def partner_permissions(org: OrgId) -> dict[str, Any]:
                 f"$JS.API.CONSUMER.MSG.NEXT.{DELIVERY_STREAM}.{consumer}",
                 f"$JS.API.CONSUMER.INFO.{DELIVERY_STREAM}.{consumer}",
                 f"$JS.ACK.{DELIVERY_STREAM}.{consumer}.>",
-                f"$JS.API.DIRECT.GET.{_KEYS_STREAM}",
+                f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}",
             ]
         },
-        "subscribe": {"allow": [f"{inbox_prefix(org)}.>", f"$KV.{KEYS_BUCKET}.>"]},
+        "subscribe": {"allow": [f"{inbox_prefix(org)}.>", KEYLOG_SUBJECT]},
     }
 
 

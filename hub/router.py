@@ -122,8 +122,11 @@ class Router:
         if sender is None:
             return Outcome(accepted=False, reason=ReasonCode.SENDER_MISMATCH)
         try:
+            # A revoked key is refused from the revocation on, whatever created_at claims.
             verified = verify(
-                item.data, self._directory.signer, max_bytes=self._policy.limits.max_envelope_bytes
+                item.data,
+                lambda org, kid, at: self._directory.signer(org, kid, at, now=now),
+                max_bytes=self._policy.limits.max_envelope_bytes,
             )
         except EnvelopeError as exc:
             code = ReasonCode(exc.code)
@@ -217,7 +220,7 @@ class Router:
         for recipient in header.recipients:
             try:
                 self._directory.encryption_key(OrgId(recipient.org), recipient.kid, now)
-            except KeyDirectoryError as exc:
+            except KeyDirectoryError as exc:  # unknown, revoked or expired: nobody could open it
                 return ReasonCode.RECIPIENT_KEY_STALE, str(exc)
         return None
 

@@ -22,20 +22,28 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
-from adapters.transport import Credentials, follow_directory, publish_record
+from adapters.transport import (
+    Credentials,
+    DirectoryFollower,
+    append_key_event,
+    follow_directory,
+)
 from contracts.enums import OrgType
+from contracts.errors import SchakelError
 from contracts.ids import OrgId, org_type_of
+from contracts.keyevents import KeyEventKind, KeyEventRequest
 from contracts.policy import Policy, default_policy
-from contracts.topology import KEYS_BUCKET
 from hub.audit import AuditTrail
 from hub.natsserver import NatsServer
 from hub.registry import Registry, default_registry
 from hub.router import Inbound, Router
 from hub.transport import KvCaseStore, KvMessageRegistry, Outbox, Transport, header_case_id
+from keys.crypto import SigningKey, VerifyKey
 from keys.directory import KeyDirectory
-from keys.identity import PartnerIdentity, PublicKeyRecord
+from keys.identity import PartnerIdentity
+from keys.keylog import register_request, sign_request
 
-__all__ = ["Hub", "HubSettings", "provision"]
+__all__ = ["Hub", "HubSettings", "provision", "registration"]
 
 _log = structlog.get_logger("schakel.hub")
 
@@ -55,6 +63,8 @@ class HubSettings:
     registry: Registry = field(default_factory=default_registry)
     instance: str = field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
     credentials: Credentials | None = None
+    authority: VerifyKey | None = None
+    expiry_warning: dt.timedelta = dt.timedelta(days=30)
     clock: Callable[[], dt.datetime] | None = None
 
 
@@ -71,6 +81,7 @@ class Hub:
         self._state = "unopened"
         self.url = ""
         self.transport: Transport | None = None
+        self.directory_follower: DirectoryFollower | None = None
         self.processed = 0
 
     async def __aenter__(self) -> Self:
@@ -100,9 +111,15 @@ class Hub:
             )
         )
         self.transport = transport
+        if settings.authority is None:
+            raise SchakelError("no directory authority key configured: the hub cannot trust keys")
         await transport.ensure_topology(settings.policy)
-        await publish_record(await transport.kv(KEYS_BUCKET), self.identity.public_record())
-        await self._stack.enter_async_context(follow_directory(transport.nc, self.directory))
+        self.directory_follower = await self._stack.enter_async_context(
+            follow_directory(
+                transport.nc, self.directory, settings.authority, on_change=self._warn_expiring
+            )
+        )
+        self._warn_expiring(None)
         await transport.ensure_partners(settings.partners)
         audit = AuditTrail(transport.js)
         self._stack.push_async_callback(audit.close)
@@ -120,6 +137,16 @@ class Hub:
         )
         self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=url)
+
+    def _warn_expiring(self, _: object) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for cert in self.directory.expiring(now, self.settings.expiry_warning):
+            _log.warning(
+                "key_expiring",
+                org=cert.body.org,
+                kid=cert.kid,
+                days_left=(cert.body.not_after - now).days,
+            )
 
     async def add_partner(self, org: OrgId) -> None:
         """Create the delivery consumer for a partner joining at run time."""
@@ -195,26 +222,38 @@ class Hub:
         _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed)
 
 
+def registration(identity: PartnerIdentity, at: dt.datetime | None = None) -> KeyEventRequest:
+    """The signed request that registers ``identity`` in the key log."""
+    when = at or dt.datetime.now(dt.UTC)
+    return sign_request(register_request(identity, when), identity.signing_key)
+
+
 async def provision(
     url: str,
     policy: Policy,
-    records: Iterable[PublicKeyRecord],
+    requests: Iterable[KeyEventRequest],
+    authority: SigningKey,
     *,
     replicas: int = 1,
     credentials: Credentials | None = None,
 ) -> None:
-    """Operator step: create the topology, publish public key records, create consumers."""
-    records = list(records)
+    """Operator step: topology, then each request appended to the key log (registrations of
+    organisations already in the log are skipped), then the partners' delivery consumers."""
     async with Transport(
         url, name="schakel-operator", replicas=replicas, credentials=credentials
     ) as transport:
         await transport.ensure_topology(policy)
-        kv = await transport.kv(KEYS_BUCKET)
-        for record in records:
-            await publish_record(kv, record)
-        await transport.ensure_partners(
-            [OrgId(r.org) for r in records if org_type_of(r.org) is not OrgType.HUB]
-        )
+        follower = DirectoryFollower(KeyDirectory(), authority.public)
+        await follower.sync(transport.nc)
+        orgs = []
+        for request in requests:
+            org = OrgId(request.event.org)
+            registered = org in follower.directory
+            if not (registered and request.event.kind is KeyEventKind.REGISTER):
+                await append_key_event(transport.nc, request, authority)
+            if org_type_of(org) is not OrgType.HUB:
+                orgs.append(org)
+        await transport.ensure_partners(orgs)
 
 
 class _Stopped(Exception):

@@ -39,7 +39,8 @@ from contracts.topology import (
     HUB_CONSUMER,
     INBOUND_PREFIX,
     INBOUND_STREAM,
-    KEYS_BUCKET,
+    KEYLOG_STREAM,
+    KEYLOG_SUBJECT,
     KIND_ENVELOPE,
     KIND_REFUSAL,
     MESSAGES_BUCKET,
@@ -220,6 +221,16 @@ class Transport:
                 num_replicas=self._replicas,
             ),
             api.StreamConfig(
+                name=KEYLOG_STREAM,
+                subjects=[KEYLOG_SUBJECT],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                allow_direct=True,  # partners read it by direct get only
+                deny_delete=True,
+                deny_purge=True,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
                 name=AUDIT_STREAM,
                 subjects=[AUDIT_SUBJECT],
                 retention=api.RetentionPolicy.LIMITS,
@@ -235,11 +246,7 @@ class Transport:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
-        for bucket, ttl in (
-            (CASES_BUCKET, None),
-            (MESSAGES_BUCKET, lifetime + 86400),
-            (KEYS_BUCKET, None),
-        ):
+        for bucket, ttl in ((CASES_BUCKET, None), (MESSAGES_BUCKET, lifetime + 86400)):
             await self.js.create_key_value(
                 api.KeyValueConfig(
                     bucket=bucket,
@@ -247,7 +254,6 @@ class Transport:
                     ttl=ttl,
                     storage=api.StorageType.FILE,
                     replicas=self._replicas,
-                    direct=True,  # partners read the key directory by direct get only
                 )
             )
         await self.js.add_consumer(

@@ -1,8 +1,8 @@
-"""The key directory: partners' public key records, as the hub and the adapters see them.
+"""The key directory: partners' public keys as the hub and the adapters see them.
 
-This module is the one home of "which key belongs to whom and may be used now". It is an
-in-memory view; where the records come from (a file, NATS KV, the signed event log of the key
-lifecycle) is the caller's business.
+The one home of "which key belongs to whom and may be used now". It is an in-memory view,
+filled either from public key records directly or from the verified key-event log
+(:meth:`KeyDirectory.load`), which adds signing-key history and revocations.
 """
 
 from __future__ import annotations
@@ -14,23 +14,35 @@ from contracts.ids import KeyId, OrgId
 from keys.crypto import VerifyKey
 from keys.errors import KeyDirectoryError
 from keys.identity import EncryptionKeyCert, PublicKeyRecord
+from keys.keylog import KeyLog, SigningKeyState
 
 __all__ = ["KeyDirectory"]
 
+_SKEW = dt.timedelta(minutes=2)
+
 
 class KeyDirectory:
-    """A view of public key records by organisation."""
-
-    __slots__ = ("_records",)
+    """A view of public keys by organisation."""
 
     def __init__(self, records: Iterable[PublicKeyRecord] = ()) -> None:
         self._records: dict[OrgId, PublicKeyRecord] = {}
+        self._signing: dict[tuple[OrgId, KeyId], SigningKeyState] = {}
+        self._revoked: dict[KeyId, dt.datetime] = {}
+        self.synced_at: dt.datetime | None = None
+        self.log_length = 0
         for record in records:
             self.put(record)
 
     def put(self, record: PublicKeyRecord) -> None:
         """Add or replace a partner's record (records validate themselves on construction)."""
         self._records[OrgId(record.org)] = record
+
+    def load(self, log: KeyLog) -> None:
+        """Replace the whole view with the fold of a verified key log."""
+        self._records = {OrgId(r.org): r for r in log.records()}
+        self._signing = log.signing_states()
+        self._revoked = log.revoked_encryption_keys()
+        self.log_length = log.length
 
     def remove(self, org: OrgId) -> None:
         """Forget a partner."""
@@ -56,26 +68,53 @@ class KeyDirectory:
         except KeyError:
             raise KeyDirectoryError(f"unknown organisation {org}") from None
 
-    def signer(self, org: OrgId, kid: KeyId, at: dt.datetime) -> VerifyKey:
-        """The signing key ``kid`` of ``org`` (a :data:`keys.envelope.SignerResolver`).
+    def signer(
+        self, org: OrgId, kid: KeyId, at: dt.datetime, *, now: dt.datetime | None = None
+    ) -> VerifyKey:
+        """The signing key ``kid`` of ``org`` for a message created at ``at``.
+
+        A key revoked before ``now`` (default ``at``) is refused, whatever ``at`` claims; a key
+        retired by a signing-key rotation still verifies what was created before the switch.
 
         Raises:
-            KeyDirectoryError: unknown organisation or key.
+            KeyDirectoryError: unknown (``UNKNOWN_KEY``), revoked (``KEY_REVOKED``) or used
+                after its retirement (``KEY_EXPIRED``).
         """
-        info = self.record(org).signing_key
-        if info.kid != kid:
-            raise KeyDirectoryError(f"{org} has no signing key {kid}")
-        return info.key
+        state = self._signing.get((org, kid))
+        if state is None:
+            info = self.record(org).signing_key
+            if info.kid != kid:
+                raise KeyDirectoryError(f"{org} has no signing key {kid}")
+            return info.key
+        if state.revoked_at is not None and (now or at) >= state.revoked_at:
+            raise KeyDirectoryError(f"signing key {kid} of {org} is revoked", "KEY_REVOKED")
+        if state.retired_at is not None and at >= state.retired_at + _SKEW:
+            raise KeyDirectoryError(f"signing key {kid} of {org} was replaced", "KEY_EXPIRED")
+        return state.info.key
 
     def encryption_key(self, org: OrgId, kid: KeyId, at: dt.datetime) -> EncryptionKeyCert:
-        """The encryption key ``kid`` of ``org`` if it is valid at ``at``.
+        """The encryption key ``kid`` of ``org`` if it is usable at ``at``.
 
         Raises:
-            KeyDirectoryError: unknown, or outside its validity window.
+            KeyDirectoryError: unknown, revoked or outside its validity window.
         """
+        revoked = self._revoked.get(kid)
+        if revoked is not None and at >= revoked:
+            raise KeyDirectoryError(f"encryption key {kid} of {org} is revoked", "KEY_REVOKED")
         cert = self.record(org).encryption_key(kid)
         if cert is None:
             raise KeyDirectoryError(f"{org} has no encryption key {kid}")
         if not cert.valid_at(at):
-            raise KeyDirectoryError(f"encryption key {kid} of {org} is not valid now")
+            raise KeyDirectoryError(
+                f"encryption key {kid} of {org} is not valid now", "KEY_EXPIRED"
+            )
         return cert
+
+    def expiring(self, now: dt.datetime, within: dt.timedelta) -> list[EncryptionKeyCert]:
+        """Encryption keys that expire within ``within`` and have no valid successor yet."""
+        soon = []
+        for record in self:
+            valid = [c for c in record.encryption_keys if c.valid_at(now)]
+            if valid and all(c.body.not_after <= now + within for c in valid):
+                soon.append(max(valid, key=lambda c: c.body.not_after))
+        return soon

@@ -41,4 +41,12 @@ class WrongPassphrase(KeystoreError):
 
 
 class KeyDirectoryError(KeysError):
-    """A key is unknown, revoked or outside its validity window."""
+    """A key is unknown, revoked or outside its validity window.
+
+    ``code`` is the refusal reason the hub reports for it (``UNKNOWN_KEY``, ``KEY_REVOKED``,
+    ``KEY_EXPIRED``).
+    """
+
+    def __init__(self, message: str, code: str = "UNKNOWN_KEY") -> None:
+        self.code = code
+        super().__init__(message)

@@ -9,6 +9,7 @@ belongs to another key.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -121,18 +122,24 @@ class PublicKeyRecord(_Frozen):
 
     org: OrgIdField
     signing_key: SigningKeyInfo
+    previous_signing_keys: tuple[SigningKeyInfo, ...] = ()
     encryption_keys: tuple[EncryptionKeyCert, ...]
 
     @model_validator(mode="after")
     def _self_consistent(self) -> PublicKeyRecord:
-        key = self.signing_key.key
-        if signing_key_id(key) != self.signing_key.kid:
-            raise ValueError("signing key id does not match its key")
+        signers = {}
+        for info in (self.signing_key, *self.previous_signing_keys):
+            if signing_key_id(info.key) != info.kid:
+                raise ValueError("signing key id does not match its key")
+            signers[info.kid] = info.key
         for cert in self.encryption_keys:
             if cert.body.org != self.org:
                 raise ValueError("encryption key certified for another organisation")
+            signer = signers.get(cert.body.signing_kid)
+            if signer is None:
+                raise ValueError("encryption key certified by an unknown signing key")
             try:
-                cert.check(key)
+                cert.check(signer)
             except KeyDirectoryError as exc:
                 raise ValueError(str(exc)) from exc
         return self
@@ -211,6 +218,23 @@ class PartnerIdentity:
             signing_key=self.signing_key,
             encryption_keys={**self.encryption_keys, cert.kid: key},
             certificates=(*self.certificates, cert),
+        )
+
+    def prune_encryption_keys(self, now: dt.datetime, keep: dt.timedelta) -> PartnerIdentity:
+        """Destroy private encryption keys superseded for longer than ``keep``.
+
+        ``keep`` is the rotation overlap plus the longest message lifetime: until then a message
+        sealed to the old key before senders switched may still arrive, and must open.
+        """
+        certs = sorted(self.certificates, key=lambda c: c.body.not_before)
+        drop = {
+            old.kid for old, new in itertools.pairwise(certs) if new.body.not_before + keep <= now
+        }
+        return PartnerIdentity(
+            org=self.org,
+            signing_key=self.signing_key,
+            encryption_keys={k: v for k, v in self.encryption_keys.items() if k not in drop},
+            certificates=tuple(c for c in self.certificates if c.kid not in drop),
         )
 
     def public_record(self) -> PublicKeyRecord:

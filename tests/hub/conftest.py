@@ -15,7 +15,8 @@ from adapters.scenarios import PARTNERS
 from contracts.ids import OrgId
 from contracts.policy import default_policy
 from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision
+from hub.service import Hub, HubSettings, provision, registration
+from keys.crypto import SigningKey
 from keys.identity import PartnerIdentity
 
 HUB_ORG = OrgId("HUB.test")
@@ -30,6 +31,7 @@ class World:
     identities: dict[str, PartnerIdentity]
     clients: dict[str, PartnerClient]
     data_dir: Path
+    authority: SigningKey
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,12 @@ def hub_identity() -> PartnerIdentity:
     return PartnerIdentity.generate(HUB_ORG)
 
 
+@pytest.fixture(scope="session")
+def authority() -> SigningKey:
+    """The directory authority's signing key (the ZVH security officer's)."""
+    return SigningKey.generate()
+
+
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     """A real nats-server with JetStream on a free loopback port."""
@@ -58,14 +66,19 @@ async def world(
     tmp_path: Path,
     partner_identities: dict[str, PartnerIdentity],
     hub_identity: PartnerIdentity,
+    authority: SigningKey,
 ) -> AsyncIterator[World]:
     """A provisioned system with a hub and every partner connected."""
-    records = [i.public_record() for i in partner_identities.values()]
-    await provision(nats_server.url, default_policy(), [*records, hub_identity.public_record()])
-    settings = HubSettings(nats_url=nats_server.url, data_dir=tmp_path, workers=4)
+    requests = [registration(i) for i in (*partner_identities.values(), hub_identity)]
+    await provision(nats_server.url, default_policy(), requests, authority)
+    settings = HubSettings(
+        nats_url=nats_server.url, data_dir=tmp_path, workers=4, authority=authority.public
+    )
     async with Hub(settings, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
         clients = {
-            org: await stack.enter_async_context(PartnerClient(identity, nats_server.url))
+            org: await stack.enter_async_context(
+                PartnerClient(identity, nats_server.url, authority=authority.public)
+            )
             for org, identity in partner_identities.items()
         }
-        yield World(nats_server, hub, partner_identities, clients, tmp_path)
+        yield World(nats_server, hub, partner_identities, clients, tmp_path, authority)

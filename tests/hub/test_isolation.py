@@ -30,7 +30,8 @@ from contracts.policy import default_policy
 from contracts.topology import inbox_prefix
 from hub.natsconfig import TlsFiles, write_config
 from hub.natsserver import NatsServer, free_port
-from hub.service import Hub, HubSettings, provision
+from hub.service import Hub, HubSettings, provision, registration
+from keys.crypto import SigningKey
 from keys.identity import PartnerIdentity
 
 PARTNERS = [
@@ -46,25 +47,32 @@ class Secured:
     server: NatsServer
     config_dir: Path
     identities: dict[OrgId, PartnerIdentity]
+    authority: SigningKey
 
     def seed(self, org: str) -> Path:
         return self.config_dir / "creds" / f"{org}.nk"
 
 
 @pytest.fixture
-async def secured(tmp_path: Path, hub_identity: PartnerIdentity) -> AsyncIterator[Secured]:
+async def secured(
+    tmp_path: Path, hub_identity: PartnerIdentity, authority: SigningKey
+) -> AsyncIterator[Secured]:
     """A secured system: generated NATS config, hub with its credentials, partners provisioned."""
     port = free_port()
     config = write_config(tmp_path / "cfg", PARTNERS, port=port, store_dir=tmp_path / "js")
     identities = {o: PartnerIdentity.generate(o) for o in PARTNERS}
     hub_creds = Credentials(nkey_seed=tmp_path / "cfg" / "creds" / "hub.nk")
     async with NatsServer(tmp_path, port=port, config=config) as server:
-        records = [i.public_record() for i in identities.values()]
-        await provision(server.url, default_policy(), [*records, hub_identity.public_record()],
-                        credentials=hub_creds)  # fmt: skip
-        settings = HubSettings(nats_url=server.url, data_dir=tmp_path, credentials=hub_creds)
+        requests = [registration(i) for i in (*identities.values(), hub_identity)]
+        await provision(server.url, default_policy(), requests, authority, credentials=hub_creds)
+        settings = HubSettings(
+            nats_url=server.url,
+            data_dir=tmp_path,
+            credentials=hub_creds,
+            authority=authority.public,
+        )
         async with Hub(settings, hub_identity):
-            yield Secured(server, tmp_path / "cfg", identities)
+            yield Secured(server, tmp_path / "cfg", identities, authority)
 
 
 @contextlib.asynccontextmanager
@@ -187,10 +195,14 @@ async def test_every_partner_is_confined_to_its_own_subject(secured: Secured) ->
 async def test_permitted_path_still_works(secured: Secured) -> None:
     """With exact permissions only, a partner still sends, and another still receives and acks."""
     pol, zvh = OrgId("POL.west"), OrgId("ZVH.west")
-    url = secured.server.url
+    url, key = secured.server.url, secured.authority.public
     async with (
-        PartnerClient(secured.identities[pol], url, nkey_seed=secured.seed(pol)) as a,
-        PartnerClient(secured.identities[zvh], url, nkey_seed=secured.seed(zvh)) as b,
+        PartnerClient(
+            secured.identities[pol], url, authority=key, nkey_seed=secured.seed(pol)
+        ) as a,
+        PartnerClient(
+            secured.identities[zvh], url, authority=key, nkey_seed=secured.seed(zvh)
+        ) as b,
     ):
         body = example_body(MessageType.M1)
         message_id = await a.send(body, example_draft(MessageType.M1, body), [zvh])

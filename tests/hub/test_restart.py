@@ -13,7 +13,8 @@ from contracts.enums import CaseState
 from contracts.policy import default_policy
 from hub.demo import run_demo
 from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision
+from hub.service import Hub, HubSettings, provision, registration
+from keys.crypto import SigningKey
 from keys.identity import PartnerIdentity
 
 
@@ -22,25 +23,34 @@ async def test_restart_mid_scenario_keeps_case_state(
     tmp_path: Path,
     partner_identities: dict[str, PartnerIdentity],
     hub_identity: PartnerIdentity,
+    authority: SigningKey,
 ) -> None:
     """Scenario 1 completes across a hub restart; a message sent while no hub runs is delivered."""
-    records = [i.public_record() for i in partner_identities.values()]
-    await provision(nats_server.url, default_policy(), [*records, hub_identity.public_record()])
+    requests = [registration(i) for i in (*partner_identities.values(), hub_identity)]
+    await provision(nats_server.url, default_policy(), requests, authority)
     steps = SCENARIOS[1].steps
     async with contextlib.AsyncExitStack() as stack:
         clients = {
-            org: await stack.enter_async_context(PartnerClient(identity, nats_server.url))
+            org: await stack.enter_async_context(
+                PartnerClient(identity, nats_server.url, authority=authority.public)
+            )
             for org, identity in partner_identities.items()
         }
         runner = ScenarioRunner(clients, default_policy())
-        async with Hub(HubSettings(nats_url=nats_server.url, data_dir=tmp_path), hub_identity):
+        async with Hub(
+            HubSettings(nats_url=nats_server.url, data_dir=tmp_path, authority=authority.public),
+            hub_identity,
+        ):
             await runner.run(steps[:7])
         assert runner.believed_state("A") is CaseState.CASUSOVERLEG
         # No hub is running: the partner still sends; the message waits in JetStream.
         pending = asyncio.create_task(runner.play(steps[7]))
         await asyncio.sleep(0.5)
         assert not pending.done()
-        async with Hub(HubSettings(nats_url=nats_server.url, data_dir=tmp_path), hub_identity):
+        async with Hub(
+            HubSettings(nats_url=nats_server.url, data_dir=tmp_path, authority=authority.public),
+            hub_identity,
+        ):
             await pending
             await runner.run(steps[8:])
         await runner.assert_quiet()
