@@ -205,6 +205,9 @@ def _hub_run(args: argparse.Namespace) -> int:
         identity = load_keystore(Path(args.identity), _passphrase(confirm=False))
     else:
         identity = PartnerIdentity.generate(OrgId("HUB.local"))
+    request = settings.data_dir / f"{identity.org}.register.json"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    request.write_text(registration(identity).model_dump_json(indent=2) + "\n", "utf-8")
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -120,6 +120,12 @@ class Hub:
             )
         )
         self._warn_expiring(None)
+        if self.identity.org not in self.directory:
+            _log.warning(
+                "hub_identity_not_registered",
+                org=self.identity.org,
+                hint="partners cannot verify refusal notices until the authority registers it",
+            )
         await transport.ensure_partners(settings.partners)
         audit = AuditTrail(transport.js)
         self._stack.push_async_callback(audit.close)

@@ -1,0 +1,61 @@
+"""The key lifecycle commands, run as real processes against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hub.natsserver import NatsServer
+
+
+def _schakel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args], capture_output=True, text=True, env=env, check=False
+    )
+
+
+async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
+    """A security officer registers partners, rotates a key, revokes one; the log verifies."""
+    env = {**os.environ, "SCHAKEL_KEYSTORE_PASSPHRASE": "partner-pass",
+           "SCHAKEL_AUTHORITY_PASSPHRASE": "authority-pass"}  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return _schakel(*args, env=env)
+
+    authority = tmp_path / "authority"
+    assert run("keys", "authority-init", "--out", str(authority)).returncode == 0
+    for org, kind in (("west", "POL"), ("west", "ZVH")):
+        result = run("keys", "init", "--org", org, "--type", kind, "--out", str(tmp_path / kind))
+        assert result.returncode == 0, result.stderr
+    pol_kid = json.loads((tmp_path / "POL" / "POL.west.public.json").read_text())["signing_key"][
+        "kid"
+    ]
+    async with NatsServer(tmp_path / "nats") as server:
+        url = ["--nats", server.url]
+        keystore = str(authority / "directory-authority.keystore")
+        steps = [
+            ("keys", "register", str(tmp_path / "POL" / "POL.west.register.json"),
+             str(tmp_path / "ZVH" / "ZVH.west.register.json"), "--authority", keystore, *url),
+            ("keys", "rotate", "--keystore", str(tmp_path / "ZVH" / "ZVH.west.keystore"),
+             "--authority", keystore, *url),
+            ("keys", "revoke", "--org", "POL.west", "--kid", pol_kid, "--reason", "compromised",
+             "--authority", keystore, *url),
+        ]  # fmt: skip
+        for step in steps:
+            result = await asyncio.to_thread(run, *step)
+            assert result.returncode == 0, (step[:2], result.stderr)
+        verify = await asyncio.to_thread(
+            run, "keys", "verify-directory", "--authority-public",
+            str(authority / "directory-authority.pub"), *url,
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stderr
+        assert "intact: 4 events" in verify.stdout
+        wrong = await asyncio.to_thread(
+            run, "keys", "verify-directory", "--authority-public", "A" * 43 + "=", *url
+        )
+        assert wrong.returncode == 1
+        assert "BROKEN at event 0" in wrong.stdout
