@@ -138,6 +138,10 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     identity = load_keystore(path, passphrase)
     now = dt.datetime.now(dt.UTC)
     rotated = identity.with_new_encryption_key(now=now, validity=dt.timedelta(days=args.days))
+    # Keep superseded private keys for the overlap plus the longest message lifetime, so that
+    # whatever was sealed to them can still be opened; destroy them after that.
+    keep = dt.timedelta(days=args.overlap_days + default_policy().limits.max_lifetime_days)
+    rotated = rotated.prune_encryption_keys(now, keep)
     save_keystore(rotated, path, passphrase)  # keep the new private key before publishing it
     request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
     asyncio.run(_append(_nats_url(args), [request], _authority_key(args.authority)))
@@ -323,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--keystore", required=True, help="the organisation's keystore")
     rotate.add_argument("--authority", required=True, help="directory authority keystore")
     rotate.add_argument("--days", type=int, default=365, help="validity of the new key")
+    rotate.add_argument(
+        "--overlap-days", type=int, default=7, help="keep superseded keys this long + lifetime"
+    )
     rotate.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
     rotate.set_defaults(handler=_keys_rotate)
     revoke = keys.add_parser("revoke", help="revoke a key, effective immediately")
