@@ -144,6 +144,7 @@ class PartnerClient:
         self._buffer: list[Msg] = []
         self._state = "unopened"
         self._alarmed: set[bytes] = set()
+        self.duplicates_suppressed = 0
 
     @property
     def org(self) -> OrgId:
@@ -309,6 +310,7 @@ class PartnerClient:
         message_id = opened.header.message_id
         if message_id in self._seen:
             await msg.ack()  # a redelivery of something the back office already has
+            self.duplicates_suppressed += 1
             return None
         self._remember(message_id)
         return Delivery(header=opened.header, body=opened.body, _msg=msg)

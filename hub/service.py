@@ -64,6 +64,7 @@ class HubSettings:
     instance: str = field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
     credentials: Credentials | None = None
     authority: VerifyKey | None = None
+    ack_wait: float = 30.0  # a crashed hub's unfinished messages come back after this
     expiry_warning: dt.timedelta = dt.timedelta(days=30)
     clock: Callable[[], dt.datetime] | None = None
 
@@ -108,6 +109,7 @@ class Hub:
                 name=settings.instance,
                 replicas=settings.replicas,
                 credentials=settings.credentials,
+                ack_wait=settings.ack_wait,
             )
         )
         self.transport = transport
@@ -242,11 +244,12 @@ async def provision(
     *,
     replicas: int = 1,
     credentials: Credentials | None = None,
+    ack_wait: float = 30.0,
 ) -> None:
     """Operator step: topology, then each request appended to the key log (registrations of
     organisations already in the log are skipped), then the partners' delivery consumers."""
     async with Transport(
-        url, name="schakel-operator", replicas=replicas, credentials=credentials
+        url, name="schakel-operator", replicas=replicas, credentials=credentials, ack_wait=ack_wait
     ) as transport:
         await transport.ensure_topology(policy)
         follower = DirectoryFollower(KeyDirectory(), authority.public)

@@ -158,11 +158,13 @@ class Transport:
         name: str = "schakel-hub",
         replicas: int = 1,
         credentials: Credentials | None = None,
+        ack_wait: float = ACK_WAIT,
     ) -> None:
         self.url = url
         self._name = name
         self._replicas = replicas
         self._credentials = credentials
+        self._ack_wait = ack_wait
         self._nc: Client | None = None
 
     @property
@@ -261,7 +263,7 @@ class Transport:
             api.ConsumerConfig(
                 durable_name=HUB_CONSUMER,
                 ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT,
+                ack_wait=self._ack_wait,
                 max_deliver=-1,
                 max_ack_pending=4096,
             ),

@@ -1,0 +1,222 @@
+"""Fault tests with real processes: kill -9 the hub, restart nats-server, run two hubs.
+
+Each test prints its counts: sent (stored by JetStream), delivered to the back office, lost,
+delivered twice to the back office, redeliveries the SDK suppressed, and recovery seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from adapters.client import Delivery, PartnerClient
+from adapters.scenarios import GEM, OM, POL, SCENARIOS, ZVH
+from adapters.simulation import ScenarioRunner, Step
+from contracts.enums import CaseState, Decision, MessageType
+from contracts.examples import example_body, example_draft
+from contracts.ids import CaseId, OrgId
+from contracts.policy import default_policy
+from hub.audit import read_trail, verify_chain
+from hub.natsserver import NatsServer
+from hub.service import provision, registration
+from hub.transport import Transport
+from keys.crypto import SigningKey
+from keys.envelope import seal, split_envelope
+from keys.identity import PartnerIdentity
+from keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
+
+ACK_WAIT = 2.0
+CASES = 8
+ORGS = (GEM, ZVH, POL, OM, "RVDK.noord", "IND.landelijk")
+
+
+@dataclass
+class Rig:
+    """nats-server (file storage), hub processes, partner clients and escalated cases."""
+
+    server: NatsServer
+    tmp: Path
+    authority: SigningKey
+    identities: dict[str, PartnerIdentity]
+    clients: dict[str, PartnerClient] = field(default_factory=dict)
+    hubs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    cases: list[CaseId] = field(default_factory=list)
+
+    def start_hub(self) -> subprocess.Popen[bytes]:
+        public = base64.b64encode(self.authority.public.raw).decode()
+        log = (self.tmp / f"hub{len(self.hubs)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hub", "hub", "run", "--nats", self.server.url,
+             "--authority-public", public, "--ack-wait", str(ACK_WAIT),
+             "--identity", str(self.tmp / "hub.keystore"),
+             "--data-dir", str(self.tmp / "hubdata")],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, PASSPHRASE_ENV: "hub-pass"},
+        )  # fmt: skip
+        log.close()
+        self.hubs.append(process)
+        return process
+
+    def envelopes(self, count: int) -> list[tuple[str, bytes]]:
+        body = example_body(MessageType.M7)
+        gem, zvh = self.identities[GEM], self.identities[ZVH].public_record()
+        out = []
+        for n in range(count):
+            draft = example_draft(MessageType.M7, body, case_id=self.cases[n % len(self.cases)])
+            draft = draft.model_copy(update={"step": CaseState.CASUSOVERLEG})
+            raw = seal(body, draft, sender=gem, recipients=[zvh])
+            out.append((json.loads(split_envelope(raw)[0])["message_id"], raw))
+        return out
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    """A running system with one hub process and escalated cases."""
+    authority = SigningKey.generate()
+    identities = {o: PartnerIdentity.generate(OrgId(o)) for o in ORGS}
+    hub = PartnerIdentity.generate(OrgId("HUB.faults"))
+    save_keystore(hub, tmp_path / "hub.keystore", SecretStr("hub-pass"), KdfParams.for_tests())
+    requests = [registration(i) for i in (*identities.values(), hub)]
+    async with NatsServer(tmp_path / "nats") as server:
+        await provision(server.url, default_policy(), requests, authority, ack_wait=ACK_WAIT)
+        rig = Rig(server, tmp_path, authority, identities)
+        rig.start_hub()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for org, identity in identities.items():
+                    rig.clients[org] = await stack.enter_async_context(
+                        PartnerClient(identity, server.url, authority=authority.public)
+                    )
+                runner = ScenarioRunner(rig.clients, default_policy(), timeout=30)
+                for n in range(CASES):
+                    await runner.run([
+                        Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
+                        Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
+                        Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
+                             decision=Decision.OPSCHALEN),
+                    ])  # fmt: skip
+                rig.cases = [runner.case_id(f"c{n}") for n in range(CASES)]
+                yield rig
+        finally:
+            for process in rig.hubs:
+                process.kill()
+                process.wait()
+
+
+async def publish_all(rig: Rig, envelopes: list[tuple[str, bytes]], rate: float) -> int:
+    """Publish every envelope at ``rate`` per second, retrying until JetStream stores it."""
+    sender = rig.clients[GEM]
+    start = time.perf_counter()
+    for n, (message_id, raw) in enumerate(envelopes):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while True:
+            try:
+                await sender.publish_raw(raw, message_id)
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+    return len(envelopes)
+
+
+async def back_office(rig: Rig, expected: set[str], timeout: float) -> tuple[Counter[str], float]:
+    """Receive until every expected message arrived (or timeout); count arrivals per id."""
+    receiver = rig.clients[ZVH]
+    seen: Counter[str] = Counter()
+    start = time.perf_counter()
+    last = start
+    while set(seen) < expected and time.perf_counter() - start < timeout:
+        item = await receiver.receive(timeout=1.0)
+        if isinstance(item, Delivery):
+            seen[item.message_id] += 1
+            last = time.perf_counter()
+            await item.ack()
+    return seen, last
+
+
+def report(name: str, sent: int, seen: Counter[str], expected: set[str], rig: Rig,
+           recovery: float) -> tuple[int, int]:  # fmt: skip
+    lost = len(expected - set(seen))
+    twice = sum(1 for c in seen.values() if c > 1)
+    print(f"\n{name}: sent {sent}, delivered {len(set(seen) & expected)}, lost {lost}, "
+          f"delivered twice {twice}, redeliveries suppressed by the SDK "
+          f"{rig.clients[ZVH].duplicates_suppressed}, recovery {recovery:.1f} s")  # fmt: skip
+    return lost, twice
+
+
+async def test_kill_9_hub_repeatedly_loses_nothing(rig: Rig) -> None:
+    """kill -9 the hub three times during 1200 messages: none lost or twice to the back office."""
+    envelopes = rig.envelopes(1200)
+    expected = {m for m, _ in envelopes}
+    collecting = asyncio.create_task(back_office(rig, expected, timeout=90))
+    publishing = asyncio.create_task(publish_all(rig, envelopes, rate=300))
+    restarted_at = time.perf_counter()
+    for _ in range(3):
+        await asyncio.sleep(1.0)
+        rig.hubs[-1].kill()
+        rig.hubs[-1].wait()
+        rig.start_hub()
+        restarted_at = time.perf_counter()
+    sent = await publishing
+    seen, last = await collecting
+    lost, twice = report("kill -9 hub x3", sent, seen, expected, rig, last - restarted_at)
+    assert (lost, twice) == (0, 0)
+
+
+async def test_nats_server_restart_loses_nothing(rig: Rig) -> None:
+    """Restart nats-server (file storage) during traffic: everything stored is delivered."""
+    envelopes = rig.envelopes(600)
+    expected = {m for m, _ in envelopes}
+    collecting = asyncio.create_task(back_office(rig, expected, timeout=90))
+    publishing = asyncio.create_task(publish_all(rig, envelopes, rate=300))
+    await asyncio.sleep(1.0)
+    await rig.server.stop()
+    await asyncio.sleep(0.5)
+    await rig.server.start()
+    back = time.perf_counter()
+    sent = await publishing
+    seen, last = await collecting
+    lost, twice = report("nats-server restart", sent, seen, expected, rig, last - back)
+    assert (lost, twice) == (0, 0)
+
+
+async def test_two_hubs_share_the_work_without_corrupting_cases(rig: Rig) -> None:
+    """Two hub instances at once: every message exactly once, scenario 1 correct, chain intact."""
+    rig.start_hub()
+    envelopes = rig.envelopes(800)
+    expected = {m for m, _ in envelopes}
+    publishing = asyncio.create_task(publish_all(rig, envelopes, rate=400))
+    seen, _ = await back_office(rig, expected, timeout=90)
+    sent = await publishing
+    lost, twice = report("two hubs", sent, seen, expected, rig, 0.0)
+    assert (lost, twice) == (0, 0)
+    runner = ScenarioRunner(rig.clients, default_policy(), timeout=30)
+    steps = [s for s in SCENARIOS[1].steps if s.sender in ORGS and set(s.to) <= set(ORGS)]
+    await runner.run(steps)
+    assert runner.believed_state("A") is CaseState.AFGESLOTEN
+    async with Transport(rig.server.url, name="check") as transport:
+        trail = [item async for item in read_trail(transport.js)]
+        case, _ = await _case(transport, runner.case_id("A"))
+    assert verify_chain(trail).ok
+    assert case == CaseState.AFGESLOTEN
+
+
+async def _case(transport: Transport, case_id: CaseId) -> tuple[CaseState | None, int]:
+    from hub.transport import KvCaseStore
+
+    record, revision = await KvCaseStore(await transport.kv("schakel-cases")).get(case_id)
+    return (record.state if record else None), revision
