@@ -13,8 +13,9 @@
 ``send`` validates, seals and publishes, and returns the message id once JetStream has stored
 it. ``messages`` yields opened, validated deliveries and the hub's signed refusal notices; the
 back office acknowledges each after processing (at-least-once), and the client suppresses
-redelivered duplicates by message id. Deliveries that fail to open are acknowledged and yielded
-as :class:`Rejected`, with the reason for the partner's own log.
+redelivered duplicates by message id; with ``state_dir`` that memory survives a restart.
+Deliveries that fail to open are acknowledged and yielded as :class:`Rejected`, with the reason
+for the partner's own log.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
 import nats.errors
 import nats.js.errors
@@ -36,6 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from adapters.seen import SeenStore
 from adapters.transport import Credentials, DirectoryFollower, connect, follow_directory
 from contracts.bodies import Body
 from contracts.enums import OrgType
@@ -60,7 +61,6 @@ from keys.statement import verify_statement
 
 __all__ = ["Delivery", "DirectoryStale", "PartnerClient", "Refusal", "Rejected"]
 
-_SEEN_KEPT: Final = 100_000
 _log = structlog.get_logger("schakel.adapter")
 
 
@@ -71,6 +71,7 @@ class Delivery:
     header: EnvelopeHeader
     body: Body
     _msg: Msg = field(repr=False)
+    _seen: SeenStore = field(repr=False)
 
     @property
     def message_id(self) -> MessageId:
@@ -78,7 +79,8 @@ class Delivery:
         return MessageId(self.header.message_id)
 
     async def ack(self) -> None:
-        """Tell the hub the back office has processed the message."""
+        """The back office has processed the message: remember it, then acknowledge it."""
+        self._seen.add(self.message_id, self.header.expires_at)
         await self._msg.ack()
 
 
@@ -122,6 +124,7 @@ class PartnerClient:
         tls_ca: Path | None = None,
         max_directory_age: dt.timedelta = dt.timedelta(seconds=30),
         resync_every: float = 2.0,
+        state_dir: Path | None = None,
         on_alarm: Callable[[str], None] | None = None,
     ) -> None:
         self.identity = identity
@@ -140,7 +143,7 @@ class PartnerClient:
         self._stack = contextlib.AsyncExitStack()
         self._nc: Client | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen = SeenStore(state_dir / f"{identity.org}.seen" if state_dir else None)
         self._buffer: list[Msg] = []
         self._state = "unopened"
         self._alarmed: set[bytes] = set()
@@ -307,13 +310,11 @@ class PartnerClient:
             await msg.ack()
             _log.warning("delivery_rejected", reason=exc.reason, subject=msg.subject)
             return Rejected(reason=exc.reason, message_id=None)
-        message_id = opened.header.message_id
-        if message_id in self._seen:
-            await msg.ack()  # a redelivery of something the back office already has
+        if opened.header.message_id in self._seen:
+            await msg.ack()  # a redelivery of something the back office already processed
             self.duplicates_suppressed += 1
             return None
-        self._remember(message_id)
-        return Delivery(header=opened.header, body=opened.body, _msg=msg)
+        return Delivery(header=opened.header, body=opened.body, _msg=msg, _seen=self._seen)
 
     async def _refusal(self, msg: Msg) -> Incoming:
         hubs = [r for r in self.directory if org_type_of(r.org) is OrgType.HUB]
@@ -327,11 +328,6 @@ class PartnerClient:
             return Refusal(notice=notice, _msg=msg)
         await msg.ack()
         return Rejected(reason="refusal notice not signed by a known hub", message_id=None)
-
-    def _remember(self, message_id: str) -> None:
-        self._seen[message_id] = None
-        while len(self._seen) > _SEEN_KEPT:
-            self._seen.popitem(last=False)
 
     @staticmethod
     def now() -> dt.datetime:

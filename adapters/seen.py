@@ -1,0 +1,54 @@
+"""The adapter's memory of processed message ids, on disk, until each message expires.
+
+At-least-once delivery means a message can arrive again: after a crash between the back office
+finishing and the acknowledgement reaching NATS, or after an adapter restart. Recording the id
+when the back office acknowledges (fsynced before the acknowledgement is sent) and suppressing
+it afterwards gives the back office each message exactly once, across restarts. The file is an
+append-only list of ``<message id> <expiry, unix seconds>`` lines, compacted when loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+__all__ = ["SeenStore"]
+
+
+class SeenStore:
+    """Message ids processed by the back office, kept until their messages expire."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._ids: dict[str, float] = {}
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        now = dt.datetime.now(dt.UTC).timestamp()
+        if path.exists():
+            for line in path.read_text("ascii").splitlines():
+                message_id, _, expires = line.partition(" ")
+                if expires and float(expires) > now:
+                    self._ids[message_id] = float(expires)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{m} {e:.0f}\n" for m, e in self._ids.items()), "ascii")
+        os.replace(tmp, path)
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, message_id: str, expires_at: dt.datetime) -> None:
+        """Remember ``message_id`` until ``expires_at``; durable before this returns."""
+        self._ids[message_id] = expires_at.timestamp()
+        if self._path is None:
+            return
+        with self._path.open("a", encoding="ascii") as handle:
+            handle.write(f"{message_id} {expires_at.timestamp():.0f}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
