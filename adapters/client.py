@@ -282,6 +282,10 @@ class PartnerClient:
                     self._buffer = await self._sub.fetch(16, timeout=min(remaining, 1.0))
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue
+                except nats.errors.Error as exc:  # failover, reconnect: transient, try again
+                    _log.warning("fetch_failed", error=type(exc).__name__)
+                    await asyncio.sleep(min(0.2, max(remaining, 0)))
+                    continue
                 if not self._buffer:
                     continue
             msg = self._buffer.pop(0)

@@ -56,7 +56,8 @@ class Credentials:
 
 
 async def connect(url: str, name: str, credentials: Credentials | None = None) -> Client:
-    """Connect to NATS, reconnecting forever after the first connection."""
+    """Connect to NATS (``url`` may list a cluster's servers, comma-separated); after the first
+    connection, reconnect for ever, to whichever server is up."""
     creds = credentials or Credentials()
     options: dict[str, Any] = {}
     if creds.nkey_seed is not None:
@@ -66,7 +67,7 @@ async def connect(url: str, name: str, credentials: Credentials | None = None) -
     if creds.inbox_prefix is not None:
         options["inbox_prefix"] = creds.inbox_prefix.encode()
     return await nats.connect(
-        url,
+        url.split(","),  # several URLs: the servers of a cluster
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -183,6 +183,7 @@ class Limits(_Frozen):
     max_lifetime_days: int = Field(ge=1, le=365)
     max_clock_skew_seconds: int = Field(ge=0, le=3600)
     max_envelope_bytes: int = Field(ge=1024, le=64 * 1024 * 1024)
+    max_backlog: int = Field(default=10_000, ge=1)
 
 
 class Retention(_Frozen):

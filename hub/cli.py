@@ -201,6 +201,7 @@ def _hub_run(args: argparse.Namespace) -> int:
         registry=load_registry(Path(args.registry)) if args.registry else default_registry(),
         authority=_authority_public(args.authority_public),
         ack_wait=args.ack_wait,
+        replicas=args.replicas,
         credentials=Credentials(
             nkey_seed=Path(args.nkey) if args.nkey else None,
             tls_ca=Path(args.tls_ca) if args.tls_ca else None,
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--registry", help="partner registry TOML (default: the example)")
     run.add_argument("--workers", type=int, default=32, help="concurrent messages")
     run.add_argument("--nkey", help="the hub's NKey seed file (from schakel nats-config)")
+    run.add_argument("--replicas", type=int, default=1, help="stream replicas (3 on a cluster)")
     run.add_argument("--ack-wait", type=float, default=30.0, help="seconds before a crashed "
                      "hub's unfinished messages are redelivered")  # fmt: skip
     run.add_argument("--tls-ca", help="CA to verify the NATS server against")

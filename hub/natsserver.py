@@ -91,7 +91,7 @@ class NatsServer:
             command += [
                 "--cluster_name", "schakel",
                 "--cluster", f"nats://127.0.0.1:{cluster_port}",
-                "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in peers),
+                "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in peers if p != cluster_port),
             ]  # fmt: skip
         return command + list(self._extra)
 

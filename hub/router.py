@@ -61,6 +61,7 @@ class AuditSink(Protocol):
 
 
 class Deliverer(Protocol):
+    async def backlog(self, org: OrgId) -> int: ...
     async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None: ...
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
 
@@ -190,17 +191,31 @@ class Router:
 
     async def _decide_and_commit(self, header: EnvelopeHeader, ctx: Context) -> Allow | Refuse:
         if header.case_id is None:
-            return decide(header, None, ctx)
+            verdict = decide(header, None, ctx)
+            if isinstance(verdict, Refuse):
+                return verdict
+            return (await self._backlog_full(header)) or verdict
         for _ in range(_CAS_ATTEMPTS):
             case, revision = await self._cases.get(CaseId(header.case_id))
             if case is not None and case.has_applied(MessageId(header.message_id)):
                 return Allow(case=case, state_before=None)  # committed before a crash
             verdict = decide(header, case, ctx)
-            if isinstance(verdict, Refuse) or verdict.case is None:
+            if isinstance(verdict, Refuse):
                 return verdict
-            if await self._cases.put(verdict.case, revision):
+            # Back-pressure before the commit: a refused message never changes the case.
+            full = await self._backlog_full(header)
+            if full is not None:
+                return full
+            if verdict.case is None or await self._cases.put(verdict.case, revision):
                 return verdict
         return Refuse(ReasonCode.CONFLICT, "case kept changing")
+
+    async def _backlog_full(self, header: EnvelopeHeader) -> Refuse | None:
+        limit = self._policy.limits.max_backlog
+        for org in header.recipient_orgs:
+            if await self._outbox.backlog(OrgId(org)) >= limit:
+                return Refuse(ReasonCode.BACKLOG_FULL, f"{org} has {limit} or more waiting")
+        return None
 
     def _time_problem(
         self, header: EnvelopeHeader, now: dt.datetime

@@ -14,6 +14,7 @@ Only the hub creates or changes these; partners are never given the rights to.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Final, Self
@@ -128,11 +129,31 @@ class KvMessageRegistry:
 class Outbox:
     """Publishes deliveries and notices to partners' delivery subjects, deduplicated."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, cache_seconds: float = 0.5) -> None:
         self._js = js
+        self._cache_seconds = cache_seconds
+        self._backlogs: dict[OrgId, tuple[float, int]] = {}
+
+    async def backlog(self, org: OrgId) -> int:
+        """Messages waiting for ``org`` (pending plus unacknowledged), cached briefly.
+
+        A soft limit: concurrent workers may each pass the check before their deliveries are
+        counted, so the backlog can exceed the limit by up to the number of workers.
+        """
+        now = time.monotonic()
+        cached = self._backlogs.get(org)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        info = await self._js.consumer_info(DELIVERY_STREAM, delivery_consumer(org))
+        size = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        self._backlogs[org] = (now, size)
+        return size
 
     async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None:
         """One copy of an envelope for one recipient (idempotent per message and recipient)."""
+        cached = self._backlogs.get(org)
+        if cached is not None:  # count our own deliveries into the cached backlog
+            self._backlogs[org] = (cached[0], cached[1] + 1)
         await self._js.publish(
             delivery_subject(org),
             envelope,
