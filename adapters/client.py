@@ -83,6 +83,15 @@ class Delivery:
         self._seen.add(self.message_id, self.header.expires_at)
         await self._msg.ack()
 
+    async def retry_later(self, delay: float | None = None) -> None:
+        """The back office could not process it now: have it redelivered after ``delay``
+        seconds (default: 5 s doubling per attempt, at most an hour). After the consumer's last
+        attempt the hub moves it to the dead-letter stream and tells the sender."""
+        attempt = self._msg.metadata.num_delivered or 1
+        await self._msg.nak(
+            delay=delay if delay is not None else min(3600.0, 5.0 * 2 ** (attempt - 1))
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:

@@ -235,6 +235,7 @@ class ReasonCode(StrEnum):
     CATEGORY_NOT_ALLOWED = "CATEGORY_NOT_ALLOWED"
     CONFLICT = "CONFLICT"
     BACKLOG_FULL = "BACKLOG_FULL"
+    UNDELIVERABLE = "UNDELIVERABLE"
 
 
 REASON_TEXTS: dict[ReasonCode, str] = {
@@ -267,4 +268,7 @@ REASON_TEXTS: dict[ReasonCode, str] = {
     ),
     ReasonCode.CONFLICT: "The case changed concurrently; send again.",
     ReasonCode.BACKLOG_FULL: "A recipient's backlog is full; try again later.",
+    ReasonCode.UNDELIVERABLE: (
+        "A recipient did not accept the message after every retry; the operator holds it."
+    ),
 }

@@ -16,6 +16,8 @@ __all__ = [
     "AUDIT_SUBJECT",
     "CASES_BUCKET",
     "DELIVERY_STREAM",
+    "DLQ_PREFIX",
+    "DLQ_STREAM",
     "HEADER_KIND",
     "INBOUND_STREAM",
     "KEYLOG_STREAM",
@@ -33,6 +35,8 @@ __all__ = [
 INBOUND_STREAM: Final = "SCHAKEL_IN"
 DELIVERY_STREAM: Final = "SCHAKEL_OUT"
 AUDIT_STREAM: Final = "SCHAKEL_AUDIT"
+DLQ_STREAM: Final = "SCHAKEL_DLQ"
+DLQ_PREFIX: Final = "schakel.dlq."
 AUDIT_SUBJECT: Final = "schakel.audit"
 CASES_BUCKET: Final = "schakel-cases"
 MESSAGES_BUCKET: Final = "schakel-messages"

@@ -297,6 +297,48 @@ def _nats_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dead_letters(url: str, replay: bool) -> int:
+    from nats.js.errors import NotFoundError
+
+    from adapters.transport import connect
+    from contracts.topology import DLQ_STREAM
+
+    nc = await connect(url, "schakel-dlq")
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(DLQ_STREAM)
+        count = 0
+        for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
+            try:
+                msg = await js.get_msg(DLQ_STREAM, seq)
+            except NotFoundError:
+                continue
+            headers = dict(msg.headers or {})
+            original = headers.get("Schakel-Original-Subject", "")
+            sys.stdout.write(
+                f"#{seq} {msg.subject} from {original} after "
+                f"{headers.get('Schakel-Deliveries', '?')} deliveries\n"
+            )
+            if replay and original:
+                await js.publish(
+                    original,
+                    msg.data or b"",
+                    headers={"Nats-Msg-Id": f"replay:{seq}", "Schakel-Kind": headers.get(
+                        "Schakel-Kind", "envelope")},
+                )  # fmt: skip
+                await js.delete_msg(DLQ_STREAM, seq)
+            count += 1
+        sys.stdout.write(f"{count} dead letter(s){' replayed' if replay and count else ''}\n")
+        return count
+    finally:
+        await nc.close()
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    asyncio.run(_dead_letters(_nats_url(args), replay=args.dlq_command == "replay"))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hub.demo import run_demo
 
@@ -377,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--case", required=True)
     show.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
     show.set_defaults(handler=_audit_show)
+
+    dlq = commands.add_parser("dlq", help="messages partners never accepted").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    for name, text in (("list", "list dead letters"), ("replay", "deliver them again")):
+        sub = dlq.add_parser(name, help=text)
+        sub.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+        sub.set_defaults(handler=_dlq)
 
     natscfg = commands.add_parser(
         "nats-config", help="write the nats-server configuration with per-partner NKeys"

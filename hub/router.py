@@ -189,6 +189,49 @@ class Router:
         )
         return Outcome(accepted=True, message_id=message_id)
 
+    async def dead_letter(self, envelope: bytes, recipient: OrgId, deliveries: int) -> None:
+        """Record that ``recipient`` never accepted ``envelope`` and tell the sender (the
+        message itself was moved to the dead-letter stream by the caller)."""
+        now = self._now()
+        try:
+            header = decode_header(split_envelope(envelope)[0])
+        except (EnvelopeError, ContractError):
+            return
+        sender = OrgId(header.sender.org)
+        detail = f"{recipient} did not accept it after {deliveries} deliveries"
+        record = self._record(
+            header, now, "dead-lettered", None, None, reason=ReasonCode.UNDELIVERABLE, detail=detail
+        )
+        await self._audit.append(record.model_copy(update={"recipients": (recipient,)}))
+        await self._notify(sender, now, ReasonCode.UNDELIVERABLE, MessageId(header.message_id),
+                           dedupe_id=f"dlq:{header.message_id}:{recipient}")  # fmt: skip
+        _log.warning("message_dead_lettered", message_id=header.message_id, sender=sender,
+                     recipient=recipient, deliveries=deliveries)  # fmt: skip
+
+    async def _notify(
+        self,
+        sender: OrgId,
+        now: dt.datetime,
+        reason: ReasonCode,
+        message_id: MessageId | None,
+        dedupe_id: str,
+    ) -> None:
+        notice = RefusalNotice(
+            message_id=message_id,
+            recipient=sender,
+            reason=reason,
+            text=REASON_TEXTS[reason],
+            at=now,
+            hub=self._identity.org,
+            hub_kid=self._identity.signing_kid,
+        )
+        if sender in self._directory:
+            await self._outbox.notify(
+                sender,
+                sign_statement(notice, self._identity.signing_key, REFUSAL_LABEL),
+                dedupe_id=dedupe_id,
+            )
+
     async def _decide_and_commit(self, header: EnvelopeHeader, ctx: Context) -> Allow | Refuse:
         if header.case_id is None:
             verdict = decide(header, None, ctx)
@@ -294,21 +337,7 @@ class Router:
     ) -> Outcome:
         hint = item.msg_id_hint if item.msg_id_hint and _UUID.match(item.msg_id_hint) else None
         message_id = MessageId(header.message_id) if header else MessageId(hint) if hint else None
-        notice = RefusalNotice(
-            message_id=message_id,
-            recipient=sender,
-            reason=reason,
-            text=REASON_TEXTS[reason],
-            at=now,
-            hub=self._identity.org,
-            hub_kid=self._identity.signing_kid,
-        )
-        if sender in self._directory:
-            await self._outbox.notify(
-                sender,
-                sign_statement(notice, self._identity.signing_key, REFUSAL_LABEL),
-                dedupe_id=f"refusal:{item.seq}",
-            )
+        await self._notify(sender, now, reason, message_id, dedupe_id=f"refusal:{item.seq}")
         await self._audit.append(
             self._record(
                 header,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 
@@ -33,11 +35,25 @@ from contracts.errors import SchakelError
 from contracts.ids import OrgId, org_type_of
 from contracts.keyevents import KeyEventKind, KeyEventRequest
 from contracts.policy import Policy, default_policy
+from contracts.topology import (
+    DELIVERY_PREFIX,
+    DELIVERY_STREAM,
+    DLQ_PREFIX,
+    HEADER_KIND,
+    KIND_ENVELOPE,
+)
 from hub.audit import AuditTrail
 from hub.natsserver import NatsServer
 from hub.registry import Registry, default_registry
 from hub.router import Inbound, Router
-from hub.transport import KvCaseStore, KvMessageRegistry, Outbox, Transport, header_case_id
+from hub.transport import (
+    REDELIVERY,
+    KvCaseStore,
+    KvMessageRegistry,
+    Outbox,
+    Transport,
+    header_case_id,
+)
 from keys.crypto import SigningKey, VerifyKey
 from keys.directory import KeyDirectory
 from keys.identity import PartnerIdentity
@@ -65,6 +81,7 @@ class HubSettings:
     credentials: Credentials | None = None
     authority: VerifyKey | None = None
     ack_wait: float = 30.0  # a crashed hub's unfinished messages come back after this
+    redelivery: tuple[float, ...] = REDELIVERY  # retries of an unacknowledged delivery
     expiry_warning: dt.timedelta = dt.timedelta(days=30)
     clock: Callable[[], dt.datetime] | None = None
 
@@ -110,6 +127,7 @@ class Hub:
                 replicas=settings.replicas,
                 credentials=settings.credentials,
                 ack_wait=settings.ack_wait,
+                redelivery=settings.redelivery,
             )
         )
         self.transport = transport
@@ -143,8 +161,55 @@ class Hub:
             instance=settings.instance,
             clock=settings.clock,
         )
+        await self._watch_dead_letters(router, transport)
         self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=url)
+
+    async def _watch_dead_letters(self, router: Router, transport: Transport) -> None:
+        """Move deliveries JetStream gave up on to the dead-letter stream; tell their senders.
+
+        A queue group: with several hubs, one of them handles each advisory.
+        """
+        js = transport.js
+
+        async def on_advisory(msg: Msg) -> None:
+            try:
+                await move(msg)
+            except Exception as exc:
+                _log.error("dead_letter_failed", error=repr(exc)[:200])
+
+        async def move(msg: Msg) -> None:
+            try:
+                advisory = json.loads(msg.data)
+                seq = int(advisory["stream_seq"])
+                original = await js.get_msg(DELIVERY_STREAM, seq)
+            except (ValueError, KeyError, nats.js.errors.NotFoundError):
+                return  # not ours to handle, or another hub already moved it
+            subject = original.subject or ""
+            recipient = OrgId(subject.removeprefix(DELIVERY_PREFIX))
+            headers = dict(original.headers or {})
+            await js.publish(
+                DLQ_PREFIX + recipient,
+                original.data or b"",
+                headers={
+                    "Nats-Msg-Id": f"dlq:{seq}",
+                    "Schakel-Original-Subject": subject,
+                    "Schakel-Deliveries": str(advisory.get("deliveries", 0)),
+                    HEADER_KIND: headers.get(HEADER_KIND, KIND_ENVELOPE),
+                },
+            )
+            await js.delete_msg(DELIVERY_STREAM, seq)
+            if headers.get(HEADER_KIND, KIND_ENVELOPE) == KIND_ENVELOPE:
+                await router.dead_letter(
+                    original.data or b"", recipient, int(advisory.get("deliveries", 0))
+                )
+
+        subscription = await transport.nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DELIVERY_STREAM}.*",
+            queue="schakel-hub",
+            cb=on_advisory,
+        )
+        self._stack.push_async_callback(subscription.unsubscribe)
 
     def _warn_expiring(self, _: object) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -245,11 +310,17 @@ async def provision(
     replicas: int = 1,
     credentials: Credentials | None = None,
     ack_wait: float = 30.0,
+    redelivery: tuple[float, ...] = REDELIVERY,
 ) -> None:
     """Operator step: topology, then each request appended to the key log (registrations of
     organisations already in the log are skipped), then the partners' delivery consumers."""
     async with Transport(
-        url, name="schakel-operator", replicas=replicas, credentials=credentials, ack_wait=ack_wait
+        url,
+        name="schakel-operator",
+        replicas=replicas,
+        credentials=credentials,
+        ack_wait=ack_wait,
+        redelivery=redelivery,
     ) as transport:
         await transport.ensure_topology(policy)
         follower = DirectoryFollower(KeyDirectory(), authority.public)

@@ -36,6 +36,8 @@ from contracts.topology import (
     CASES_BUCKET,
     DELIVERY_PREFIX,
     DELIVERY_STREAM,
+    DLQ_PREFIX,
+    DLQ_STREAM,
     HEADER_KIND,
     HUB_CONSUMER,
     INBOUND_PREFIX,
@@ -61,6 +63,9 @@ __all__ = [
 
 DUPLICATE_WINDOW: Final = 300.0
 ACK_WAIT: Final = 30.0
+# Retry schedule of a delivery a partner does not acknowledge; after the last one the message
+# goes to the dead-letter stream and its sender is told.
+REDELIVERY: Final = (30.0, 60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
 
 
 class TransportError(SchakelError):
@@ -180,12 +185,14 @@ class Transport:
         replicas: int = 1,
         credentials: Credentials | None = None,
         ack_wait: float = ACK_WAIT,
+        redelivery: tuple[float, ...] = REDELIVERY,
     ) -> None:
         self.url = url
         self._name = name
         self._replicas = replicas
         self._credentials = credentials
         self._ack_wait = ack_wait
+        self._redelivery = redelivery
         self._nc: Client | None = None
 
     @property
@@ -254,6 +261,14 @@ class Transport:
                 num_replicas=self._replicas,
             ),
             api.StreamConfig(
+                name=DLQ_STREAM,
+                subjects=[DLQ_PREFIX + ">"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                max_age=lifetime,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
                 name=AUDIT_STREAM,
                 subjects=[AUDIT_SUBJECT],
                 retention=api.RetentionPolicy.LIMITS,
@@ -299,8 +314,9 @@ class Transport:
                     durable_name=delivery_consumer(org),
                     filter_subject=delivery_subject(org),
                     ack_policy=api.AckPolicy.EXPLICIT,
-                    ack_wait=ACK_WAIT,
-                    max_deliver=-1,
+                    ack_wait=self._redelivery[0],
+                    backoff=list(self._redelivery),
+                    max_deliver=len(self._redelivery) + 1,
                 ),
             )
 

@@ -1,0 +1,80 @@
+"""A poison message goes to the dead-letter stream after its retries and blocks nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from adapters.client import Delivery, PartnerClient, Refusal
+from adapters.scenarios import POL, ZVH
+from contracts.enums import MessageType, ReasonCode
+from contracts.examples import example_body, example_draft
+from contracts.ids import OrgId
+from contracts.policy import default_policy
+from hub.audit import AuditRecord, read_trail
+from hub.cli import _dead_letters
+from hub.natsserver import NatsServer
+from hub.service import Hub, HubSettings, provision, registration
+from keys.crypto import SigningKey
+from keys.identity import PartnerIdentity
+
+RETRIES = (0.2, 0.2)  # three deliveries in all
+
+
+async def test_poison_message_is_dead_lettered_and_replayable(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    partner_identities: dict[str, PartnerIdentity],
+    hub_identity: PartnerIdentity,
+    authority: SigningKey,
+) -> None:
+    """The back office keeps failing on one message: after its retries it is dead-lettered,
+    the sender is told, other traffic flows meanwhile, and the operator can replay it."""
+    ids = {o: partner_identities[o] for o in (POL, ZVH)}
+    requests = [registration(i) for i in (*ids.values(), hub_identity)]
+    await provision(nats_server.url, default_policy(), requests, authority, redelivery=RETRIES)
+    settings = HubSettings(nats_url=nats_server.url, data_dir=tmp_path, redelivery=RETRIES,
+                           authority=authority.public)  # fmt: skip
+    async with Hub(settings, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
+        pol, zvh = [
+            await stack.enter_async_context(
+                PartnerClient(ids[o], nats_server.url, authority=authority.public)
+            )
+            for o in (POL, ZVH)
+        ]
+        body = example_body(MessageType.M1)
+        to = [OrgId(ZVH)]
+        poison = await pol.send(body, example_draft(MessageType.M1, body), to)
+        healthy = await pol.send(body, example_draft(MessageType.M1, body), to)
+        deliveries, got_healthy = 0, False
+        while deliveries < 3 or not got_healthy:
+            item = await zvh.receive(timeout=10)
+            assert isinstance(item, Delivery), (deliveries, got_healthy, item)
+            if item.message_id == poison:
+                deliveries += 1
+                await item.retry_later(delay=0.1)  # the back office fails on this one
+            else:
+                assert item.message_id == healthy
+                got_healthy = True
+                await item.ack()
+        # The recipient keeps pulling (as a running adapter does): that is when JetStream finds
+        # the retries exhausted and emits the advisory the hub acts on.
+        pulling = asyncio.create_task(zvh.receive(timeout=3))
+        notice = await pol.receive(timeout=10)
+        assert await pulling is None
+        assert isinstance(notice, Refusal)
+        assert notice.notice.reason is ReasonCode.UNDELIVERABLE
+        assert notice.notice.message_id == poison
+        await notice.ack()
+        assert await _dead_letters(nats_server.url, replay=True) == 1
+        again = await zvh.receive(timeout=10)
+        assert isinstance(again, Delivery)
+        assert again.message_id == poison
+        await again.ack()
+        assert hub.transport is not None
+        records = [
+            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.transport.js)
+        ]
+        dead = [r for r in records if r.event == "dead-lettered"]
+        assert [(r.message_id, r.recipients) for r in dead] == [(poison, (ZVH,))]
