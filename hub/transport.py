@@ -7,7 +7,8 @@ Everything the hub keeps lives in JetStream:
   partner's durable consumer ``deliver-<org>``; refusal notices travel the same way;
 - ``SCHAKEL_AUDIT`` the hash-chained audit trail (``hub/audit.py``);
 - KV ``schakel-cases`` (case metadata), ``schakel-messages`` (message ids seen, for duplicates
-  and no_forward), ``schakel-keys`` (public key records).
+  and no_forward);
+- ``SCHAKEL_KEYLOG`` the key directory (signed key events), ``SCHAKEL_DLQ`` dead letters.
 
 Only the hub creates or changes these; partners are never given the rights to.
 """

@@ -160,7 +160,8 @@ ATTACKS: list[Attack] = [
     ("publish into the audit stream", _publish, "schakel.audit"),
     ("publish into its own delivery subject", _publish, "schakel.out.POL.west"),
     ("publish into another's delivery subject", _publish, "schakel.out.OM.west"),
-    ("write its own key directory record", _publish, "$KV.schakel-keys.POL.west"),
+    ("append to the key directory log", _publish, "schakel.keylog"),
+    ("read dead letters", _request, "$JS.API.STREAM.MSG.GET.SCHAKEL_DLQ"),
     ("write case metadata", _publish, "$KV.schakel-cases.case-aaaaaaaaaaaaaaaaaaaaaaaaaa"),
 ]  # fmt: skip
 
