@@ -203,7 +203,8 @@ async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
                 [sys.executable, __file__, "--relay", server.url], Path(tmp) / "relay.log"
             )
             hub_cmd = [sys.executable, "-m", "hub", "hub", "run", "--nats", server.url,
-                       "--authority-public", public, "--data-dir", str(Path(tmp) / "hub")]  # fmt: skip
+                       "--authority-public", public,
+                       "--data-dir", str(Path(tmp) / "hub")]  # fmt: skip
             hubs = [spawn(hub_cmd, Path(tmp) / f"hub{n}.log") for n in range(hub_count)]
             async with contextlib.AsyncExitStack() as stack:
                 stack.callback(relay.terminate)
