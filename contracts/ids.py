@@ -19,6 +19,7 @@ from contracts.enums import OrgType
 __all__ = [
     "CASE_ID_PATTERN",
     "KEY_ID_PATTERN",
+    "MESSAGE_ID_PATTERN",
     "ORG_ID_PATTERN",
     "CaseId",
     "KeyId",
@@ -33,7 +34,7 @@ _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 CASE_ID_PATTERN = r"^case-[a-z2-7]{26}$"
 ORG_ID_PATTERN = r"^(" + "|".join(t.value for t in OrgType) + r")\.[a-z0-9][a-z0-9-]{0,39}$"
 KEY_ID_PATTERN = r"^(sig|enc)-[0-9a-f]{32}$"
-_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 CaseId = NewType("CaseId", str)
 OrgId = NewType("OrgId", str)
@@ -44,7 +45,7 @@ MessageId = NewType("MessageId", str)
 CaseIdField = Annotated[CaseId, StringConstraints(pattern=CASE_ID_PATTERN)]
 OrgIdField = Annotated[OrgId, StringConstraints(pattern=ORG_ID_PATTERN)]
 KeyIdField = Annotated[KeyId, StringConstraints(pattern=KEY_ID_PATTERN)]
-MessageIdField = Annotated[MessageId, StringConstraints(pattern=_UUID_PATTERN)]
+MessageIdField = Annotated[MessageId, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
 
 
 def _check_org(value: str) -> str:

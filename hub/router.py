@@ -24,7 +24,7 @@ import structlog
 from contracts.enums import REASON_TEXTS, ReasonCode
 from contracts.errors import ContractError, EnvelopeError
 from contracts.header import EnvelopeHeader, decode_header
-from contracts.ids import CaseId, MessageId, OrgId
+from contracts.ids import MESSAGE_ID_PATTERN, CaseId, MessageId, OrgId
 from contracts.notice import REFUSAL_LABEL, RefusalNotice
 from contracts.policy import Policy
 from contracts.topology import org_of_inbound_subject
@@ -41,7 +41,7 @@ from keys.statement import sign_statement
 
 __all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "Router"]
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_UUID = re.compile(MESSAGE_ID_PATTERN)
 _CAS_ATTEMPTS: Final = 8
 _log = structlog.get_logger("schakel.router")
 

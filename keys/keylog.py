@@ -113,7 +113,7 @@ def countersign(
     )
 
 
-def _cert_fields(identity: PartnerIdentity, cert: EncryptionKeyCert) -> dict[str, object]:
+def _cert_fields(cert: EncryptionKeyCert) -> dict[str, object]:
     return {
         "encryption_key": cert.body.public,
         "encryption_kid": cert.body.kid,
@@ -135,7 +135,7 @@ def register_request(identity: PartnerIdentity, at: dt.datetime) -> KeyEvent:
         signing_key=SigningKeyGrant(
             kid=identity.signing_kid, public=identity.signing_key.public.raw
         ),
-        **_cert_fields(identity, cert),
+        **_cert_fields(cert),
     )
 
 
@@ -148,7 +148,7 @@ def add_encryption_key_request(identity: PartnerIdentity, at: dt.datetime) -> Ke
         at=at.replace(microsecond=0),
         org=identity.org,
         kind=KeyEventKind.ADD_ENCRYPTION_KEY,
-        **_cert_fields(identity, cert),
+        **_cert_fields(cert),
     )
 
 
