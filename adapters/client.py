@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,22 +43,30 @@ from contracts.bodies import Body
 from contracts.enums import OrgType
 from contracts.errors import EnvelopeError, SchakelError
 from contracts.header import EnvelopeHeader, MessageDraft
-from contracts.ids import MessageId, OrgId, new_message_id, org_type_of
-from contracts.notice import REFUSAL_LABEL, RefusalNotice
+from contracts.ids import KeyId, MessageId, OrgId, new_message_id, org_type_of
+from contracts.notice import (
+    RECEIPT_LABEL,
+    REFUSAL_LABEL,
+    DeliveryState,
+    Receipt,
+    RefusalNotice,
+)
 from contracts.topology import (
     DELIVERY_STREAM,
     HEADER_KIND,
+    KIND_RECEIPT,
     KIND_REFUSAL,
     delivery_consumer,
     inbound_subject,
     inbox_prefix,
+    status_subject,
 )
 from keys.crypto import VerifyKey
 from keys.directory import KeyDirectory
 from keys.envelope import open_envelope, seal
 from keys.identity import PartnerIdentity
 from keys.keylog import KeyLog
-from keys.statement import verify_statement
+from keys.statement import sign_statement, verify_statement
 
 __all__ = ["Delivery", "DirectoryStale", "PartnerClient", "Refusal", "Rejected"]
 
@@ -72,6 +81,7 @@ class Delivery:
     body: Body
     _msg: Msg = field(repr=False)
     _seen: SeenStore = field(repr=False)
+    _after_ack: Callable[[Delivery], Awaitable[None]] | None = field(default=None, repr=False)
 
     @property
     def message_id(self) -> MessageId:
@@ -82,6 +92,8 @@ class Delivery:
         """The back office has processed the message: remember it, then acknowledge it."""
         self._seen.add(self.message_id, self.header.expires_at)
         await self._msg.ack()
+        if self._after_ack is not None:
+            await self._after_ack(self)
 
     async def retry_later(self, delay: float | None = None) -> None:
         """The back office could not process it now: have it redelivered after ``delay``
@@ -134,6 +146,7 @@ class PartnerClient:
         max_directory_age: dt.timedelta = dt.timedelta(seconds=30),
         resync_every: float = 2.0,
         state_dir: Path | None = None,
+        receipts: bool = True,
         on_alarm: Callable[[str], None] | None = None,
     ) -> None:
         self.identity = identity
@@ -141,6 +154,9 @@ class PartnerClient:
         self._authority = authority
         self._max_age = max_directory_age
         self._resync_every = resync_every
+        self._receipts = receipts
+        self.receipted: dict[str, set[str]] = {}
+        self._receipt_tasks: set[asyncio.Task[None]] = set()
         self.directory_follower: DirectoryFollower | None = None
         self._on_alarm = on_alarm or (lambda _: None)
         self.alarms: list[str] = []
@@ -192,6 +208,10 @@ class PartnerClient:
         return self
 
     async def _close(self) -> None:
+        if self._receipt_tasks:  # give receipts in flight a moment to go out
+            await asyncio.wait(set(self._receipt_tasks), timeout=5)
+            for task in self._receipt_tasks:
+                task.cancel()
         # Pending fetch-timeout status messages would make drain wait for ever: unsubscribe
         # the pull subscription first (unacknowledged messages are redelivered later).
         if self._sub is not None:
@@ -313,8 +333,13 @@ class PartnerClient:
             yield item
 
     async def _interpret(self, msg: Msg) -> Incoming | None:
-        if (msg.headers or {}).get(HEADER_KIND) == KIND_REFUSAL:
+        kind = (msg.headers or {}).get(HEADER_KIND)
+        if kind == KIND_REFUSAL:
             return await self._refusal(msg)
+        if kind == KIND_RECEIPT:
+            self._take_receipt(msg.data)
+            await msg.ack()
+            return None
         try:
             opened = await asyncio.to_thread(
                 open_envelope, msg.data, self.identity, self.directory.signer
@@ -327,7 +352,68 @@ class PartnerClient:
             await msg.ack()  # a redelivery of something the back office already processed
             self.duplicates_suppressed += 1
             return None
-        return Delivery(header=opened.header, body=opened.body, _msg=msg, _seen=self._seen)
+        return Delivery(
+            header=opened.header,
+            body=opened.body,
+            _msg=msg,
+            _seen=self._seen,
+            _after_ack=self._send_receipt if self._receipts else None,
+        )
+
+    async def _send_receipt(self, delivery: Delivery) -> None:
+        """Tell the sender, through the hub, that our back office processed its message.
+
+        Sent in the background with retries (same dedupe id, so never twice): a NATS outage
+        must not make the acknowledgement fail, nor lose the receipt.
+        """
+        receipt = Receipt(
+            message_id=delivery.message_id,
+            recipient=self.org,
+            recipient_kid=self.identity.signing_kid,
+            sender=delivery.header.sender.org,
+            at=self.now(),
+        )
+        raw = sign_statement(receipt, self.identity.signing_key, RECEIPT_LABEL)
+        dedupe = f"receipt:{delivery.message_id}:{self.org}"
+        task = asyncio.create_task(self._publish_receipt(raw, dedupe))
+        self._receipt_tasks.add(task)
+        task.add_done_callback(self._receipt_tasks.discard)
+
+    async def _publish_receipt(self, raw: bytes, dedupe: str) -> None:
+        nc = self._require_open()
+        for attempt in range(30):
+            try:
+                await nc.jetstream().publish(
+                    inbound_subject(self.org),
+                    raw,
+                    headers={"Nats-Msg-Id": dedupe, HEADER_KIND: KIND_RECEIPT},
+                )
+            except Exception as exc:  # NATS unavailable: wait and try again
+                _log.warning("receipt_retry", attempt=attempt, error=type(exc).__name__)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            else:
+                return
+        _log.error("receipt_not_sent", dedupe=dedupe)
+
+    def _take_receipt(self, raw: bytes) -> None:
+        """A receipt for one of our messages, passed on by the hub: check it, remember it."""
+        try:
+            claimed = Receipt.model_validate(json.loads(raw)["statement"])
+            key = self.directory.signer(
+                OrgId(claimed.recipient), KeyId(claimed.recipient_kid), claimed.at
+            )
+            receipt = verify_statement(raw, Receipt, RECEIPT_LABEL, key)
+        except (ValueError, KeyError, TypeError, SchakelError) as exc:
+            _log.warning("receipt_rejected", error=type(exc).__name__)
+            return
+        if receipt.sender == self.org:
+            self.receipted.setdefault(receipt.message_id, set()).add(receipt.recipient)
+
+    async def status(self, message_id: MessageId, timeout: float = 5.0) -> DeliveryState:
+        """Ask the hub what became of one of our messages (metadata only)."""
+        nc = self._require_open()
+        reply = await nc.request(status_subject(self.org), message_id.encode(), timeout=timeout)
+        return DeliveryState.model_validate_json(reply.data)
 
     async def _refusal(self, msg: Msg) -> Incoming:
         hubs = [r for r in self.directory if org_type_of(r.org) is OrgType.HUB]

@@ -14,7 +14,7 @@ from contracts.enums import ReasonCode
 from contracts.header import Timestamp
 from contracts.ids import KeyIdField, MessageIdField, OrgIdField
 
-__all__ = ["REFUSAL_LABEL", "RefusalNotice"]
+__all__ = ["RECEIPT_LABEL", "REFUSAL_LABEL", "DeliveryState", "Receipt", "RefusalNotice"]
 
 REFUSAL_LABEL: Final = b"schakel/1 refusal-notice\n"
 
@@ -32,3 +32,32 @@ class RefusalNotice(BaseModel):
     at: Timestamp
     hub: OrgIdField
     hub_kid: KeyIdField
+
+
+RECEIPT_LABEL: Final = b"schakel/1 receipt\n"
+
+
+class Receipt(BaseModel):
+    """A recipient's signed statement that its back office processed a message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["schakel-receipt/1"] = "schakel-receipt/1"
+    message_id: MessageIdField
+    recipient: OrgIdField
+    recipient_kid: KeyIdField
+    sender: OrgIdField
+    at: Timestamp
+
+
+class DeliveryState(BaseModel):
+    """What the hub knows about one of a sender's messages: metadata only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: MessageIdField
+    known: bool
+    state: Literal["unknown", "accepted", "receipted"] = "unknown"
+    recipients: tuple[OrgIdField, ...] = ()
+    receipted_by: tuple[OrgIdField, ...] = ()
+    dead_lettered_for: tuple[OrgIdField, ...] = ()

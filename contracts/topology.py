@@ -23,13 +23,16 @@ __all__ = [
     "KEYLOG_STREAM",
     "KEYLOG_SUBJECT",
     "KIND_ENVELOPE",
+    "KIND_RECEIPT",
     "KIND_REFUSAL",
     "MESSAGES_BUCKET",
+    "STATUS_PREFIX",
     "delivery_consumer",
     "delivery_subject",
     "inbound_subject",
     "inbox_prefix",
     "org_of_inbound_subject",
+    "status_subject",
 ]
 
 INBOUND_STREAM: Final = "SCHAKEL_IN"
@@ -49,6 +52,8 @@ HUB_CONSUMER: Final = "hub"
 HEADER_KIND: Final = "Schakel-Kind"
 KIND_ENVELOPE: Final = "envelope"
 KIND_REFUSAL: Final = "refusal"
+KIND_RECEIPT: Final = "receipt"
+STATUS_PREFIX: Final = "schakel.status."
 
 
 def inbound_subject(org: OrgId) -> str:
@@ -61,6 +66,11 @@ def org_of_inbound_subject(subject: str) -> OrgId | None:
     if not subject.startswith(INBOUND_PREFIX):
         return None
     return OrgId(subject[len(INBOUND_PREFIX) :])
+
+
+def status_subject(org: OrgId) -> str:
+    """Where ``org`` asks the hub about the state of its own messages (request-reply)."""
+    return STATUS_PREFIX + org
 
 
 def delivery_subject(org: OrgId) -> str:

@@ -48,7 +48,7 @@ class AuditRecord(BaseModel):
     hash: str = ""
     at: Timestamp
     hub: str
-    event: Literal["routed", "refused", "dead-lettered"]
+    event: Literal["routed", "refused", "dead-lettered", "receipted"]
     sender: OrgIdField
     message_id: MessageIdField | None = None
     message_type: MessageType | None = None

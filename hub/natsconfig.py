@@ -10,6 +10,7 @@ Generated from the partner registry by ``schakel nats-config``. Every partner ma
 - read the key directory's signed event log: batched direct gets on
   ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``, and new events by subscribing to ``schakel.keylog``
   (public keys only; no consumer is created);
+- ask the hub about its own messages: ``schakel.status.<org>`` (request-reply);
 - subscribe to its own inbox prefix ``_INBOX_<org>.>``, and to nothing else.
 
 Every ``$JS.API`` grant is an exact subject. Everything else is denied, including listing
@@ -37,6 +38,7 @@ from contracts.topology import (
     delivery_consumer,
     inbound_subject,
     inbox_prefix,
+    status_subject,
 )
 from keys.crypto import random_bytes
 
@@ -83,6 +85,7 @@ def partner_permissions(org: OrgId) -> dict[str, Any]:
                 f"$JS.API.CONSUMER.INFO.{DELIVERY_STREAM}.{consumer}",
                 f"$JS.ACK.{DELIVERY_STREAM}.{consumer}.>",
                 f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}",
+                status_subject(org),
             ]
         },
         "subscribe": {"allow": [f"{inbox_prefix(org)}.>", KEYLOG_SUBJECT]},

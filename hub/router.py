@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +25,16 @@ import structlog
 from contracts.enums import REASON_TEXTS, ReasonCode
 from contracts.errors import ContractError, EnvelopeError
 from contracts.header import EnvelopeHeader, decode_header
-from contracts.ids import MESSAGE_ID_PATTERN, CaseId, MessageId, OrgId
-from contracts.notice import REFUSAL_LABEL, RefusalNotice
+from contracts.ids import MESSAGE_ID_PATTERN, CaseId, KeyId, MessageId, OrgId
+from contracts.notice import (
+    RECEIPT_LABEL,
+    REFUSAL_LABEL,
+    DeliveryState,
+    Receipt,
+    RefusalNotice,
+)
 from contracts.policy import Policy
-from contracts.topology import org_of_inbound_subject
+from contracts.topology import KIND_ENVELOPE, KIND_RECEIPT, org_of_inbound_subject
 from hub.audit import AuditRecord
 from hub.cases import CaseRecord
 from hub.policy import Allow, Context, Refuse, decide
@@ -37,7 +44,7 @@ from keys.directory import KeyDirectory
 from keys.envelope import split_envelope, verify
 from keys.errors import KeyDirectoryError
 from keys.identity import PartnerIdentity
-from keys.statement import sign_statement
+from keys.statement import sign_statement, verify_statement
 
 __all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "Router"]
 
@@ -54,6 +61,9 @@ class CaseStore(Protocol):
 class MessageRegistry(Protocol):
     async def get(self, message_id: MessageId) -> MessageEntry | None: ...
     async def put(self, message_id: MessageId, entry: MessageEntry) -> None: ...
+    async def update(
+        self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
+    ) -> MessageEntry | None: ...
 
 
 class AuditSink(Protocol):
@@ -62,6 +72,7 @@ class AuditSink(Protocol):
 
 class Deliverer(Protocol):
     async def backlog(self, org: OrgId) -> int: ...
+    async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None: ...
     async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None: ...
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
 
@@ -74,6 +85,7 @@ class Inbound:
     subject: str
     seq: int
     msg_id_hint: str | None = None
+    kind: str = KIND_ENVELOPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +134,8 @@ class Router:
         sender = org_of_inbound_subject(item.subject)
         if sender is None:
             return Outcome(accepted=False, reason=ReasonCode.SENDER_MISMATCH)
+        if item.kind == KIND_RECEIPT:
+            return await self._receipt(item, sender, now)
         try:
             # A revoked key is refused from the revocation on, whatever created_at claims.
             verified = verify(
@@ -175,6 +189,8 @@ class Router:
                 inbound_seq=item.seq,
                 message_type=header.message_type,
                 no_forward=header.no_forward,
+                sender=sender,
+                recipients=header.recipient_orgs,
             ),
         )
         _log.info(
@@ -189,6 +205,51 @@ class Router:
         )
         return Outcome(accepted=True, message_id=message_id)
 
+    async def _receipt(self, item: Inbound, org: OrgId, now: dt.datetime) -> Outcome:
+        """A recipient's signed receipt: record it, audit it, pass it on to the sender."""
+        try:
+            claimed = Receipt.model_validate(json.loads(item.data)["statement"])
+            key = self._directory.signer(org, KeyId(claimed.recipient_kid), claimed.at, now=now)
+            receipt = verify_statement(item.data, Receipt, RECEIPT_LABEL, key)
+        except (ValueError, KeyError, TypeError, KeyDirectoryError, EnvelopeError) as exc:
+            _log.warning("receipt_rejected", sender=org, error=type(exc).__name__)
+            return Outcome(accepted=False, reason=ReasonCode.MALFORMED)
+        message_id = MessageId(receipt.message_id)
+
+        def add(entry: MessageEntry) -> MessageEntry:
+            if org not in entry.recipients or org in entry.receipted_by:
+                return entry
+            return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
+
+        entry = await self._messages.update(message_id, add) if receipt.recipient == org else None
+        if entry is None or org not in entry.recipients or entry.sender != receipt.sender:
+            _log.warning("receipt_unmatched", sender=org, message_id=message_id)
+            return Outcome(accepted=False, reason=ReasonCode.NOT_PERMITTED)
+        record = AuditRecord.model_validate(
+            {"index": 0, "prev": "", "at": now, "hub": self._instance, "event": "receipted",
+             "sender": entry.sender, "message_id": message_id,
+             "message_type": entry.message_type, "recipients": (org,), "inbound_seq": item.seq}
+        )  # fmt: skip
+        await self._audit.append(record)
+        await self._outbox.relay(OrgId(entry.sender), item.data, f"receipt:{message_id}:{org}")
+        _log.info("message_receipted", message_id=message_id, sender=entry.sender, recipient=org)
+        return Outcome(accepted=True, message_id=message_id)
+
+    async def state(self, asker: OrgId, message_id: MessageId) -> DeliveryState:
+        """What the hub knows about one of ``asker``'s own messages (nothing about others')."""
+        entry = await self._messages.get(message_id)
+        if entry is None or entry.sender != asker:
+            return DeliveryState(message_id=message_id, known=False)
+        done = set(entry.receipted_by) >= set(entry.recipients)
+        return DeliveryState(
+            message_id=message_id,
+            known=True,
+            state="receipted" if done else "accepted",
+            recipients=entry.recipients,
+            receipted_by=entry.receipted_by,
+            dead_lettered_for=entry.dead_lettered_for,
+        )
+
     async def dead_letter(self, envelope: bytes, recipient: OrgId, deliveries: int) -> None:
         """Record that ``recipient`` never accepted ``envelope`` and tell the sender (the
         message itself was moved to the dead-letter stream by the caller)."""
@@ -199,6 +260,10 @@ class Router:
             return
         sender = OrgId(header.sender.org)
         detail = f"{recipient} did not accept it after {deliveries} deliveries"
+        await self._messages.update(
+            MessageId(header.message_id),
+            lambda e: e.model_copy(update={"dead_lettered_for": (*e.dead_lettered_for, recipient)}),
+        )
         record = self._record(
             header, now, "dead-lettered", None, None, reason=ReasonCode.UNDELIVERABLE, detail=detail
         )

@@ -32,7 +32,7 @@ from adapters.transport import (
 )
 from contracts.enums import OrgType
 from contracts.errors import SchakelError
-from contracts.ids import OrgId, org_type_of
+from contracts.ids import MessageId, OrgId, org_type_of
 from contracts.keyevents import KeyEventKind, KeyEventRequest
 from contracts.policy import Policy, default_policy
 from contracts.topology import (
@@ -41,6 +41,7 @@ from contracts.topology import (
     DLQ_PREFIX,
     HEADER_KIND,
     KIND_ENVELOPE,
+    STATUS_PREFIX,
 )
 from hub.audit import AuditTrail
 from hub.natsserver import NatsServer
@@ -162,8 +163,25 @@ class Hub:
             clock=settings.clock,
         )
         await self._watch_dead_letters(router, transport)
+        await self._answer_status(router, transport)
         self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=url)
+
+    async def _answer_status(self, router: Router, transport: Transport) -> None:
+        """Answer partners' questions about their own messages (request-reply, metadata)."""
+
+        async def on_request(msg: Msg) -> None:
+            asker = OrgId(msg.subject.removeprefix(STATUS_PREFIX))
+            try:
+                answer = await router.state(asker, MessageId(msg.data.decode("ascii")))
+                await msg.respond(answer.model_dump_json().encode())
+            except Exception as exc:
+                _log.warning("status_failed", asker=asker, error=type(exc).__name__)
+
+        subscription = await transport.nc.subscribe(
+            STATUS_PREFIX + ">", queue="schakel-hub", cb=on_request
+        )
+        self._stack.push_async_callback(subscription.unsubscribe)
 
     async def _watch_dead_letters(self, router: Router, transport: Transport) -> None:
         """Move deliveries JetStream gave up on to the dead-letter stream; tell their senders.
@@ -258,12 +276,14 @@ class Hub:
             msg = await queue.get()
             try:
                 seq = msg.metadata.sequence.stream
+                headers = msg.headers or {}
                 await router.handle(
                     Inbound(
                         data=msg.data,
                         subject=msg.subject,
                         seq=seq,
-                        msg_id_hint=(msg.headers or {}).get("Nats-Msg-Id"),
+                        msg_id_hint=headers.get("Nats-Msg-Id"),
+                        kind=headers.get(HEADER_KIND, KIND_ENVELOPE),
                     )
                 )
                 await msg.ack()

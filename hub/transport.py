@@ -16,7 +16,7 @@ Only the hub creates or changes these; partners are never given the rights to.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
 
@@ -46,6 +46,7 @@ from contracts.topology import (
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
     KIND_ENVELOPE,
+    KIND_RECEIPT,
     KIND_REFUSAL,
     MESSAGES_BUCKET,
     delivery_consumer,
@@ -82,6 +83,10 @@ class MessageEntry(BaseModel):
     inbound_seq: int
     message_type: MessageType
     no_forward: bool
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    receipted_by: tuple[str, ...] = ()
+    dead_lettered_for: tuple[str, ...] = ()
 
 
 class KvCaseStore:
@@ -131,6 +136,27 @@ class KvMessageRegistry:
         """Remember ``message_id``."""
         await self._kv.put(message_id, entry.model_dump_json().encode())
 
+    async def update(
+        self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
+    ) -> MessageEntry | None:
+        """Apply ``change`` with compare-and-set (receipts from several recipients may race)."""
+        for _ in range(20):
+            try:
+                current = await self._kv.get(message_id)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            if not current.value:
+                return None
+            entry = change(MessageEntry.model_validate_json(current.value))
+            try:
+                await self._kv.update(
+                    message_id, entry.model_dump_json().encode(), last=current.revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return entry
+        return None
+
 
 class Outbox:
     """Publishes deliveries and notices to partners' delivery subjects, deduplicated."""
@@ -164,6 +190,14 @@ class Outbox:
             delivery_subject(org),
             envelope,
             headers={"Nats-Msg-Id": f"{message_id}:{org}", HEADER_KIND: KIND_ENVELOPE},
+        )
+
+    async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
+        """Pass a recipient's signed receipt on to the message's sender."""
+        await self._js.publish(
+            delivery_subject(org),
+            receipt,
+            headers={"Nats-Msg-Id": dedupe_id, HEADER_KIND: KIND_RECEIPT},
         )
 
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None:
