@@ -236,6 +236,7 @@ class ReasonCode(StrEnum):
     CONFLICT = "CONFLICT"
     BACKLOG_FULL = "BACKLOG_FULL"
     UNDELIVERABLE = "UNDELIVERABLE"
+    UNDELIVERED_EXPIRED = "UNDELIVERED_EXPIRED"
 
 
 REASON_TEXTS: dict[ReasonCode, str] = {
@@ -268,6 +269,9 @@ REASON_TEXTS: dict[ReasonCode, str] = {
     ),
     ReasonCode.CONFLICT: "The case changed concurrently; send again.",
     ReasonCode.BACKLOG_FULL: "A recipient's backlog is full; try again later.",
+    ReasonCode.UNDELIVERED_EXPIRED: (
+        "The message expired before a recipient took it; it was removed, undelivered."
+    ),
     ReasonCode.UNDELIVERABLE: (
         "A recipient did not accept the message after every retry; the operator holds it."
     ),

@@ -48,7 +48,7 @@ class AuditRecord(BaseModel):
     hash: str = ""
     at: Timestamp
     hub: str
-    event: Literal["routed", "refused", "dead-lettered", "receipted"]
+    event: Literal["routed", "refused", "dead-lettered", "receipted", "expired"]
     sender: OrgIdField
     message_id: MessageIdField | None = None
     message_type: MessageType | None = None

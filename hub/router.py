@@ -250,28 +250,54 @@ class Router:
             dead_lettered_for=entry.dead_lettered_for,
         )
 
+    async def expired(self, envelope: bytes, recipient: OrgId) -> None:
+        """Record that ``envelope`` expired before ``recipient`` took it and tell the sender
+        (the caller removed it from the delivery stream)."""
+        detail = f"{recipient} did not take it before it expired"
+        await self._undelivered(
+            envelope, recipient, "expired", ReasonCode.UNDELIVERED_EXPIRED, detail
+        )
+
     async def dead_letter(self, envelope: bytes, recipient: OrgId, deliveries: int) -> None:
         """Record that ``recipient`` never accepted ``envelope`` and tell the sender (the
         message itself was moved to the dead-letter stream by the caller)."""
+        detail = f"{recipient} did not accept it after {deliveries} deliveries"
+        await self._undelivered(
+            envelope, recipient, "dead-lettered", ReasonCode.UNDELIVERABLE, detail
+        )
+
+    async def _undelivered(
+        self, envelope: bytes, recipient: OrgId, event: str, reason: ReasonCode, detail: str
+    ) -> None:
         now = self._now()
         try:
             header = decode_header(split_envelope(envelope)[0])
         except (EnvelopeError, ContractError):
             return
         sender = OrgId(header.sender.org)
-        detail = f"{recipient} did not accept it after {deliveries} deliveries"
-        await self._messages.update(
-            MessageId(header.message_id),
-            lambda e: e.model_copy(update={"dead_lettered_for": (*e.dead_lettered_for, recipient)}),
-        )
-        record = self._record(
-            header, now, "dead-lettered", None, None, reason=ReasonCode.UNDELIVERABLE, detail=detail
-        )
+        if event == "dead-lettered":
+            await self._messages.update(
+                MessageId(header.message_id),
+                lambda e: e.model_copy(
+                    update={"dead_lettered_for": (*e.dead_lettered_for, recipient)}
+                ),
+            )
+        record = self._record(header, now, event, None, None, reason=reason, detail=detail)
         await self._audit.append(record.model_copy(update={"recipients": (recipient,)}))
-        await self._notify(sender, now, ReasonCode.UNDELIVERABLE, MessageId(header.message_id),
-                           dedupe_id=f"dlq:{header.message_id}:{recipient}")  # fmt: skip
-        _log.warning("message_dead_lettered", message_id=header.message_id, sender=sender,
-                     recipient=recipient, deliveries=deliveries)  # fmt: skip
+        await self._notify(
+            sender,
+            now,
+            reason,
+            MessageId(header.message_id),
+            dedupe_id=f"{event}:{header.message_id}:{recipient}",
+        )
+        _log.warning(
+            "message_undelivered",
+            event=event,
+            message_id=header.message_id,
+            sender=sender,
+            recipient=recipient,
+        )
 
     async def _notify(
         self,

@@ -23,6 +23,7 @@ import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from adapters.transport import (
     Credentials,
@@ -31,7 +32,8 @@ from adapters.transport import (
     follow_directory,
 )
 from contracts.enums import OrgType
-from contracts.errors import SchakelError
+from contracts.errors import ContractError, EnvelopeError, SchakelError
+from contracts.header import decode_header
 from contracts.ids import MessageId, OrgId, org_type_of
 from contracts.keyevents import KeyEventKind, KeyEventRequest
 from contracts.policy import Policy, default_policy
@@ -57,6 +59,7 @@ from hub.transport import (
 )
 from keys.crypto import SigningKey, VerifyKey
 from keys.directory import KeyDirectory
+from keys.envelope import split_envelope
 from keys.identity import PartnerIdentity
 from keys.keylog import register_request, sign_request
 
@@ -83,6 +86,7 @@ class HubSettings:
     authority: VerifyKey | None = None
     ack_wait: float = 30.0  # a crashed hub's unfinished messages come back after this
     redelivery: tuple[float, ...] = REDELIVERY  # retries of an unacknowledged delivery
+    expiry_sweep: float = 60.0  # seconds between sweeps for expired, undelivered messages
     expiry_warning: dt.timedelta = dt.timedelta(days=30)
     clock: Callable[[], dt.datetime] | None = None
 
@@ -164,8 +168,44 @@ class Hub:
         )
         await self._watch_dead_letters(router, transport)
         await self._answer_status(router, transport)
+        sweeper = asyncio.create_task(self._sweep_expired(router, transport), name="expiry")
+        self._stack.push_async_callback(_cancel, sweeper)
         self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=url)
+
+    async def _sweep_expired(self, router: Router, transport: Transport) -> None:
+        """Remove deliveries whose envelope expired before the recipient took them; tell the
+        sender. The delivery stream is a work queue, so it holds only what is still waiting
+        (bounded by the backlog limits); one pass reads it once."""
+        js = transport.js
+        while True:
+            await asyncio.sleep(self.settings.expiry_sweep)
+            try:
+                info = await js.stream_info(DELIVERY_STREAM)
+                now = dt.datetime.now(dt.UTC)
+                for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
+                    await self._expire_one(router, js, seq, now)
+            except Exception as exc:
+                _log.warning("expiry_sweep_failed", error=type(exc).__name__)
+
+    @staticmethod
+    async def _expire_one(router: Router, js: JetStreamContext, seq: int, now: dt.datetime) -> None:
+        try:
+            msg = await js.get_msg(DELIVERY_STREAM, seq)
+        except nats.js.errors.NotFoundError:
+            return
+        if (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
+            return
+        try:
+            header = decode_header(split_envelope(msg.data or b"")[0])
+        except (EnvelopeError, ContractError):
+            return
+        if header.expires_at > now:
+            return
+        await js.delete_msg(DELIVERY_STREAM, seq)
+        await router.expired(
+            msg.data or b"", OrgId((msg.subject or "").removeprefix(DELIVERY_PREFIX))
+        )
 
     async def _answer_status(self, router: Router, transport: Transport) -> None:
         """Answer partners' questions about their own messages (request-reply, metadata)."""
@@ -354,6 +394,12 @@ async def provision(
             if org_type_of(org) is not OrgType.HUB:
                 orgs.append(org)
         await transport.ensure_partners(orgs)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Stopped(Exception):
