@@ -61,3 +61,4 @@ class DeliveryState(BaseModel):
     recipients: tuple[OrgIdField, ...] = ()
     receipted_by: tuple[OrgIdField, ...] = ()
     dead_lettered_for: tuple[OrgIdField, ...] = ()
+    expired_for: tuple[OrgIdField, ...] = ()

@@ -248,6 +248,7 @@ class Router:
             recipients=entry.recipients,
             receipted_by=entry.receipted_by,
             dead_lettered_for=entry.dead_lettered_for,
+            expired_for=entry.expired_for,
         )
 
     async def expired(self, envelope: bytes, recipient: OrgId) -> None:
@@ -275,13 +276,11 @@ class Router:
         except (EnvelopeError, ContractError):
             return
         sender = OrgId(header.sender.org)
-        if event == "dead-lettered":
-            await self._messages.update(
-                MessageId(header.message_id),
-                lambda e: e.model_copy(
-                    update={"dead_lettered_for": (*e.dead_lettered_for, recipient)}
-                ),
-            )
+        field = "dead_lettered_for" if event == "dead-lettered" else "expired_for"
+        await self._messages.update(
+            MessageId(header.message_id),
+            lambda e: e.model_copy(update={field: (*getattr(e, field), recipient)}),
+        )
         record = self._record(header, now, event, None, None, reason=reason, detail=detail)
         await self._audit.append(record.model_copy(update={"recipients": (recipient,)}))
         await self._notify(

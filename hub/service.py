@@ -330,8 +330,9 @@ class Hub:
                 self.processed += 1
             except Exception as exc:
                 _log.error("message_failed", error=type(exc).__name__, subject=msg.subject)
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
+                with contextlib.suppress(Exception):  # back off: 2 s, 4 s, ... at most 60 s
+                    attempt = msg.metadata.num_delivered or 1
+                    await msg.nak(delay=min(60.0, 2.0**attempt))
             finally:
                 queue.task_done()
 

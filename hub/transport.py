@@ -87,6 +87,7 @@ class MessageEntry(BaseModel):
     recipients: tuple[str, ...] = ()
     receipted_by: tuple[str, ...] = ()
     dead_lettered_for: tuple[str, ...] = ()
+    expired_for: tuple[str, ...] = ()
 
 
 class KvCaseStore:

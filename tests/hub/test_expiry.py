@@ -50,6 +50,7 @@ async def test_expired_undelivered_message_is_removed_and_sender_told(
         assert notice.notice.message_id == message_id
         await notice.ack()
         assert await zvh.receive(timeout=1) is None  # removed, not delivered late
+        assert (await pol.status(message_id)).expired_for == (ZVH,)
         assert hub.transport is not None
         records = [
             AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.transport.js)
