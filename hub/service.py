@@ -290,8 +290,10 @@ class Hub:
         ]
         subscription = await transport.pull_inbound()
         async with asyncio.TaskGroup() as group:
-            for number, queue in enumerate(queues):
+            workers = [
                 group.create_task(self._work(router, queue), name=f"hub-worker-{number}")
+                for number, queue in enumerate(queues)
+            ]
             while not self._stop.is_set():
                 try:
                     batch = await subscription.fetch(self.settings.fetch_batch, timeout=0.5)
@@ -305,11 +307,13 @@ class Hub:
                     # Messages about one case go to one worker, so they are applied in order.
                     shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
                     await queues[shard].put(msg)
+            # Stop taking work, finish what the workers hold, then stop them.
             for queue in queues:
                 await queue.join()
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-            raise _Stopped
+            for worker in workers:
+                worker.cancel()
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
 
     async def _work(self, router: Router, queue: asyncio.Queue[Msg]) -> None:
         while True:
@@ -347,10 +351,7 @@ class Hub:
         if self._runner is not None:
             try:
                 await asyncio.wait_for(self._runner, timeout=self.settings.shutdown_timeout)
-            except* _Stopped:
-                pass
-            except* TimeoutError:
-                self._runner.cancel()
+            except TimeoutError:  # wait_for has cancelled it; unfinished messages are redelivered
                 _log.warning("hub_shutdown_timeout")
         await self._stack.aclose()
         _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed)
@@ -401,7 +402,3 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-class _Stopped(Exception):
-    """Raised inside the task group to stop the workers after the queues are empty."""

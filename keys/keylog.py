@@ -113,7 +113,20 @@ def countersign(
     )
 
 
-def _cert_fields(cert: EncryptionKeyCert) -> dict[str, object]:
+def _request(org: OrgId, kind: KeyEventKind, at: dt.datetime, **fields: object) -> KeyEvent:
+    """An unchained event (index and prev are filled in when the authority appends it)."""
+    return KeyEvent.model_validate(
+        {"index": 0, "prev": "", "at": at.replace(microsecond=0), "org": org, "kind": kind,
+         **fields}
+    )  # fmt: skip
+
+
+def _signing_grant(key: SigningKey) -> SigningKeyGrant:
+    return SigningKeyGrant(kid=signing_key_id(key.public), public=key.public.raw)
+
+
+def _newest_encryption_key(identity: PartnerIdentity) -> dict[str, object]:
+    cert = identity.certificates[-1]
     return {
         "encryption_key": cert.body.public,
         "encryption_kid": cert.body.kid,
@@ -125,51 +138,26 @@ def _cert_fields(cert: EncryptionKeyCert) -> dict[str, object]:
 
 def register_request(identity: PartnerIdentity, at: dt.datetime) -> KeyEvent:
     """The event that introduces an organisation (its signing key and newest encryption key)."""
-    cert = identity.certificates[-1]
-    return KeyEvent(
-        index=0,
-        prev="",
-        at=at.replace(microsecond=0),
-        org=identity.org,
-        kind=KeyEventKind.REGISTER,
-        signing_key=SigningKeyGrant(
-            kid=identity.signing_kid, public=identity.signing_key.public.raw
-        ),
-        **_cert_fields(cert),
-    )
+    return _request(identity.org, KeyEventKind.REGISTER, at,
+                    signing_key=_signing_grant(identity.signing_key),
+                    **_newest_encryption_key(identity))  # fmt: skip
 
 
 def add_encryption_key_request(identity: PartnerIdentity, at: dt.datetime) -> KeyEvent:
     """The event that publishes the identity's newest encryption key (rotation)."""
-    cert = identity.certificates[-1]
-    return KeyEvent(
-        index=0,
-        prev="",
-        at=at.replace(microsecond=0),
-        org=identity.org,
-        kind=KeyEventKind.ADD_ENCRYPTION_KEY,
-        **_cert_fields(cert),
+    return _request(
+        identity.org, KeyEventKind.ADD_ENCRYPTION_KEY, at, **_newest_encryption_key(identity)
     )
 
 
 def rotate_signing_key_request(org: OrgId, new_key: SigningKey, at: dt.datetime) -> KeyEvent:
     """The event that replaces an organisation's signing key (sign it with the old key)."""
-    return KeyEvent(
-        index=0,
-        prev="",
-        at=at.replace(microsecond=0),
-        org=org,
-        kind=KeyEventKind.ROTATE_SIGNING_KEY,
-        signing_key=SigningKeyGrant(kid=signing_key_id(new_key.public), public=new_key.public.raw),
-    )
+    return _request(org, KeyEventKind.ROTATE_SIGNING_KEY, at, signing_key=_signing_grant(new_key))
 
 
 def revoke_request(org: OrgId, kid: KeyId, reason: str, at: dt.datetime) -> KeyEvent:
     """The event that revokes one key."""
-    return KeyEvent.model_validate(
-        {"index": 0, "prev": "", "at": at.replace(microsecond=0), "org": org,
-         "kind": KeyEventKind.REVOKE, "revoke_kid": kid, "reason": reason}
-    )  # fmt: skip
+    return _request(org, KeyEventKind.REVOKE, at, revoke_kid=kid, reason=reason)
 
 
 class KeyLog:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.client import PartnerClient
 from adapters.scenarios import PARTNERS
 from contracts.ids import OrgId
-from contracts.policy import default_policy
+from contracts.policy import Policy, default_policy
 from hub.natsserver import NatsServer
 from hub.service import Hub, HubSettings, provision, registration
 from keys.crypto import SigningKey
@@ -82,3 +83,47 @@ async def world(
             for org, identity in partner_identities.items()
         }
         yield World(nats_server, hub, partner_identities, clients, tmp_path, authority)
+
+
+@dataclass
+class Pair:
+    """A hub with its own settings, and one sender (POL) and one recipient (ZVH)."""
+
+    hub: Hub
+    pol: PartnerClient
+    zvh: PartnerClient
+    url: str
+
+
+PairFactory = Callable[..., contextlib.AbstractAsyncContextManager[Pair]]
+
+
+@pytest.fixture
+def pair(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    partner_identities: dict[str, PartnerIdentity],
+    hub_identity: PartnerIdentity,
+    authority: SigningKey,
+) -> PairFactory:
+    """Start a hub with the given settings (and policy) plus POL and ZVH clients."""
+
+    @contextlib.asynccontextmanager
+    async def start(policy: Policy | None = None, **settings: Any) -> AsyncIterator[Pair]:
+        policy = policy or default_policy()
+        ids = [partner_identities[o] for o in ("POL.west", "ZVH.west")]
+        requests = [registration(i) for i in (*ids, hub_identity)]
+        redelivery = {k: v for k, v in settings.items() if k == "redelivery"}
+        await provision(nats_server.url, policy, requests, authority, **redelivery)
+        config = HubSettings(nats_url=nats_server.url, data_dir=tmp_path, policy=policy,
+                             authority=authority.public, **settings)  # fmt: skip
+        async with Hub(config, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
+            pol, zvh = [
+                await stack.enter_async_context(
+                    PartnerClient(i, nats_server.url, authority=authority.public)
+                )
+                for i in ids
+            ]
+            yield Pair(hub, pol, zvh, nats_server.url)
+
+    return start

@@ -3,46 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from pathlib import Path
 
-from adapters.client import Delivery, PartnerClient, Refusal
-from adapters.scenarios import POL, ZVH
+from adapters.client import Delivery, Refusal
+from adapters.scenarios import ZVH
 from contracts.enums import MessageType, ReasonCode
 from contracts.examples import example_body, example_draft
 from contracts.ids import OrgId
-from contracts.policy import default_policy
 from hub.audit import AuditRecord, read_trail
 from hub.cli import _dead_letters
-from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision, registration
-from keys.crypto import SigningKey
-from keys.identity import PartnerIdentity
+from tests.hub.conftest import PairFactory
 
 RETRIES = (0.2, 0.2)  # three deliveries in all
 
 
-async def test_poison_message_is_dead_lettered_and_replayable(
-    nats_server: NatsServer,
-    tmp_path: Path,
-    partner_identities: dict[str, PartnerIdentity],
-    hub_identity: PartnerIdentity,
-    authority: SigningKey,
-) -> None:
+async def test_poison_message_is_dead_lettered_and_replayable(pair: PairFactory) -> None:
     """The back office keeps failing on one message: after its retries it is dead-lettered,
     the sender is told, other traffic flows meanwhile, and the operator can replay it."""
-    ids = {o: partner_identities[o] for o in (POL, ZVH)}
-    requests = [registration(i) for i in (*ids.values(), hub_identity)]
-    await provision(nats_server.url, default_policy(), requests, authority, redelivery=RETRIES)
-    settings = HubSettings(nats_url=nats_server.url, data_dir=tmp_path, redelivery=RETRIES,
-                           authority=authority.public)  # fmt: skip
-    async with Hub(settings, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
-        pol, zvh = [
-            await stack.enter_async_context(
-                PartnerClient(ids[o], nats_server.url, authority=authority.public)
-            )
-            for o in (POL, ZVH)
-        ]
+    async with pair(redelivery=RETRIES) as system:
+        pol, zvh, hub = system.pol, system.zvh, system.hub
         body = example_body(MessageType.M1)
         to = [OrgId(ZVH)]
         poison = await pol.send(body, example_draft(MessageType.M1, body), to)
@@ -67,7 +45,7 @@ async def test_poison_message_is_dead_lettered_and_replayable(
         assert notice.notice.reason is ReasonCode.UNDELIVERABLE
         assert notice.notice.message_id == poison
         await notice.ack()
-        assert await _dead_letters(nats_server.url, replay=True) == 1
+        assert await _dead_letters(system.url, replay=True) == 1
         again = await zvh.receive(timeout=10)
         assert isinstance(again, Delivery)
         assert again.message_id == poison
