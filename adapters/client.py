@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,7 @@ from keys.directory import KeyDirectory
 from keys.envelope import open_envelope, seal
 from keys.identity import PartnerIdentity
 from keys.keylog import KeyLog
-from keys.statement import sign_statement, verify_statement
+from keys.statement import claimed_statement, sign_statement, verify_statement
 
 __all__ = ["Delivery", "DirectoryStale", "PartnerClient", "Refusal", "Rejected"]
 
@@ -398,12 +397,12 @@ class PartnerClient:
     def _take_receipt(self, raw: bytes) -> None:
         """A receipt for one of our messages, passed on by the hub: check it, remember it."""
         try:
-            claimed = Receipt.model_validate(json.loads(raw)["statement"])
+            claimed = claimed_statement(raw, Receipt)
             key = self.directory.signer(
                 OrgId(claimed.recipient), KeyId(claimed.recipient_kid), claimed.at
             )
             receipt = verify_statement(raw, Receipt, RECEIPT_LABEL, key)
-        except (ValueError, KeyError, TypeError, SchakelError) as exc:
+        except SchakelError as exc:
             _log.warning("receipt_rejected", error=type(exc).__name__)
             return
         if receipt.sender == self.org:

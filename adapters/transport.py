@@ -21,7 +21,6 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from contracts.canonical import canonical_json
 from contracts.keyevents import KeyEventRequest, SignedKeyEvent
@@ -41,6 +40,7 @@ __all__ = [
 
 _log = structlog.get_logger("schakel.directory")
 _DIRECT_GET: Final = f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}"
+_WRONG_LAST_SEQUENCE: Final = 10071
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +78,15 @@ async def connect(url: str, name: str, credentials: Credentials | None = None) -
     )
 
 
-async def read_keylog(nc: Client, from_seq: int, *, timeout: float = 5.0) -> list[bytes]:
-    """Key events from stream sequence ``from_seq`` on, with one batched direct get.
+async def read_keylog(
+    nc: Client, from_seq: int, *, timeout: float = 5.0
+) -> list[tuple[int, bytes]]:
+    """Entries of the key log from stream sequence ``from_seq`` on, with their sequences, read
+    with one batched direct get.
 
     One request on the exact subject ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``: no consumer is
-    created, so partners need no right to create or inspect consumers.
+    created, so partners need no right to create or inspect consumers. Entries are returned
+    as stored; :meth:`KeyLog.offer` decides which are valid events.
     """
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
@@ -90,56 +94,62 @@ async def read_keylog(nc: Client, from_seq: int, *, timeout: float = 5.0) -> lis
         await nc.publish(
             _DIRECT_GET, json.dumps({"seq": from_seq, "batch": 100_000}).encode(), reply=inbox
         )
-        events: list[bytes] = []
+        entries: list[tuple[int, bytes]] = []
         while True:
             msg = await sub.next_msg(timeout=timeout)
-            if (msg.headers or {}).get("Status") in ("204", "404"):  # end of batch / none
-                return events
-            events.append(msg.data)
+            headers = msg.headers or {}
+            if headers.get("Status") in ("204", "404"):  # end of batch / none
+                return entries
+            seq = headers.get("Nats-Sequence", "")
+            if seq.isdigit():
+                entries.append((int(seq), msg.data))
     finally:
         await sub.unsubscribe()
 
 
 class DirectoryFollower:
-    """Keeps a :class:`KeyDirectory` equal to the verified fold of the key log."""
+    """Keeps a :class:`KeyDirectory` equal to the verified fold of the key log.
+
+    An entry that is not the next valid signed event is skipped and reported (``skipped``,
+    the ``key_log_entry_skipped`` alarm and ``on_skip``); the fold goes on after it.
+    """
 
     def __init__(
         self,
         directory: KeyDirectory,
         authority: VerifyKey,
         on_change: Callable[[KeyLog], None] | None = None,
+        on_skip: Callable[[int, KeyLogError], None] | None = None,
     ) -> None:
         self.directory = directory
         self.log = KeyLog(authority)
-        self.broken: KeyLogError | None = None
+        self.next_seq = 1
+        self.skipped: list[tuple[int, KeyLogError]] = []
         self._on_change = on_change or (lambda _: None)
+        self._on_skip = on_skip or (lambda _seq, _problem: None)
+        self._lock = asyncio.Lock()
 
-    def feed(self, raw: bytes) -> None:
-        """Apply one event if it is the next one; stop for good at the first invalid one."""
-        if self.broken is not None:
-            return
-        try:
-            signed = SignedKeyEvent.model_validate_json(raw)
-        except ValidationError:
-            self.broken = KeyLogError(self.log.length, "not a key event")
-        else:
-            if signed.event.index < self.log.length:
-                return  # already applied (the snapshot and the subscription overlap)
-            try:
-                self.log.apply(signed)
-            except KeyLogError as exc:
-                self.broken = exc
-        if self.broken is not None:
-            _log.error("key_log_rejected", index=self.broken.index, reason=self.broken.reason)
+    def feed(self, seq: int, raw: bytes) -> None:
+        """Offer the entry at stream sequence ``seq`` to the fold."""
+        if seq < self.next_seq:
+            return  # read already
+        self.next_seq = seq + 1
+        problem = self.log.offer(raw)
+        if problem is not None:
+            self.skipped.append((seq, problem))
+            _log.error(
+                "key_log_entry_skipped", seq=seq, index=problem.index, reason=problem.reason
+            )
+            self._on_skip(seq, problem)
             return
         self.directory.load(self.log)
         self._on_change(self.log)
 
     async def sync(self, nc: Client) -> None:
-        """Read everything after what is applied; mark the view fresh."""
-        for raw in await read_keylog(nc, self.log.length + 1):
-            self.feed(raw)
-        if self.broken is None:
+        """Read everything after what was read; mark the view fresh."""
+        async with self._lock:
+            for seq, raw in await read_keylog(nc, self.next_seq):
+                self.feed(seq, raw)
             self.directory.synced_at = dt.datetime.now(dt.UTC)
 
 
@@ -151,20 +161,20 @@ async def follow_directory(
     *,
     resync_every: float = 2.0,
     on_change: Callable[[KeyLog], None] | None = None,
+    on_skip: Callable[[int, KeyLogError], None] | None = None,
 ) -> AsyncIterator[DirectoryFollower]:
     """Fill ``directory`` from the verified key log and keep it current while inside.
 
-    New events arrive on a plain subscription to the log's subject; a resync every
-    ``resync_every`` seconds fills any gap and refreshes ``directory.synced_at``, which
-    adapters use to fail closed when their view is too old.
+    A message on the log's subject says that the log grew; the follower then reads what is
+    new by sequence (the subscription's copy is not used, so every entry is read once, in
+    order). A resync every ``resync_every`` seconds fills any gap and refreshes
+    ``directory.synced_at``, which adapters use to fail closed when their view is too old.
     """
-    follower = DirectoryFollower(directory, authority, on_change)
+    follower = DirectoryFollower(directory, authority, on_change, on_skip)
 
-    async def on_event(msg: Msg) -> None:
-        before = follower.log.length
-        follower.feed(msg.data)
-        if follower.log.length == before and follower.broken is None:
-            await follower.sync(nc)  # a gap: fetch what is missing
+    async def on_event(_: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await follower.sync(nc)
 
     sub = await nc.subscribe(KEYLOG_SUBJECT, cb=on_event)
 
@@ -191,19 +201,20 @@ async def append_key_event(
 ) -> SignedKeyEvent:
     """Countersign ``request`` and append it to the key log (the directory authority's job).
 
-    The whole log is read and verified first and the new event must apply to it, so an
-    invalid event never enters the log through this path.
+    The whole log is read and verified first, skipping foreign entries as every reader does,
+    and the new event must apply to it, so an invalid event never enters the log through this
+    path. The append expects the stream's last sequence to be the one read.
 
     Raises:
-        KeyLogError: the log is broken, or the event does not apply.
+        KeyLogError: the event does not apply.
     """
     js = nc.jetstream()
     for _ in range(20):
         log = KeyLog(authority.public)
         last_seq = 0
-        for raw in await read_keylog(nc, 1):
-            log.apply(SignedKeyEvent.model_validate_json(raw))
-            last_seq += 1
+        for seq, raw in await read_keylog(nc, 1):
+            log.offer(raw)
+            last_seq = seq
         signed = countersign(request, index=log.length, prev=log.head, authority=authority)
         log.apply(signed)  # raises if it does not apply
         try:
@@ -213,7 +224,7 @@ async def append_key_event(
                 headers={"Nats-Expected-Last-Subject-Sequence": str(last_seq)},
             )
         except nats.js.errors.APIError as exc:
-            if exc.err_code == 10071:  # someone appended meanwhile: read again
+            if exc.err_code == _WRONG_LAST_SEQUENCE:  # someone appended meanwhile: read again
                 continue
             raise
         return signed

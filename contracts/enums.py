@@ -237,6 +237,10 @@ class ReasonCode(StrEnum):
     BACKLOG_FULL = "BACKLOG_FULL"
     UNDELIVERABLE = "UNDELIVERABLE"
     UNDELIVERED_EXPIRED = "UNDELIVERED_EXPIRED"
+    HEADER_NOT_ALLOWED = "HEADER_NOT_ALLOWED"
+    SENDER_QUOTA = "SENDER_QUOTA"
+    RATE_LIMITED = "RATE_LIMITED"
+    PROCESSING_FAILED = "PROCESSING_FAILED"
 
 
 REASON_TEXTS: dict[ReasonCode, str] = {
@@ -269,6 +273,16 @@ REASON_TEXTS: dict[ReasonCode, str] = {
     ),
     ReasonCode.CONFLICT: "The case changed concurrently; send again.",
     ReasonCode.BACKLOG_FULL: "A recipient's backlog is full; try again later.",
+    ReasonCode.HEADER_NOT_ALLOWED: "The message carries a NATS header the hub does not accept.",
+    ReasonCode.SENDER_QUOTA: (
+        "Your undelivered messages for a recipient reached your share of its backlog; "
+        "try again later."
+    ),
+    ReasonCode.RATE_LIMITED: "You sent more messages than the hub accepts per second; slow down.",
+    ReasonCode.PROCESSING_FAILED: (
+        "The hub could not process the message after several attempts; it was set aside "
+        "for the operator."
+    ),
     ReasonCode.UNDELIVERED_EXPIRED: (
         "The message expired before a recipient took it; it was removed, undelivered."
     ),

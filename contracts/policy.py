@@ -184,6 +184,15 @@ class Limits(_Frozen):
     max_clock_skew_seconds: int = Field(ge=0, le=3600)
     max_envelope_bytes: int = Field(ge=1024, le=64 * 1024 * 1024)
     max_backlog: int = Field(default=10_000, ge=1)
+    # One sender's share of a recipient's backlog: no sender can lock the others out.
+    max_backlog_per_sender: int = Field(default=2_500, ge=1)
+    # Per sender: inbound messages the hub accepts per second (sustained, and in a burst);
+    # more are refused with RATE_LIMITED.
+    max_inbound_per_second: float = Field(default=200.0, gt=0)
+    max_inbound_burst: int = Field(default=2_000, ge=1)
+    # Per sender: what its inbound stream may hold before JetStream refuses the publish.
+    max_inbound_pending: int = Field(default=20_000, ge=1)
+    max_inbound_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
 
 
 class Retention(_Frozen):

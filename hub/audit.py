@@ -8,6 +8,12 @@ to the ``SCHAKEL_AUDIT`` stream in groups (one stream message holds one or more 
 per line) with an expected-last-sequence check, so several hub instances extend one chain
 instead of forking it. The stream denies deletes and purges.
 
+Only the hub's user can write to the stream (the hub's own account). Should anything else land
+there all the same, every reader skips an entry that is not an audit record at all and reports
+it (``ChainReport.foreign``, the ``audit_entry_skipped`` alarm); the writer continues the
+chain from the last record whose own hash holds. A record that parses but does not fit the
+chain is tampering, and :func:`verify_chain` names it as the break.
+
 A hub that crashes after storing a record but before acknowledging the inbound message
 records that message again when it is redelivered; both records carry the same
 ``inbound_seq``, so a reader can tell a re-processing from a second message.
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import nats.js.errors
+import structlog
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -32,10 +39,21 @@ from contracts.header import Timestamp
 from contracts.ids import CaseIdField, MessageIdField, OrgIdField
 from contracts.topology import AUDIT_STREAM, AUDIT_SUBJECT
 
-__all__ = ["GENESIS", "AuditRecord", "AuditTrail", "ChainReport", "read_trail", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "MAX_RECORD_BYTES",
+    "AuditRecord",
+    "AuditTrail",
+    "ChainReport",
+    "parse_record",
+    "read_trail",
+    "verify_chain",
+]
 
 GENESIS: Final = "0" * 64
+MAX_RECORD_BYTES: Final = 16 * 1024
 _WRONG_LAST_SEQUENCE: Final = 10071
+_log = structlog.get_logger("schakel.audit")
 
 
 class AuditRecord(BaseModel):
@@ -48,7 +66,7 @@ class AuditRecord(BaseModel):
     hash: str = ""
     at: Timestamp
     hub: str
-    event: Literal["routed", "refused", "dead-lettered", "receipted", "expired"]
+    event: Literal["routed", "refused", "dead-lettered", "receipted", "expired", "quarantined"]
     sender: OrgIdField
     message_id: MessageIdField | None = None
     message_type: MessageType | None = None
@@ -73,6 +91,17 @@ class AuditRecord(BaseModel):
         return placed.model_copy(update={"hash": placed.compute_hash()})
 
 
+def parse_record(raw: bytes) -> AuditRecord | None:
+    """The audit record ``raw`` holds, or ``None`` when it is not one (bounded: size first,
+    then pydantic's depth-limited parser)."""
+    if not raw or len(raw) > MAX_RECORD_BYTES:
+        return None
+    try:
+        return AuditRecord.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
 class AuditTrail:
     """Appends records to the chain in the audit stream, in groups (group commit).
 
@@ -92,12 +121,27 @@ class AuditTrail:
         self._writer: asyncio.Task[None] | None = None
 
     async def _load_tail(self) -> tuple[int, int, str]:
+        """The stream's last sequence and the last sound record (walking back over foreign
+        entries)."""
         try:
             last = await self._js.get_last_msg(AUDIT_STREAM, AUDIT_SUBJECT)
         except nats.js.errors.NotFoundError:
             return 0, -1, GENESIS
-        record = AuditRecord.model_validate_json((last.data or b"").rsplit(b"\n", 1)[-1])
-        return int(last.seq or 0), record.index, record.hash
+        last_seq = seq = int(last.seq or 0)
+        message = last
+        while True:
+            for line in reversed((message.data or b"").split(b"\n")):
+                record = parse_record(line)
+                if record is not None and record.compute_hash() == record.hash:
+                    return last_seq, record.index, record.hash
+            _log.error("audit_entry_skipped", seq=seq)
+            seq -= 1
+            if seq < 1:
+                return last_seq, -1, GENESIS
+            try:
+                message = await self._js.get_msg(AUDIT_STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                continue
 
     async def append(self, record: AuditRecord) -> AuditRecord:
         """Append ``record`` (index, prev and hash are filled in); return it once stored."""
@@ -177,6 +221,7 @@ class ChainReport:
     records: int
     broken_at: int | None
     problem: str | None
+    foreign: tuple[int, ...] = ()  # stream sequences of entries that are not audit records
 
     @property
     def ok(self) -> bool:
@@ -185,20 +230,27 @@ class ChainReport:
 
 
 def verify_chain(raw_records: list[tuple[int, bytes]]) -> ChainReport:
-    """Recompute the chain; report the first stream sequence whose link is broken."""
+    """Recompute the chain; report the first stream sequence whose link is broken, and every
+    entry skipped because it is not an audit record at all."""
     prev, expected_index = GENESIS, 0
-    for count, (seq, raw) in enumerate(raw_records):
-        try:
-            record = AuditRecord.model_validate_json(raw)
-        except ValidationError:
-            return ChainReport(count, seq, "record is not a valid audit record")
+    foreign: list[int] = []
+    count = 0
+    for seq, raw in raw_records:
+        record = parse_record(raw)
+        if record is None:
+            foreign.append(seq)
+            continue
+        problem = None
         if canonical_json(record) != raw:
-            return ChainReport(count, seq, "record is not in canonical form")
-        if record.index != expected_index:
-            return ChainReport(count, seq, f"index {record.index}, expected {expected_index}")
-        if record.prev != prev:
-            return ChainReport(count, seq, "prev does not match the previous record's hash")
-        if record.compute_hash() != record.hash:
-            return ChainReport(count, seq, "hash does not match the record")
+            problem = "record is not in canonical form"
+        elif record.index != expected_index:
+            problem = f"index {record.index}, expected {expected_index}"
+        elif record.prev != prev:
+            problem = "prev does not match the previous record's hash"
+        elif record.compute_hash() != record.hash:
+            problem = "hash does not match the record"
+        if problem is not None:
+            return ChainReport(count, seq, problem, tuple(foreign))
         prev, expected_index = record.hash, expected_index + 1
-    return ChainReport(len(raw_records), None, None)
+        count += 1
+    return ChainReport(count, None, None, tuple(foreign))

@@ -160,10 +160,9 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 def _verify_directory(args: argparse.Namespace) -> int:
     from adapters.transport import connect, read_keylog
-    from contracts.keyevents import SignedKeyEvent
-    from keys.keylog import KeyLog, KeyLogError
+    from keys.keylog import KeyLog
 
-    async def read() -> list[bytes]:
+    async def read() -> list[tuple[int, bytes]]:
         nc = await connect(_nats_url(args), "schakel-verify-directory")
         try:
             return await read_keylog(nc, 1)
@@ -171,13 +170,19 @@ def _verify_directory(args: argparse.Namespace) -> int:
             await nc.close()
 
     log = KeyLog(_authority_public(args.authority_public))
-    for position, raw in enumerate(asyncio.run(read())):
-        try:
-            log.apply(SignedKeyEvent.model_validate_json(raw))
-        except (KeyLogError, ValueError) as exc:
-            sys.stdout.write(f"key log BROKEN at event {position}: {exc}\n")
-            return 1
-    sys.stdout.write(f"key log intact: {log.length} events, head {log.head[:16]}\n")
+    skipped = 0
+    for seq, raw in asyncio.run(read()):
+        problem = log.offer(raw)
+        if problem is not None:
+            skipped += 1
+            sys.stdout.write(f"ALARM: entry at stream sequence {seq} skipped: {problem}\n")
+    sys.stdout.write(f"key log: {log.length} valid events, head {log.head[:16]}\n")
+    if skipped:
+        sys.stdout.write(
+            f"{skipped} foreign entr{'y' if skipped == 1 else 'ies'} skipped; every reader "
+            "skips them too (docs/RUNBOOK-KEYS.md, 'Foreign entries')\n"
+        )
+        return 1
     return 0
 
 
@@ -240,9 +245,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from hub.audit import verify_chain
 
     report = verify_chain(asyncio.run(_read_records(_nats_url(args))))
+    for seq in report.foreign:
+        sys.stdout.write(f"ALARM: entry at stream sequence {seq} is not an audit record\n")
     if report.ok:
         sys.stdout.write(f"audit chain intact: {report.records} records\n")
-        return 0
+        return 1 if report.foreign else 0
     sys.stdout.write(
         f"audit chain BROKEN at stream sequence {report.broken_at} "
         f"(after {report.records} good records): {report.problem}\n"
@@ -251,13 +258,13 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_show(args: argparse.Namespace) -> int:
-    from hub.audit import AuditRecord
+    from hub.audit import parse_record
     from hub.demo import format_record
 
     shown = 0
     for _, raw in asyncio.run(_read_records(_nats_url(args))):
-        record = AuditRecord.model_validate_json(raw)
-        if record.case_id == args.case:
+        record = parse_record(raw)
+        if record is not None and record.case_id == args.case:
             sys.stdout.write(format_record(record) + "\n")
             shown += 1
     if not shown:

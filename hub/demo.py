@@ -22,7 +22,7 @@ from adapters.simulation import ScenarioRunner, Step
 from contracts.enums import MessageType, ReasonCode
 from contracts.ids import OrgId
 from contracts.policy import Policy, default_policy
-from hub.audit import AuditRecord, read_trail, verify_chain
+from hub.audit import AuditRecord, parse_record, read_trail, verify_chain
 from hub.logconfig import configure_logging
 from hub.natsserver import NatsServer
 from hub.service import Hub, HubSettings, provision, registration
@@ -98,8 +98,8 @@ async def _play(data: Path, policy: Policy, out: Callable[[str], None]) -> bool:
             trail = [item async for item in read_trail(hub.transport.js)]
             out(f"\n5. The audit trail of case {case_id} (metadata only, no content):\n")
             for _, raw in trail:
-                record = AuditRecord.model_validate_json(raw)
-                if record.case_id == case_id:
+                record = parse_record(raw)
+                if record is not None and record.case_id == case_id:
                     out(format_record(record))
             report = verify_chain(trail)
             verdict = "intact" if report.ok else f"BROKEN at {report.broken_at}"

@@ -1,22 +1,27 @@
-"""The nats-server configuration: one NKey user per partner, exact permissions, TLS.
+"""The nats-server configuration: accounts, one NKey user per partner, exact grants, TLS.
 
-Generated from the partner registry by ``schakel nats-config``. Every partner may:
+Generated from the partner registry by ``schakel nats-config``. The hub and every stream,
+bucket and consumer live in the account ``HUB``, the only account with JetStream. Each partner
+is the only user of an account of its own, which imports from ``HUB`` exactly what the
+partner needs and nothing else:
 
-- publish its own envelopes: ``schakel.in.<org>``;
-- pull from and acknowledge on its own durable consumer only:
-  ``$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT.deliver-<org>``,
-  ``$JS.API.CONSUMER.INFO.SCHAKEL_OUT.deliver-<org>`` and ``$JS.ACK.SCHAKEL_OUT.deliver-<org>.>``
-  (acknowledgement subjects carry delivery counters after the consumer name);
-- read the key directory's signed event log: batched direct gets on
-  ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``, and new events by subscribing to ``schakel.keylog``
-  (public keys only; no consumer is created);
-- ask the hub about its own messages: ``schakel.status.<org>`` (request-reply);
-- subscribe to its own inbox prefix ``_INBOX_<org>.>``, and to nothing else.
+- its own inbound subject ``schakel.in.<org>`` (a service: JetStream's acknowledgement comes
+  back);
+- pulls from and acknowledgements on its own durable consumer:
+  ``$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT.deliver-<org>`` (a service answered with a stream of
+  messages) and ``$JS.ACK.SCHAKEL_OUT.deliver-<org>.>``;
+- batched direct gets of the key log, ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``, and the stream of
+  new key events on ``schakel.keylog``;
+- its own status question, ``schakel.status.<org>``.
 
-Every ``$JS.API`` grant is an exact subject. Everything else is denied, including listing
-streams, reading messages by sequence (``STREAM.MSG.GET``, ``DIRECT.GET``), creating, changing
-or deleting streams and consumers, and publishing to the delivery or audit streams. Only the
-hub's user may do those. The server holds public NKeys only; seeds stay with their owners.
+Why accounts: NATS does not check a publisher's reply subject against its permissions, and a
+responder (JetStream, the hub) answers to whatever reply subject the request carries. Inside
+one account that reply could name a stream, a KV key or another partner's subject. Across an
+import the server rewrites the reply to a private ``_R_`` subject and routes the answer back
+into the asking account, where no stream, bucket or other partner lives: an answer can land
+only where the asker itself could publish. Each partner's user keeps an allow-list on top
+(publish only the imported subjects, subscribe only its own inbox prefix and the key log).
+The server holds public NKeys only; seeds stay with their owners.
 """
 
 from __future__ import annotations
@@ -43,17 +48,23 @@ from contracts.topology import (
 from keys.crypto import random_bytes
 
 __all__ = [
+    "HUB_ACCOUNT",
     "HUB_USER",
     "ClusterLayout",
     "TlsFiles",
+    "account_name",
     "ensure_seed",
+    "hub_account",
     "hub_permissions",
+    "partner_account",
+    "partner_imports",
     "partner_permissions",
     "render_config",
     "write_config",
 ]
 
 HUB_USER: Final = "hub"
+HUB_ACCOUNT: Final = "HUB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,26 +85,79 @@ class ClusterLayout:
     routes: tuple[str, ...]
 
 
-def partner_permissions(org: OrgId) -> dict[str, Any]:
-    """The exact permissions of one partner."""
+def account_name(org: OrgId) -> str:
+    """The NATS account of one partner."""
+    return "P-" + org.replace(".", "-")
+
+
+def _grants(org: OrgId) -> list[tuple[str, str | None]]:
+    """What ``org`` may ask of the hub's account: (subject, response type of its service)."""
     consumer = delivery_consumer(org)
+    return [
+        (inbound_subject(org), None),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{DELIVERY_STREAM}.{consumer}", "stream"),
+        (f"$JS.ACK.{DELIVERY_STREAM}.{consumer}.>", None),
+        (f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}", "stream"),
+        (status_subject(org), None),
+    ]
+
+
+def partner_permissions(org: OrgId) -> dict[str, Any]:
+    """The exact permissions of one partner's user inside its own account."""
     return {
-        "publish": {
-            "allow": [
-                inbound_subject(org),
-                f"$JS.API.CONSUMER.MSG.NEXT.{DELIVERY_STREAM}.{consumer}",
-                f"$JS.API.CONSUMER.INFO.{DELIVERY_STREAM}.{consumer}",
-                f"$JS.ACK.{DELIVERY_STREAM}.{consumer}.>",
-                f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}",
-                status_subject(org),
-            ]
-        },
+        "publish": {"allow": [subject for subject, _ in _grants(org)]},
         "subscribe": {"allow": [f"{inbox_prefix(org)}.>", KEYLOG_SUBJECT]},
     }
 
 
+def partner_imports(org: OrgId) -> list[dict[str, Any]]:
+    """The services and the one stream ``org``'s account imports from the hub's account."""
+    imports: list[dict[str, Any]] = [
+        {"service": {"account": HUB_ACCOUNT, "subject": subject}} for subject, _ in _grants(org)
+    ]
+    imports.append({"stream": {"account": HUB_ACCOUNT, "subject": KEYLOG_SUBJECT}})
+    return imports
+
+
+def partner_account(org: OrgId, public: str) -> dict[str, Any]:
+    """The account of one partner: its user and its imports; no JetStream of its own."""
+    return {
+        "users": [{"nkey": public, "permissions": partner_permissions(org)}],
+        "imports": partner_imports(org),
+    }
+
+
+def hub_account(public: str, partners: Iterable[OrgId]) -> dict[str, Any]:
+    """The hub's account: JetStream, the hub's user, and one export per partner grant, each
+    visible to that partner's account only."""
+    exports: list[dict[str, Any]] = []
+    for org in partners:
+        for subject, response in _grants(org):
+            export: dict[str, Any] = {"service": subject, "accounts": [account_name(org)]}
+            if response is not None:
+                export["response_type"] = response
+            exports.append(export)
+    # Shared by all partners: the public key directory. Merge the per-partner entries.
+    shared: dict[str, dict[str, Any]] = {}
+    for export in exports:
+        if export["service"] in shared:
+            shared[export["service"]]["accounts"] += export["accounts"]
+        else:
+            shared[export["service"]] = export
+    merged = list(shared.values())
+    accounts = sorted({account_name(org) for org in partners})
+    if accounts:
+        merged.append({"stream": KEYLOG_SUBJECT, "accounts": accounts})
+    return {
+        "jetstream": "enabled",
+        "users": [{"nkey": public, "permissions": hub_permissions()}],
+        "exports": merged,
+    }
+
+
 def hub_permissions() -> dict[str, Any]:
-    """The hub runs the topology: it may do everything in its account."""
+    """The hub runs the topology: it may do everything in its own account (and nothing in any
+    other: accounts are closed unless they import)."""
     return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
 
 
@@ -120,7 +184,8 @@ def _tls_block(tls: TlsFiles, *, verify_clients: bool) -> dict[str, Any]:
 
 
 def render_config(
-    users: Mapping[str, tuple[str, dict[str, Any]]],
+    hub_public: str,
+    partners: Mapping[OrgId, str],
     *,
     host: str = "127.0.0.1",
     port: int = 4222,
@@ -133,7 +198,8 @@ def render_config(
     """The server configuration (JSON, which nats-server reads as its config format).
 
     Args:
-        users: label -> (public NKey, permissions); the label is for reviewers only.
+        hub_public: the hub user's public NKey.
+        partners: each partner and its user's public NKey.
     """
     config: dict[str, Any] = {
         "server_name": server_name,
@@ -141,11 +207,12 @@ def render_config(
         "port": port,
         "max_payload": max_payload,
         "jetstream": {"store_dir": str(store_dir)},
-        "authorization": {
-            "users": [
-                {"nkey": public, "permissions": permissions}
-                for _, (public, permissions) in sorted(users.items())
-            ]
+        "accounts": {
+            HUB_ACCOUNT: hub_account(hub_public, sorted(partners)),
+            **{
+                account_name(org): partner_account(org, public)
+                for org, public in sorted(partners.items())
+            },
         },
     }
     if tls is not None:
@@ -160,7 +227,7 @@ def render_config(
         if tls is not None:
             block["tls"] = _tls_block(tls, verify_clients=True)
         config["cluster"] = block
-    labels = {public: label for label, (public, _) in users.items()}
+    labels = {hub_public: HUB_USER, **{public: org for org, public in partners.items()}}
     header = "".join(f"# {public} = {label}\n" for public, label in sorted(labels.items()))
     return header + json.dumps(config, indent=2, sort_keys=True) + "\n"
 
@@ -176,9 +243,8 @@ def write_config(
     that partner's entry; reload the server (SIGHUP) to apply it without a restart.
     """
     creds = out / "creds"
-    users = {HUB_USER: (ensure_seed(creds / f"{HUB_USER}.nk"), hub_permissions())}
-    for org in sorted(partners):
-        users[org] = (ensure_seed(creds / f"{org}.nk"), partner_permissions(org))
+    hub_public = ensure_seed(creds / f"{HUB_USER}.nk")
+    keys = {org: ensure_seed(creds / f"{org}.nk") for org in sorted(partners)}
     path = out / "nats-server.conf"
-    path.write_text(render_config(users, **layout), encoding="utf-8")
+    path.write_text(render_config(hub_public, keys, **layout), encoding="utf-8")
     return path

@@ -1,11 +1,12 @@
 """The router: one inbound envelope in, deliveries or a refusal out, an audit record always.
 
-For each envelope, in order: framing and size; header schema; sender binding (the signed sender
-is the partner whose inbound subject it came from); signature and signing key; duplicate
-message id; the created/expires window; the recipients' encryption keys; the policy decision
-against the case. Then, for an accepted message: the case update (compare-and-set: the commit
-point), one delivery per recipient, the audit record, the message id remembered; the caller
-acks the inbound message only after all of that. Every step after the commit point is
+For each envelope, in order: NATS headers on the allow-list; the sender's rate; framing and
+size; header schema; sender binding (the signed sender is the partner whose inbound subject it
+came from); signature and signing key; duplicate message id; the created/expires window; the
+recipients' encryption keys; the policy decision against the case. Then, for an accepted
+message: the case update (compare-and-set: the commit point), one delivery per recipient, the
+audit record, the message id remembered; the caller acks the inbound message only after all of
+that. A refusal is audited before its notice goes out. Every step after the commit point is
 idempotent, so a crash anywhere leads to a redelivery that finishes the work without a second
 decision.
 """
@@ -13,8 +14,8 @@ decision.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,17 +35,23 @@ from contracts.notice import (
     RefusalNotice,
 )
 from contracts.policy import Policy
-from contracts.topology import KIND_ENVELOPE, KIND_RECEIPT, org_of_inbound_subject
+from contracts.topology import (
+    INBOUND_ALLOWED_HEADERS,
+    KIND_ENVELOPE,
+    KIND_RECEIPT,
+    org_of_inbound_subject,
+)
 from hub.audit import AuditRecord
 from hub.cases import CaseRecord
 from hub.policy import Allow, Context, Refuse, decide
+from hub.quota import RateLimiter
 from hub.registry import Registry
-from hub.transport import MessageEntry
+from hub.transport import Backlog, MessageEntry
 from keys.directory import KeyDirectory
 from keys.envelope import split_envelope, verify
 from keys.errors import KeyDirectoryError
 from keys.identity import PartnerIdentity
-from keys.statement import sign_statement, verify_statement
+from keys.statement import claimed_statement, sign_statement, verify_statement
 
 __all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "Router"]
 
@@ -71,21 +78,25 @@ class AuditSink(Protocol):
 
 
 class Deliverer(Protocol):
-    async def backlog(self, org: OrgId) -> int: ...
+    async def backlog(self, recipient: OrgId, sender: OrgId) -> Backlog: ...
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None: ...
-    async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None: ...
+    async def deliver(
+        self, recipient: OrgId, sender: OrgId, envelope: bytes, message_id: MessageId
+    ) -> None: ...
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """An envelope as it arrived: its bytes, subject and inbound stream sequence."""
+    """An envelope as it arrived: its bytes, subject, sequence in its sender's inbound stream
+    and the NATS header names it carried."""
 
     data: bytes
     subject: str
     seq: int
     msg_id_hint: str | None = None
     kind: str = KIND_ENVELOPE
+    header_names: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +135,8 @@ class Router:
         self._identity = identity
         self._instance = instance
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        limits = policy.limits
+        self._rate = RateLimiter(limits.max_inbound_per_second, limits.max_inbound_burst)
 
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC).replace(microsecond=0)
@@ -134,6 +147,16 @@ class Router:
         sender = org_of_inbound_subject(item.subject)
         if sender is None:
             return Outcome(accepted=False, reason=ReasonCode.SENDER_MISMATCH)
+        if not item.header_names <= INBOUND_ALLOWED_HEADERS:
+            # JetStream acted on any Nats-* header before the hub saw the message; within
+            # the sender's own stream that can hurt nobody else, but it is not ours to accept.
+            return await self._refuse(
+                item, sender, now, ReasonCode.HEADER_NOT_ALLOWED, "header not allowed", None
+            )
+        if not self._rate.take(sender):
+            return await self._refuse(
+                item, sender, now, ReasonCode.RATE_LIMITED, "above the sender's rate", None
+            )
         if item.kind == KIND_RECEIPT:
             return await self._receipt(item, sender, now)
         try:
@@ -147,7 +170,7 @@ class Router:
             code = ReasonCode(exc.code)
             claimed = _claimed_message_id(item.data)
             if claimed is not None:
-                item = Inbound(item.data, item.subject, item.seq, claimed)
+                item = dataclasses.replace(item, msg_id_hint=claimed)
             return await self._refuse(item, sender, now, code, exc.reason, None)
         header = verified.header
         if header.sender.org != sender:
@@ -157,7 +180,8 @@ class Router:
         message_id = MessageId(header.message_id)
         seen = await self._messages.get(message_id)
         if seen is not None:
-            if seen.inbound_seq == item.seq:  # our own redelivery after a crash: done already
+            if seen.inbound_seq == item.seq and seen.sender == sender:
+                # our own redelivery after a crash: done already
                 return Outcome(accepted=True, message_id=message_id)
             return await self._refuse(item, sender, now, ReasonCode.DUPLICATE, "replay", header)
         problem = self._time_problem(header, now) or self._recipient_key_problem(header, now)
@@ -177,7 +201,10 @@ class Router:
         if isinstance(decided, Refuse):
             return await self._refuse(item, sender, now, decided.reason, decided.detail, header)
         await asyncio.gather(
-            *(self._outbox.deliver(OrgId(r), item.data, message_id) for r in header.recipient_orgs)
+            *(
+                self._outbox.deliver(OrgId(r), sender, item.data, message_id)
+                for r in header.recipient_orgs
+            )
         )
         await self._audit.append(
             self._record(header, now, "routed", decided.state_before, decided.case, seq=item.seq)
@@ -208,10 +235,10 @@ class Router:
     async def _receipt(self, item: Inbound, org: OrgId, now: dt.datetime) -> Outcome:
         """A recipient's signed receipt: record it, audit it, pass it on to the sender."""
         try:
-            claimed = Receipt.model_validate(json.loads(item.data)["statement"])
+            claimed = claimed_statement(item.data, Receipt)
             key = self._directory.signer(org, KeyId(claimed.recipient_kid), claimed.at, now=now)
             receipt = verify_statement(item.data, Receipt, RECEIPT_LABEL, key)
-        except (ValueError, KeyError, TypeError, KeyDirectoryError, EnvelopeError) as exc:
+        except (KeyDirectoryError, EnvelopeError) as exc:
             _log.warning("receipt_rejected", sender=org, error=type(exc).__name__)
             return Outcome(accepted=False, reason=ReasonCode.MALFORMED)
         message_id = MessageId(receipt.message_id)
@@ -266,6 +293,28 @@ class Router:
         await self._undelivered(
             envelope, recipient, "dead-lettered", ReasonCode.UNDELIVERABLE, detail
         )
+
+    async def quarantined(self, sender: OrgId, seq: int, attempts: int) -> None:
+        """Record that the hub set aside ``sender``'s inbound message ``seq`` after
+        ``attempts`` failed attempts (the caller moved it to quarantine) and tell the sender."""
+        now = self._now()
+        await self._audit.append(
+            self._record(
+                None,
+                now,
+                "quarantined",
+                None,
+                None,
+                sender=sender,
+                reason=ReasonCode.PROCESSING_FAILED,
+                detail=f"set aside after {attempts} attempts",
+                seq=seq,
+            )
+        )
+        await self._notify(
+            sender, now, ReasonCode.PROCESSING_FAILED, None, f"quarantine:{sender}:{seq}"
+        )
+        _log.error("message_quarantined", sender=sender, inbound_seq=seq, attempts=attempts)
 
     async def _undelivered(
         self, envelope: bytes, recipient: OrgId, event: str, reason: ReasonCode, detail: str
@@ -344,10 +393,14 @@ class Router:
         return Refuse(ReasonCode.CONFLICT, "case kept changing")
 
     async def _backlog_full(self, header: EnvelopeHeader) -> Refuse | None:
-        limit = self._policy.limits.max_backlog
+        limits = self._policy.limits
+        sender = OrgId(header.sender.org)
         for org in header.recipient_orgs:
-            if await self._outbox.backlog(OrgId(org)) >= limit:
-                return Refuse(ReasonCode.BACKLOG_FULL, f"{org} has {limit} or more waiting")
+            backlog = await self._outbox.backlog(OrgId(org), sender)
+            if backlog.total >= limits.max_backlog:
+                return Refuse(ReasonCode.BACKLOG_FULL, "recipient backlog at its limit")
+            if backlog.from_sender >= limits.max_backlog_per_sender:
+                return Refuse(ReasonCode.SENDER_QUOTA, "sender's share of a backlog used up")
         return None
 
     def _time_problem(
@@ -427,7 +480,8 @@ class Router:
     ) -> Outcome:
         hint = item.msg_id_hint if item.msg_id_hint and _UUID.match(item.msg_id_hint) else None
         message_id = MessageId(header.message_id) if header else MessageId(hint) if hint else None
-        await self._notify(sender, now, reason, message_id, dedupe_id=f"refusal:{item.seq}")
+        # The audit record is stored before the notice goes out, as for a routed message: a
+        # sender never learns of a refusal the trail does not hold.
         await self._audit.append(
             self._record(
                 header,
@@ -441,6 +495,9 @@ class Router:
                 message_id=message_id,
                 seq=item.seq,
             )
+        )
+        await self._notify(
+            sender, now, reason, message_id, dedupe_id=f"refusal:{sender}:{item.seq}"
         )
         _log.info(
             "message_refused",

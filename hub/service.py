@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
+import re
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import nats.errors
 import nats.js.errors
@@ -31,25 +31,32 @@ from adapters.transport import (
     append_key_event,
     follow_directory,
 )
+from contracts import boundedjson
 from contracts.enums import OrgType
 from contracts.errors import ContractError, EnvelopeError, SchakelError
 from contracts.header import decode_header
-from contracts.ids import MessageId, OrgId, org_type_of
+from contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, org_type_of
 from contracts.keyevents import KeyEventKind, KeyEventRequest
 from contracts.policy import Policy, default_policy
 from contracts.topology import (
-    DELIVERY_PREFIX,
     DELIVERY_STREAM,
     DLQ_PREFIX,
     HEADER_KIND,
+    HEADER_MSG_ID,
+    INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
     STATUS_PREFIX,
+    inbox_prefix,
+    org_of_inbound_subject,
+    quarantine_subject,
+    recipient_of_delivery_subject,
 )
 from hub.audit import AuditTrail
 from hub.natsserver import NatsServer
 from hub.registry import Registry, default_registry
 from hub.router import Inbound, Router
 from hub.transport import (
+    INBOUND_ATTEMPTS,
     REDELIVERY,
     KvCaseStore,
     KvMessageRegistry,
@@ -63,7 +70,21 @@ from keys.envelope import split_envelope
 from keys.identity import PartnerIdentity
 from keys.keylog import register_request, sign_request
 
-__all__ = ["Hub", "HubSettings", "provision", "registration"]
+__all__ = [
+    "HEADER_DELIVERIES",
+    "HEADER_ORIGINAL_SUBJECT",
+    "Hub",
+    "HubSettings",
+    "provision",
+    "registration",
+]
+
+HEADER_ORIGINAL_SUBJECT: Final = "Schakel-Original-Subject"
+HEADER_DELIVERIES: Final = "Schakel-Deliveries"
+# The server rewrites the reply subject of a request that crosses an account import to this.
+_SERVICE_REPLY_PREFIX: Final = "_R_."
+_MAX_STATUS_REQUEST: Final = 64
+_MESSAGE_ID: Final = re.compile(MESSAGE_ID_PATTERN.strip("^$").encode())
 
 _log = structlog.get_logger("schakel.hub")
 
@@ -76,6 +97,9 @@ class HubSettings:
     data_dir: Path = Path("schakel-data")
     workers: int = 32
     fetch_batch: int = 64
+    per_sender_inflight: int = 64  # one partner's messages in the workers' hands at once
+    inbound_attempts: int = INBOUND_ATTEMPTS  # tries of an inbound message before quarantine
+    partner_scan: float = 2.0  # seconds between looks for new partners' inbound streams
     shutdown_timeout: float = 10.0
     replicas: int = 1
     partners: tuple[OrgId, ...] = ()
@@ -133,6 +157,7 @@ class Hub:
                 credentials=settings.credentials,
                 ack_wait=settings.ack_wait,
                 redelivery=settings.redelivery,
+                inbound_attempts=settings.inbound_attempts,
             )
         )
         self.transport = transport
@@ -161,7 +186,7 @@ class Hub:
             cases=KvCaseStore(await transport.kv("schakel-cases")),
             messages=KvMessageRegistry(await transport.kv("schakel-messages")),
             audit=audit,
-            outbox=Outbox(transport.js),
+            outbox=Outbox(transport.js, self.identity.org),
             identity=self.identity,
             instance=settings.instance,
             clock=settings.clock,
@@ -202,19 +227,34 @@ class Hub:
             return
         if header.expires_at > now:
             return
+        recipient = recipient_of_delivery_subject(msg.subject or "")
+        if recipient is None:
+            return
         await js.delete_msg(DELIVERY_STREAM, seq)
-        await router.expired(
-            msg.data or b"", OrgId((msg.subject or "").removeprefix(DELIVERY_PREFIX))
-        )
+        await router.expired(msg.data or b"", recipient)
 
     async def _answer_status(self, router: Router, transport: Transport) -> None:
-        """Answer partners' questions about their own messages (request-reply, metadata)."""
+        """Answer partners' questions about their own messages (request-reply, metadata).
+
+        The answer goes only to the asker's own reply subject: the private ``_R_`` subject
+        the server made when the question crossed the asker's import (secured deployments) or
+        the asker's own inbox prefix. It carries no headers of the request: a responder that
+        copies headers lets the asker make the answer an instruction (``KV-Operation``,
+        ``Nats-Expected-*``) to whatever stream the reply subject names.
+        """
 
         async def on_request(msg: Msg) -> None:
             asker = OrgId(msg.subject.removeprefix(STATUS_PREFIX))
+            reply = msg.reply or ""
+            if not reply.startswith((_SERVICE_REPLY_PREFIX, inbox_prefix(asker) + ".")):
+                _log.warning("status_reply_refused", asker=asker)
+                return
+            if len(msg.data) > _MAX_STATUS_REQUEST or not _MESSAGE_ID.fullmatch(msg.data):
+                _log.warning("status_request_invalid", asker=asker)
+                return
             try:
                 answer = await router.state(asker, MessageId(msg.data.decode("ascii")))
-                await msg.respond(answer.model_dump_json().encode())
+                await transport.nc.publish(reply, answer.model_dump_json().encode())
             except Exception as exc:
                 _log.warning("status_failed", asker=asker, error=type(exc).__name__)
 
@@ -224,48 +264,69 @@ class Hub:
         self._stack.push_async_callback(subscription.unsubscribe)
 
     async def _watch_dead_letters(self, router: Router, transport: Transport) -> None:
-        """Move deliveries JetStream gave up on to the dead-letter stream; tell their senders.
+        """Handle messages JetStream gave up on after their last delivery attempt.
 
-        A queue group: with several hubs, one of them handles each advisory.
+        A delivery nobody took moves to the dead-letter stream and its sender is told; an
+        inbound message the hub never finished (it crashed on it each time) moves to
+        quarantine, is audited and its sender is told. A queue group: with several hubs, one
+        of them handles each advisory. Advisories come from the server, in the hub's own
+        account, and are parsed within bounds all the same.
         """
         js = transport.js
 
         async def on_advisory(msg: Msg) -> None:
             try:
-                await move(msg)
-            except Exception as exc:
-                _log.error("dead_letter_failed", error=repr(exc)[:200])
-
-        async def move(msg: Msg) -> None:
-            try:
-                advisory = json.loads(msg.data)
+                advisory = boundedjson.loads(msg.data, max_bytes=64 * 1024)
+                stream = str(advisory["stream"])
                 seq = int(advisory["stream_seq"])
+                deliveries = int(advisory.get("deliveries", 0))
+            except (ContractError, KeyError, TypeError, ValueError, AttributeError):
+                _log.warning("advisory_unreadable")
+                return
+            try:
+                if stream == DELIVERY_STREAM:
+                    await dead_letter(seq, deliveries)
+                elif stream.startswith(INBOUND_STREAM_PREFIX):
+                    await quarantine(stream, seq, deliveries)
+            except Exception as exc:
+                _log.error("dead_letter_failed", stream=stream, error=type(exc).__name__)
+
+        async def quarantine(stream: str, seq: int, deliveries: int) -> None:
+            try:
+                original = await js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                return  # another hub, or the worker itself, already set it aside
+            await self._quarantine(
+                router, original.subject or "", seq, original.data or b"", deliveries
+            )
+            await js.delete_msg(stream, seq)
+
+        async def dead_letter(seq: int, deliveries: int) -> None:
+            try:
                 original = await js.get_msg(DELIVERY_STREAM, seq)
-            except (ValueError, KeyError, nats.js.errors.NotFoundError):
-                return  # not ours to handle, or another hub already moved it
+            except nats.js.errors.NotFoundError:
+                return  # another hub already moved it
             subject = original.subject or ""
-            recipient = OrgId(subject.removeprefix(DELIVERY_PREFIX))
+            recipient = recipient_of_delivery_subject(subject)
+            if recipient is None:
+                return
             headers = dict(original.headers or {})
             await js.publish(
                 DLQ_PREFIX + recipient,
                 original.data or b"",
                 headers={
-                    "Nats-Msg-Id": f"dlq:{seq}",
-                    "Schakel-Original-Subject": subject,
-                    "Schakel-Deliveries": str(advisory.get("deliveries", 0)),
+                    HEADER_MSG_ID: f"dlq:{seq}",
+                    HEADER_ORIGINAL_SUBJECT: subject,
+                    HEADER_DELIVERIES: str(deliveries),
                     HEADER_KIND: headers.get(HEADER_KIND, KIND_ENVELOPE),
                 },
             )
             await js.delete_msg(DELIVERY_STREAM, seq)
             if headers.get(HEADER_KIND, KIND_ENVELOPE) == KIND_ENVELOPE:
-                await router.dead_letter(
-                    original.data or b"", recipient, int(advisory.get("deliveries", 0))
-                )
+                await router.dead_letter(original.data or b"", recipient, deliveries)
 
         subscription = await transport.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{DELIVERY_STREAM}.*",
-            queue="schakel-hub",
-            cb=on_advisory,
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*", queue="schakel-hub", cb=on_advisory
         )
         self._stack.push_async_callback(subscription.unsubscribe)
 
@@ -285,10 +346,17 @@ class Hub:
         await self.transport.ensure_partners([org])
 
     async def _run(self, router: Router, transport: Transport) -> None:
-        queues: list[asyncio.Queue[Msg]] = [
+        """Fetch from every partner's inbound stream and hand messages to the workers.
+
+        One fetcher per partner, each with at most ``per_sender_inflight`` messages handed out
+        and not finished: a partner that floods the hub fills its own share only, and a
+        message of another partner waits behind at most one share per worker queue.
+        Messages about one case go to one worker, so they are applied in order.
+        """
+        queues: list[asyncio.Queue[tuple[Msg, _Share]]] = [
             asyncio.Queue(maxsize=self.settings.fetch_batch) for _ in range(self.settings.workers)
         ]
-        subscription = await transport.pull_inbound()
+        fetchers: dict[OrgId, asyncio.Task[None]] = {}
         async with asyncio.TaskGroup() as group:
             workers = [
                 group.create_task(self._work(router, queue), name=f"hub-worker-{number}")
@@ -296,49 +364,107 @@ class Hub:
             ]
             while not self._stop.is_set():
                 try:
-                    batch = await subscription.fetch(self.settings.fetch_batch, timeout=0.5)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
+                    for org in await transport.inbound_partners():
+                        if org not in fetchers:
+                            fetchers[org] = group.create_task(
+                                self._fetch(transport, org, queues), name=f"hub-fetch-{org}"
+                            )
                 except nats.errors.Error as exc:
-                    _log.warning("fetch_failed", error=type(exc).__name__)
-                    await asyncio.sleep(0.2)
-                    continue
-                for msg in batch:
-                    # Messages about one case go to one worker, so they are applied in order.
-                    shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
-                    await queues[shard].put(msg)
-            # Stop taking work, finish what the workers hold, then stop them.
+                    _log.warning("partner_scan_failed", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.settings.partner_scan)
+            # Stop taking work (the fetchers see the stop flag after their current fetch),
+            # finish what the workers hold, then stop them.
+            await asyncio.gather(*fetchers.values(), return_exceptions=True)
             for queue in queues:
                 await queue.join()
             for worker in workers:
                 worker.cancel()
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
 
-    async def _work(self, router: Router, queue: asyncio.Queue[Msg]) -> None:
-        while True:
-            msg = await queue.get()
-            try:
-                seq = msg.metadata.sequence.stream
-                headers = msg.headers or {}
-                await router.handle(
-                    Inbound(
-                        data=msg.data,
-                        subject=msg.subject,
-                        seq=seq,
-                        msg_id_hint=headers.get("Nats-Msg-Id"),
-                        kind=headers.get(HEADER_KIND, KIND_ENVELOPE),
+    async def _fetch(
+        self,
+        transport: Transport,
+        org: OrgId,
+        queues: list[asyncio.Queue[tuple[Msg, _Share]]],
+    ) -> None:
+        share = _Share(self.settings.per_sender_inflight)
+        try:
+            subscription = await transport.pull_inbound(org)
+        except nats.errors.Error as exc:  # removed meanwhile; the next scan tries again
+            _log.warning("inbound_bind_failed", sender=org, error=type(exc).__name__)
+            return
+        try:
+            while not self._stop.is_set():
+                await share.wait_free()
+                try:
+                    batch = await subscription.fetch(
+                        min(self.settings.fetch_batch, share.free), timeout=1.0
                     )
-                )
-                await msg.ack()
-                self.processed += 1
-            except Exception as exc:
-                _log.error("message_failed", error=type(exc).__name__, subject=msg.subject)
-                with contextlib.suppress(Exception):  # back off: 2 s, 4 s, ... at most 60 s
-                    attempt = msg.metadata.num_delivered or 1
-                    await msg.nak(delay=min(60.0, 2.0**attempt))
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    _log.warning("fetch_failed", sender=org, error=type(exc).__name__)
+                    await asyncio.sleep(0.2)
+                    continue
+                for msg in batch:
+                    share.take()
+                    shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
+                    await queues[shard].put((msg, share))
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _work(self, router: Router, queue: asyncio.Queue[tuple[Msg, _Share]]) -> None:
+        while True:
+            msg, share = await queue.get()
+            try:
+                await self._process(router, msg)
             finally:
+                share.give()
                 queue.task_done()
+
+    async def _process(self, router: Router, msg: Msg) -> None:
+        """Route one inbound message and acknowledge it; on failure retry it later, and after
+        the last attempt set it aside in quarantine (never retried for ever)."""
+        attempt = 1
+        try:
+            attempt = int(msg.metadata.num_delivered or 1)
+            headers = msg.headers or {}
+            await router.handle(
+                Inbound(
+                    data=msg.data,
+                    subject=msg.subject,
+                    seq=msg.metadata.sequence.stream,
+                    msg_id_hint=headers.get(HEADER_MSG_ID),
+                    kind=headers.get(HEADER_KIND, KIND_ENVELOPE),
+                    header_names=frozenset(headers),
+                )
+            )
+            await msg.ack()
+            self.processed += 1
+        except Exception as exc:
+            _log.error("message_failed", error=type(exc).__name__, attempt=attempt)
+            with contextlib.suppress(Exception):
+                if attempt >= self.settings.inbound_attempts:
+                    await self._quarantine(router, msg.subject, msg.metadata.sequence.stream,
+                                           msg.data, attempt)  # fmt: skip
+                    await msg.term()
+                else:  # back off: 2 s, 4 s, ... at most 60 s
+                    await msg.nak(delay=min(60.0, 2.0**attempt))
+
+    async def _quarantine(
+        self, router: Router, subject: str, seq: int, data: bytes, attempts: int
+    ) -> None:
+        """Park an inbound message the hub cannot process; audit it; tell its sender."""
+        sender = org_of_inbound_subject(subject)
+        if sender is None or self.transport is None:
+            return
+        await self.transport.js.publish(
+            quarantine_subject(sender),
+            data,
+            headers={HEADER_MSG_ID: f"quarantine:{sender}:{seq}", "Schakel-Inbound-Seq": str(seq)},
+        )
+        await router.quarantined(sender, seq, attempts)
 
     async def __aexit__(
         self,
@@ -355,6 +481,35 @@ class Hub:
                 _log.warning("hub_shutdown_timeout")
         await self._stack.aclose()
         _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed)
+
+
+class _Share:
+    """One partner's share of the messages handed to the workers and not yet finished."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        """Places left."""
+        return self.size - self.used
+
+    async def wait_free(self) -> None:
+        """Return once at least one place is free."""
+        while self.used >= self.size:
+            self._freed.clear()
+            await self._freed.wait()
+
+    def take(self) -> None:
+        """Use one place."""
+        self.used += 1
+
+    def give(self) -> None:
+        """Free one place."""
+        self.used -= 1
+        self._freed.set()
 
 
 def registration(identity: PartnerIdentity, at: dt.datetime | None = None) -> KeyEventRequest:

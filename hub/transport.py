@@ -1,14 +1,18 @@
 """The hub's NATS layer: topology as code, and the stores the router works through.
 
-Everything the hub keeps lives in JetStream:
+Everything the hub keeps lives in JetStream, in the hub's own NATS account:
 
-- ``SCHAKEL_IN``   (work queue) partners publish envelopes to ``schakel.in.<org>``;
-- ``SCHAKEL_OUT``  (work queue) one delivery per recipient on ``schakel.out.<org>``, read by the
-  partner's durable consumer ``deliver-<org>``; refusal notices travel the same way;
+- ``SCHAKEL_IN_<org>`` (work queue, one per partner) what ``org`` publishes to
+  ``schakel.in.<org>``, bounded in count and bytes; the hub's durable consumer ``hub`` on each
+  one retries a message a limited number of times, then the hub quarantines it;
+- ``SCHAKEL_OUT``  (work queue) one delivery per recipient on
+  ``schakel.out.<recipient>.<sender>``, read by the partner's durable consumer
+  ``deliver-<org>``; refusal notices and receipts travel the same way;
 - ``SCHAKEL_AUDIT`` the hash-chained audit trail (``hub/audit.py``);
 - KV ``schakel-cases`` (case metadata), ``schakel-messages`` (message ids seen, for duplicates
   and no_forward);
-- ``SCHAKEL_KEYLOG`` the key directory (signed key events), ``SCHAKEL_DLQ`` dead letters.
+- ``SCHAKEL_KEYLOG`` the key directory (signed key events), ``SCHAKEL_DLQ`` dead letters
+  (deliveries nobody took) and quarantined inbound messages (that the hub could not process).
 
 Only the hub creates or changes these; partners are never given the rights to.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 
@@ -40,21 +45,29 @@ from contracts.topology import (
     DLQ_PREFIX,
     DLQ_STREAM,
     HEADER_KIND,
+    HEADER_MSG_ID,
     HUB_CONSUMER,
     INBOUND_PREFIX,
-    INBOUND_STREAM,
+    INBOUND_STREAM_PREFIX,
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
     KIND_ENVELOPE,
     KIND_RECEIPT,
     KIND_REFUSAL,
+    LEGACY_INBOUND_STREAM,
     MESSAGES_BUCKET,
+    QUARANTINE_PREFIX,
     delivery_consumer,
+    delivery_filter,
     delivery_subject,
+    inbound_stream,
+    inbound_subject,
 )
 from hub.cases import CaseRecord
 
 __all__ = [
+    "INBOUND_ATTEMPTS",
+    "Backlog",
     "KvCaseStore",
     "KvMessageRegistry",
     "MessageEntry",
@@ -68,6 +81,11 @@ ACK_WAIT: Final = 30.0
 # Retry schedule of a delivery a partner does not acknowledge; after the last one the message
 # goes to the dead-letter stream and its sender is told.
 REDELIVERY: Final = (30.0, 60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
+# How often the hub tries an inbound message before it quarantines it: a message that makes
+# the hub fail (a bug, a poison input) must never be retried for ever nor block the others.
+INBOUND_ATTEMPTS: Final = 5
+# Inbound messages of one partner handed out to the hub and not yet acknowledged.
+INBOUND_ACK_PENDING: Final = 256
 
 
 class TransportError(SchakelError):
@@ -159,54 +177,69 @@ class KvMessageRegistry:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Deliveries waiting for one recipient: in all, and from one sender."""
+
+    total: int
+    from_sender: int
+
+
 class Outbox:
     """Publishes deliveries and notices to partners' delivery subjects, deduplicated."""
 
-    def __init__(self, js: JetStreamContext, *, cache_seconds: float = 0.5) -> None:
+    def __init__(self, js: JetStreamContext, hub: OrgId, *, cache_seconds: float = 0.5) -> None:
         self._js = js
+        self._hub = hub
         self._cache_seconds = cache_seconds
-        self._backlogs: dict[OrgId, tuple[float, int]] = {}
+        self._backlogs: dict[OrgId, tuple[float, dict[str, int]]] = {}
 
-    async def backlog(self, org: OrgId) -> int:
-        """Messages waiting for ``org`` (pending plus unacknowledged), cached briefly.
+    async def backlog(self, recipient: OrgId, sender: OrgId) -> Backlog:
+        """Messages waiting for ``recipient`` (stored in the work queue: pending plus
+        unacknowledged), in all and from ``sender``; cached briefly.
 
         A soft limit: concurrent workers may each pass the check before their deliveries are
         counted, so the backlog can exceed the limit by up to the number of workers.
         """
         now = time.monotonic()
-        cached = self._backlogs.get(org)
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
-        info = await self._js.consumer_info(DELIVERY_STREAM, delivery_consumer(org))
-        size = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-        self._backlogs[org] = (now, size)
-        return size
+        cached = self._backlogs.get(recipient)
+        if cached is None or now - cached[0] >= self._cache_seconds:
+            info = await self._js.stream_info(
+                DELIVERY_STREAM, subjects_filter=delivery_filter(recipient)
+            )
+            cached = (now, dict(info.state.subjects or {}))
+            self._backlogs[recipient] = cached
+        counts = cached[1]
+        return Backlog(sum(counts.values()), counts.get(delivery_subject(recipient, sender), 0))
 
-    async def deliver(self, org: OrgId, envelope: bytes, message_id: MessageId) -> None:
+    async def deliver(
+        self, recipient: OrgId, sender: OrgId, envelope: bytes, message_id: MessageId
+    ) -> None:
         """One copy of an envelope for one recipient (idempotent per message and recipient)."""
-        cached = self._backlogs.get(org)
+        subject = delivery_subject(recipient, sender)
+        cached = self._backlogs.get(recipient)
         if cached is not None:  # count our own deliveries into the cached backlog
-            self._backlogs[org] = (cached[0], cached[1] + 1)
+            cached[1][subject] = cached[1].get(subject, 0) + 1
         await self._js.publish(
-            delivery_subject(org),
+            subject,
             envelope,
-            headers={"Nats-Msg-Id": f"{message_id}:{org}", HEADER_KIND: KIND_ENVELOPE},
+            headers={HEADER_MSG_ID: f"{message_id}:{recipient}", HEADER_KIND: KIND_ENVELOPE},
         )
 
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
         """Pass a recipient's signed receipt on to the message's sender."""
         await self._js.publish(
-            delivery_subject(org),
+            delivery_subject(org, self._hub),
             receipt,
-            headers={"Nats-Msg-Id": dedupe_id, HEADER_KIND: KIND_RECEIPT},
+            headers={HEADER_MSG_ID: dedupe_id, HEADER_KIND: KIND_RECEIPT},
         )
 
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None:
         """A signed refusal notice for the sender."""
         await self._js.publish(
-            delivery_subject(org),
+            delivery_subject(org, self._hub),
             notice,
-            headers={"Nats-Msg-Id": dedupe_id, HEADER_KIND: KIND_REFUSAL},
+            headers={HEADER_MSG_ID: dedupe_id, HEADER_KIND: KIND_REFUSAL},
         )
 
 
@@ -222,8 +255,11 @@ class Transport:
         credentials: Credentials | None = None,
         ack_wait: float = ACK_WAIT,
         redelivery: tuple[float, ...] = REDELIVERY,
+        inbound_attempts: int = INBOUND_ATTEMPTS,
     ) -> None:
         self.url = url
+        self._inbound_attempts = inbound_attempts
+        self._policy: Policy | None = None
         self._name = name
         self._replicas = replicas
         self._credentials = credentials
@@ -265,18 +301,10 @@ class Transport:
 
     async def ensure_topology(self, policy: Policy) -> None:
         """Create or update every stream, bucket and the hub's consumer (idempotent)."""
+        self._policy = policy
         lifetime = policy.limits.max_lifetime_days * 86400.0
+        await self._retire_legacy_inbound()
         streams = [
-            api.StreamConfig(
-                name=INBOUND_STREAM,
-                subjects=[INBOUND_PREFIX + ">"],
-                retention=api.RetentionPolicy.WORK_QUEUE,
-                storage=api.StorageType.FILE,
-                # No stream limit below the server's max_payload: the hub refuses oversized
-                # envelopes itself (TOO_LARGE), so the sender is told and the attempt recorded.
-                duplicate_window=DUPLICATE_WINDOW,
-                num_replicas=self._replicas,
-            ),
             api.StreamConfig(
                 name=DELIVERY_STREAM,
                 subjects=[DELIVERY_PREFIX + ">"],
@@ -298,7 +326,7 @@ class Transport:
             ),
             api.StreamConfig(
                 name=DLQ_STREAM,
-                subjects=[DLQ_PREFIX + ">"],
+                subjects=[DLQ_PREFIX + ">", QUARANTINE_PREFIX + ">"],
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
                 max_age=lifetime,
@@ -330,25 +358,63 @@ class Transport:
                     replicas=self._replicas,
                 )
             )
-        await self.js.add_consumer(
-            INBOUND_STREAM,
-            api.ConsumerConfig(
-                durable_name=HUB_CONSUMER,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self._ack_wait,
-                max_deliver=-1,
-                max_ack_pending=4096,
-            ),
-        )
+
+    async def _retire_legacy_inbound(self) -> None:
+        """Delete the shared inbound stream of earlier versions if it is empty; its subjects
+        overlap the per-partner streams. One that still holds messages stops the start-up:
+        drain it with the previous version first."""
+        try:
+            info = await self.js.stream_info(LEGACY_INBOUND_STREAM)
+        except nats.js.errors.NotFoundError:
+            return
+        if info.state.messages:
+            raise TransportError(
+                f"the shared inbound stream {LEGACY_INBOUND_STREAM} still holds "
+                f"{info.state.messages} message(s): let the previous hub version finish them"
+            )
+        await self.js.delete_stream(LEGACY_INBOUND_STREAM)
 
     async def ensure_partners(self, orgs: Iterable[OrgId]) -> None:
-        """Create each partner's durable delivery consumer (partners never create their own)."""
+        """Create each partner's inbound stream with the hub's consumer on it, and its durable
+        delivery consumer (partners never create their own)."""
+        if self._policy is None:
+            raise TransportError("ensure_topology first")
+        limits = self._policy.limits
         for org in orgs:
+            inbound = api.StreamConfig(
+                name=inbound_stream(org),
+                subjects=[inbound_subject(org)],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                # Bounded per partner: beyond these JetStream refuses the publish, so one
+                # partner's flood can fill only its own stream. No per-message limit below
+                # the server's max_payload: the hub refuses oversized envelopes itself
+                # (TOO_LARGE), so the sender is told and the attempt recorded.
+                max_msgs=limits.max_inbound_pending,
+                max_bytes=limits.max_inbound_bytes,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=DUPLICATE_WINDOW,
+                num_replicas=self._replicas,
+            )
+            try:
+                await self.js.add_stream(inbound)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(inbound)
+            await self.js.add_consumer(
+                inbound_stream(org),
+                api.ConsumerConfig(
+                    durable_name=HUB_CONSUMER,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=self._ack_wait,
+                    max_deliver=self._inbound_attempts,
+                    max_ack_pending=INBOUND_ACK_PENDING,
+                ),
+            )
             await self.js.add_consumer(
                 DELIVERY_STREAM,
                 api.ConsumerConfig(
                     durable_name=delivery_consumer(org),
-                    filter_subject=delivery_subject(org),
+                    filter_subject=delivery_filter(org),
                     ack_policy=api.AckPolicy.EXPLICIT,
                     ack_wait=self._redelivery[0],
                     backoff=list(self._redelivery),
@@ -356,13 +422,29 @@ class Transport:
                 ),
             )
 
+    async def inbound_partners(self) -> list[OrgId]:
+        """The partners that have an inbound stream (the hub reads each one)."""
+        names: list[OrgId] = []
+        offset = 0
+        while True:
+            infos = await self.js.streams_info(offset=offset)
+            for info in infos:
+                subjects = info.config.subjects or []
+                name = info.config.name or ""
+                if name.startswith(INBOUND_STREAM_PREFIX) and len(subjects) == 1:
+                    names.append(OrgId(subjects[0].removeprefix(INBOUND_PREFIX)))
+            if len(infos) < 256:  # the server's page size
+                return sorted(names)
+            offset += len(infos)
+
     async def kv(self, bucket: str) -> KeyValue:
         """A KV bucket handle."""
         return await self.js.key_value(bucket)
 
-    async def pull_inbound(self) -> JetStreamContext.PullSubscription:
-        """Bind to the hub's shared durable consumer on the inbound stream."""
-        return await self.js.pull_subscribe_bind(HUB_CONSUMER, stream=INBOUND_STREAM)
+    async def pull_inbound(self, org: OrgId) -> JetStreamContext.PullSubscription:
+        """Bind to the hub's durable consumer on ``org``'s inbound stream (shared by every
+        hub instance)."""
+        return await self.js.pull_subscribe_bind(HUB_CONSUMER, stream=inbound_stream(org))
 
 
 def header_case_id(raw: bytes) -> str:

@@ -1,9 +1,14 @@
 """The key directory as a verified fold of the signed, hash-chained key-event log.
 
-:class:`KeyLog` applies events one at a time and refuses the first one that is not correctly
-chained (index and previous hash), not countersigned by the directory authority, or not signed
-by the organisation's current signing key (a revocation may carry the authority's signature
-alone). Its view feeds :class:`keys.directory.KeyDirectory`.
+:class:`KeyLog` applies events one at a time and refuses any that is not correctly chained
+(index and previous hash), not countersigned by the directory authority, or not signed by the
+organisation's current signing key (a revocation may carry the authority's signature alone).
+Its view feeds :class:`keys.directory.KeyDirectory`.
+
+Readers of the stored log use :meth:`KeyLog.offer`: an entry that is not the next valid signed
+event (junk, a forgery, a replay) is skipped and reported, and the fold goes on with the
+entries after it. The chain is over valid events only (``index`` counts them), so a foreign
+entry can neither stop the directory nor change it, and the authority can still append.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
+from typing import Final
+
+from pydantic import ValidationError
 
 from contracts.canonical import canonical_json
 from contracts.ids import KeyId, OrgId
@@ -35,6 +43,7 @@ from keys.identity import (
 )
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "KeyLog",
     "KeyLogError",
     "SigningKeyState",
@@ -46,6 +55,10 @@ __all__ = [
     "rotate_signing_key_request",
     "sign_request",
 ]
+
+
+# A signed key event is a few kilobytes; anything far larger is not one.
+MAX_EVENT_BYTES: Final = 64 * 1024
 
 
 class KeyLogError(KeysError):
@@ -172,6 +185,23 @@ class KeyLog:
     def chained(self, event: KeyEvent) -> KeyEvent:
         """``event`` with the index and previous hash that would append it to this log."""
         return event.model_copy(update={"index": self.length, "prev": self.head})
+
+    def offer(self, raw: bytes) -> KeyLogError | None:
+        """Apply ``raw`` if it is the next valid signed event; else say why it is skipped.
+
+        Bounded before parsing: size here, nesting depth by pydantic's parser.
+        """
+        if len(raw) > MAX_EVENT_BYTES:
+            return KeyLogError(self.length, "entry too large to be a key event")
+        try:
+            signed = SignedKeyEvent.model_validate_json(raw)
+        except ValidationError:
+            return KeyLogError(self.length, "not a key event")
+        try:
+            self.apply(signed)
+        except KeyLogError as exc:
+            return exc
+        return None
 
     def apply(self, signed: SignedKeyEvent) -> None:
         """Verify and apply the next event.

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from contracts.boundedjson import loads
 from contracts.canonical import canonical_json
-from contracts.errors import EnvelopeError
+from contracts.errors import ContractError, EnvelopeError
 from keys.crypto import SigningKey, VerifyKey
 
-__all__ = ["sign_statement", "verify_statement"]
+__all__ = ["MAX_STATEMENT_BYTES", "claimed_statement", "sign_statement", "verify_statement"]
+
+# Statements (notices, receipts) are a few hundred bytes; anything far larger is not one.
+MAX_STATEMENT_BYTES: Final = 16 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,6 +31,25 @@ def sign_statement(statement: BaseModel, key: SigningKey, label: bytes) -> bytes
     return b'{"signature":"' + base64.b64encode(signature) + b'","statement":' + body + b"}"
 
 
+def _outer(raw: bytes) -> dict[str, Any]:
+    outer = loads(raw, max_bytes=MAX_STATEMENT_BYTES)
+    if not isinstance(outer, dict):
+        raise EnvelopeError("statement: malformed")
+    return outer
+
+
+def claimed_statement(raw: bytes, model: type[M]) -> M:
+    """What a signed statement claims, before its signature is checked (to find the key).
+
+    Raises:
+        EnvelopeError: too large, too deep, or not a statement of this model.
+    """
+    try:
+        return model.model_validate(_outer(raw)["statement"])
+    except (ContractError, KeyError, ValidationError) as exc:
+        raise EnvelopeError("statement: malformed") from exc
+
+
 def verify_statement(raw: bytes, model: type[M], label: bytes, key: VerifyKey) -> M:
     """Parse and verify a signed statement.
 
@@ -35,10 +57,10 @@ def verify_statement(raw: bytes, model: type[M], label: bytes, key: VerifyKey) -
         EnvelopeError: malformed, non-canonical or not signed by ``key``.
     """
     try:
-        outer = json.loads(raw)
+        outer = _outer(raw)
         body = canonical_json(model.model_validate(outer["statement"]))
         signature = base64.b64decode(outer["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, ValidationError, binascii.Error) as exc:
+    except (ContractError, ValueError, KeyError, TypeError, ValidationError, binascii.Error) as exc:
         raise EnvelopeError("statement: malformed") from exc
     if not key.verify(label + body, signature):
         raise EnvelopeError("statement: bad signature")

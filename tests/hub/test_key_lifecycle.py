@@ -131,8 +131,9 @@ async def test_refusals_for_revoked_and_expired_recipient_keys(world: World) -> 
     await item.ack()
 
 
-async def test_forged_directory_event_is_ignored_and_named(world: World) -> None:
-    """An event not countersigned by the authority, or replayed, stops everyone's fold there."""
+async def test_forged_directory_event_is_skipped_named_and_the_log_goes_on(world: World) -> None:
+    """An event not countersigned by the authority is skipped by every reader and named in an
+    alarm; it changes no key, and the authority can still append after it (the repair)."""
     assert world.hub.transport is not None
     pol = world.clients[POL]
     evil = pol.identity.with_new_encryption_key()
@@ -144,20 +145,21 @@ async def test_forged_directory_event_is_ignored_and_named(world: World) -> None
         index=length, prev=follower.log.head, authority=SigningKey.generate(),
     )  # fmt: skip
     await world.hub.transport.nc.jetstream().publish(KEYLOG_SUBJECT, canonical_json(forged))
-    await _until(lambda: follower.broken is not None)
-    assert follower.broken is not None
-    assert follower.broken.index == length
-    assert "authority" in follower.broken.reason
-    assert evil.certificates[-1].kid not in {
-        c.kid for c in world.clients[ZVH].directory.record(OrgId(POL)).encryption_keys
-    }
-    with pytest.raises(Exception, match="authority"):  # the authority's tool refuses to build on it
-        await _append(
-            world,
-            sign_request(
-                add_encryption_key_request(evil, dt.datetime.now(dt.UTC)), evil.signing_key
-            ),
-        )
+    await _until(lambda: bool(follower.skipped))
+    [(_, problem)] = follower.skipped
+    assert problem.index == length
+    assert "authority" in problem.reason
+    kids = {c.kid for c in world.clients[ZVH].directory.record(OrgId(POL)).encryption_keys}
+    assert evil.certificates[-1].kid not in kids
+    # The same key, requested by POL and countersigned by the authority, applies after it.
+    await _append(
+        world,
+        sign_request(add_encryption_key_request(evil, dt.datetime.now(dt.UTC)), evil.signing_key),
+    )
+    await _until(lambda: follower.log.length == length + 1)
+    kids = {c.kid for c in world.clients[ZVH].directory.record(OrgId(POL)).encryption_keys}
+    assert evil.certificates[-1].kid in kids
+    assert len(follower.skipped) == 1
 
 
 async def test_self_monitoring_alarm_fires(world: World) -> None:

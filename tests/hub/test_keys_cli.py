@@ -53,9 +53,11 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
             str(authority / "directory-authority.pub"), *url,
         )  # fmt: skip
         assert verify.returncode == 0, verify.stderr
-        assert "intact: 4 events" in verify.stdout
+        assert "key log: 4 valid events" in verify.stdout
+        assert "ALARM" not in verify.stdout
         wrong = await asyncio.to_thread(
             run, "keys", "verify-directory", "--authority-public", "A" * 43 + "=", *url
         )
         assert wrong.returncode == 1
-        assert "BROKEN at event 0" in wrong.stdout
+        assert "ALARM: entry at stream sequence 1 skipped" in wrong.stdout
+        assert "key log: 0 valid events" in wrong.stdout

@@ -1,0 +1,57 @@
+"""JSON from strangers, parsed only after its size and nesting depth are known to be small.
+
+Python's ``json.loads`` recurses once per nesting level: a body of 100,000 ``[`` raises
+``RecursionError`` (not a ``ValueError``) deep inside whatever called it. Everything Schakel
+reads from NATS or HTTP that is JSON goes through :func:`loads` (or through a pydantic model,
+whose parser stops at a fixed depth) after a size check. Both bounds are checked before the
+parse starts: the size first, then the depth, counted over the bytes with string contents
+removed (a bracket inside a string is not nesting), in C-speed passes that cannot recurse.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Final
+
+from pydantic_core import from_json
+
+from contracts.errors import ContractError
+
+__all__ = ["MAX_DEPTH", "JsonTooDeep", "check_bounds", "loads"]
+
+MAX_DEPTH: Final = 32
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_KEEP_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte except brackets
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+class JsonTooDeep(ContractError):
+    """The JSON is larger or more deeply nested than the reader accepts."""
+
+
+def check_bounds(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> None:
+    """Raise unless ``raw`` is at most ``max_bytes`` long and nested at most ``max_depth`` deep.
+
+    Raises:
+        JsonTooDeep: too large or too deep (nothing was parsed).
+    """
+    if len(raw) > max_bytes:
+        raise JsonTooDeep("json: too large")
+    brackets = _STRING.sub(b'""', raw).translate(None, _KEEP_BRACKETS)
+    depth = max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
+    if depth > max_depth:
+        raise JsonTooDeep("json: nested too deeply")
+
+
+def loads(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON from an untrusted source within the given bounds.
+
+    Raises:
+        ContractError: too large, too deep, or not JSON.
+    """
+    check_bounds(raw, max_bytes=max_bytes, max_depth=max_depth)
+    try:
+        return from_json(raw)
+    except ValueError as exc:
+        raise ContractError("json: not valid JSON") from exc
