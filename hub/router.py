@@ -238,9 +238,10 @@ class Router:
             claimed = claimed_statement(item.data, Receipt)
             key = self._directory.signer(org, KeyId(claimed.recipient_kid), claimed.at, now=now)
             receipt = verify_statement(item.data, Receipt, RECEIPT_LABEL, key)
-        except (KeyDirectoryError, EnvelopeError) as exc:
-            _log.warning("receipt_rejected", sender=org, error=type(exc).__name__)
-            return Outcome(accepted=False, reason=ReasonCode.MALFORMED)
+        except (KeyDirectoryError, EnvelopeError):
+            return await self._refuse(
+                item, org, now, ReasonCode.MALFORMED, "not a valid signed receipt", None
+            )
         message_id = MessageId(receipt.message_id)
 
         def add(entry: MessageEntry) -> MessageEntry:
@@ -250,8 +251,9 @@ class Router:
 
         entry = await self._messages.update(message_id, add) if receipt.recipient == org else None
         if entry is None or org not in entry.recipients or entry.sender != receipt.sender:
-            _log.warning("receipt_unmatched", sender=org, message_id=message_id)
-            return Outcome(accepted=False, reason=ReasonCode.NOT_PERMITTED)
+            return await self._refuse(
+                item, org, now, ReasonCode.NOT_PERMITTED, "receipt for no message of ours", None
+            )
         record = AuditRecord.model_validate(
             {"index": 0, "prev": "", "at": now, "hub": self._instance, "event": "receipted",
              "sender": entry.sender, "message_id": message_id,

@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from contracts.ids import OrgId
-from hub.natsconfig import partner_permissions, write_config
+from hub.natsconfig import HUB_ACCOUNT, account_name, partner_permissions, write_config
 from hub.registry import default_registry
 
 
@@ -48,8 +49,10 @@ def test_cli_writes_config_and_private_seeds(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = _config(out / "nats-server.conf")
-    users = config["authorization"]["users"]  # type: ignore[index]
+    accounts: dict[str, Any] = config["accounts"]  # type: ignore[assignment]
+    users = [user for account in accounts.values() for user in account["users"]]
     assert len(users) == len(default_registry().partners()) + 1
+    assert all(len(account["users"]) == 1 for account in accounts.values())
     assert config["tls"]["ca_file"] == "ca.pem"  # type: ignore[index]
     assert config["cluster"]["tls"]["verify"] is True  # type: ignore[index]
     seeds = list((out / "creds").glob("*.nk"))
@@ -67,3 +70,27 @@ def test_regenerating_keeps_existing_seeds(tmp_path: Path) -> None:
     write_config(tmp_path, [OrgId("POL.west"), OrgId("OM.west")], store_dir=tmp_path / "js")
     assert (tmp_path / "creds" / "POL.west.nk").read_bytes() == seed
     assert first.read_text().count('"nkey"') == 3
+
+
+def test_accounts_confine_every_partner(tmp_path: Path) -> None:
+    """Only the hub's account has JetStream; each partner's account imports exactly the subjects
+    its user may publish (plus the key log's stream), and the hub exports each of them to that
+    partner's account alone, except the key directory, which every partner reads."""
+    partners = sorted(default_registry().partners())
+    config = _config(write_config(tmp_path, partners, store_dir=tmp_path / "js"))
+    accounts: dict[str, Any] = config["accounts"]  # type: ignore[assignment]
+    assert set(accounts) == {HUB_ACCOUNT, *(account_name(o) for o in partners)}
+    assert [name for name, a in accounts.items() if "jetstream" in a] == [HUB_ACCOUNT]
+    exports = {
+        e.get("service") or e["stream"]: e["accounts"] for e in accounts[HUB_ACCOUNT]["exports"]
+    }
+    for org in partners:
+        account = accounts[account_name(org)]
+        allowed = account["users"][0]["permissions"]["publish"]["allow"]
+        services = [i["service"]["subject"] for i in account["imports"] if "service" in i]
+        assert sorted(services) == sorted(allowed)
+        assert all(i[k]["account"] == HUB_ACCOUNT for i in account["imports"] for k in i)
+        for subject in services:
+            shared = "KEYLOG" in subject
+            assert exports[subject] == ([account_name(o) for o in partners] if shared
+                                        else [account_name(org)]), subject  # fmt: skip
