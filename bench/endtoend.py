@@ -38,7 +38,7 @@ from adapters.simulation import ScenarioRunner, Step
 from contracts.enums import CaseState, Decision, MessageType
 from contracts.examples import example_body, example_draft
 from contracts.ids import CaseId, OrgId
-from contracts.policy import default_policy
+from contracts.policy import default_policy_text, parse_policy, with_limits
 from hub.logconfig import configure_logging
 from hub.natsserver import NatsServer
 from hub.service import provision, registration
@@ -187,8 +187,18 @@ def seal_many(
 
 async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
     """Run both paths and print the comparison."""
-    policy = default_policy()
+    # A throughput benchmark from one sender: the per-sender rate and backlog share (which
+    # protect other partners, tests/hub/test_hostile_partner.py) are lifted, nothing else.
+    text = with_limits(
+        default_policy_text(),
+        max_inbound_per_second=1_000_000,
+        max_inbound_burst=1_000_000,
+        max_backlog_per_sender=10_000,
+    )
+    policy = parse_policy(text)
     with tempfile.TemporaryDirectory(prefix="schakel-bench-") as tmp, open(os.devnull, "w") as sink:
+        policy_path = Path(tmp) / "policy.toml"
+        policy_path.write_text(text, encoding="utf-8")
         configure_logging(json=True, stream=sink)  # as in production: JSON lines
         async with NatsServer(Path(tmp) / "nats") as server:
             orgs = (GEM, ZVH, POL, OM)
@@ -203,7 +213,7 @@ async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
                 [sys.executable, __file__, "--relay", server.url], Path(tmp) / "relay.log"
             )
             hub_cmd = [sys.executable, "-m", "hub", "hub", "run", "--nats", server.url,
-                       "--authority-public", public,
+                       "--authority-public", public, "--policy", str(policy_path),
                        "--data-dir", str(Path(tmp) / "hub")]  # fmt: skip
             hubs = [spawn(hub_cmd, Path(tmp) / f"hub{n}.log") for n in range(hub_count)]
             async with contextlib.AsyncExitStack() as stack:

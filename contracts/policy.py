@@ -45,8 +45,10 @@ __all__ = [
     "Policy",
     "Transition",
     "default_policy",
+    "default_policy_text",
     "load_policy",
     "parse_policy",
+    "with_limits",
 ]
 
 CONDITIONS: Final[dict[str, str]] = {
@@ -298,10 +300,32 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(path.read_text(encoding="utf-8"))
 
 
+def default_policy_text() -> str:
+    """The policy file shipped with this package (``contracts/policy.toml``)."""
+    return resources.files("contracts").joinpath("policy.toml").read_text("utf-8")
+
+
 @functools.cache
 def default_policy() -> Policy:
-    """The policy shipped with this package (``contracts/policy.toml``), parsed once."""
-    return parse_policy(resources.files("contracts").joinpath("policy.toml").read_text("utf-8"))
+    """The policy shipped with this package, parsed once."""
+    return parse_policy(default_policy_text())
+
+
+def with_limits(text: str, **limits: float) -> str:
+    """``text`` (a policy file) with some ``[limits]`` values replaced, comments kept: for load
+    tests and drills that need other limits than the reviewed ones.
+
+    Raises:
+        PolicyFileError: a name is not a limit the file sets, or the result is invalid.
+    """
+    for name, value in limits.items():
+        if name not in Limits.model_fields:
+            raise PolicyFileError(f"{name} is not a limit")
+        text, count = re.subn(rf"(?m)^{name}\s*=\s*[^\s#]+", f"{name} = {value}", text)
+        if count != 1:
+            raise PolicyFileError(f"{name} is not set exactly once")
+    parse_policy(text)
+    return text
 
 
 # --- finding the line of a validation error ------------------------------------------------

@@ -308,7 +308,8 @@ async def _dead_letters(url: str, replay: bool) -> int:
     from nats.js.errors import NotFoundError
 
     from adapters.transport import connect
-    from contracts.topology import DLQ_STREAM
+    from contracts.topology import DLQ_STREAM, HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE
+    from hub.service import HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT
 
     nc = await connect(url, "schakel-dlq")
     js = nc.jetstream()
@@ -321,18 +322,18 @@ async def _dead_letters(url: str, replay: bool) -> int:
             except NotFoundError:
                 continue
             headers = dict(msg.headers or {})
-            original = headers.get("Schakel-Original-Subject", "")
+            original = headers.get(HEADER_ORIGINAL_SUBJECT, "")
             sys.stdout.write(
                 f"#{seq} {msg.subject} from {original} after "
-                f"{headers.get('Schakel-Deliveries', '?')} deliveries\n"
+                f"{headers.get(HEADER_DELIVERIES, '?')} deliveries\n"
             )
             if replay and original:
+                kind = headers.get(HEADER_KIND, KIND_ENVELOPE)
                 await js.publish(
                     original,
                     msg.data or b"",
-                    headers={"Nats-Msg-Id": f"replay:{seq}", "Schakel-Kind": headers.get(
-                        "Schakel-Kind", "envelope")},
-                )  # fmt: skip
+                    headers={HEADER_MSG_ID: f"replay:{seq}", HEADER_KIND: kind},
+                )
                 await js.delete_msg(DLQ_STREAM, seq)
             count += 1
         sys.stdout.write(f"{count} dead letter(s){' replayed' if replay and count else ''}\n")

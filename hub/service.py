@@ -24,6 +24,7 @@ import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from adapters.transport import (
     Credentials,
@@ -46,6 +47,7 @@ from contracts.topology import (
     INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
     STATUS_PREFIX,
+    inbound_subject,
     inbox_prefix,
     org_of_inbound_subject,
     quarantine_subject,
@@ -296,9 +298,7 @@ class Hub:
                 original = await js.get_msg(stream, seq)
             except nats.js.errors.NotFoundError:
                 return  # another hub, or the worker itself, already set it aside
-            await self._quarantine(
-                router, original.subject or "", seq, original.data or b"", deliveries
-            )
+            await self._quarantine(router, original, seq, deliveries)
             await js.delete_msg(stream, seq)
 
         async def dead_letter(seq: int, deliveries: int) -> None:
@@ -446,23 +446,32 @@ class Hub:
             _log.error("message_failed", error=type(exc).__name__, attempt=attempt)
             with contextlib.suppress(Exception):
                 if attempt >= self.settings.inbound_attempts:
-                    await self._quarantine(router, msg.subject, msg.metadata.sequence.stream,
-                                           msg.data, attempt)  # fmt: skip
+                    await self._quarantine(router, msg, msg.metadata.sequence.stream, attempt)
                     await msg.term()
                 else:  # back off: 2 s, 4 s, ... at most 60 s
                     await msg.nak(delay=min(60.0, 2.0**attempt))
 
     async def _quarantine(
-        self, router: Router, subject: str, seq: int, data: bytes, attempts: int
+        self, router: Router, msg: Msg | RawStreamMsg, seq: int, attempts: int
     ) -> None:
-        """Park an inbound message the hub cannot process; audit it; tell its sender."""
-        sender = org_of_inbound_subject(subject)
+        """Park an inbound message the hub cannot process; audit it; tell its sender.
+
+        It goes to the dead-letter stream under ``schakel.quarantine.<org>``, with the headers
+        ``schakel dlq list | replay`` reads, so that an operator can put it back once the
+        cause is fixed.
+        """
+        sender = org_of_inbound_subject(msg.subject or "")
         if sender is None or self.transport is None:
             return
         await self.transport.js.publish(
             quarantine_subject(sender),
-            data,
-            headers={HEADER_MSG_ID: f"quarantine:{sender}:{seq}", "Schakel-Inbound-Seq": str(seq)},
+            msg.data or b"",
+            headers={
+                HEADER_MSG_ID: f"quarantine:{sender}:{seq}",
+                HEADER_ORIGINAL_SUBJECT: inbound_subject(sender),
+                HEADER_DELIVERIES: str(attempts),
+                HEADER_KIND: (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE),
+            },
         )
         await router.quarantined(sender, seq, attempts)
 

@@ -32,7 +32,7 @@ from adapters.transport import Credentials
 from contracts.enums import MessageType, ReasonCode
 from contracts.examples import example_body, example_draft
 from contracts.ids import MessageId, OrgId
-from contracts.policy import default_policy
+from contracts.policy import default_policy, default_policy_text, with_limits
 from contracts.topology import (
     AUDIT_STREAM,
     AUDIT_SUBJECT,
@@ -64,7 +64,7 @@ from keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
 POL, OM, ZVH, GEM = (OrgId(o) for o in ("POL.west", "OM.west", "ZVH.west", "GEM.westerstad"))
 PARTNERS = [POL, OM, ZVH, GEM]
 ATTACKER, VICTIMS = POL, (OM, ZVH)
-DEFAULT_POLICY = Path(__file__).parents[2] / "contracts" / "policy.toml"
+DEFAULT_POLICY = Path(__file__).parents[2] / "contracts" / "policy.toml"  # as shipped
 
 
 @dataclass
@@ -128,14 +128,10 @@ async def _at_least(count: Callable[[], Awaitable[int]], minimum: int) -> bool:
     return await count() >= minimum
 
 
-def policy_file(tmp: Path, **limits: object) -> Path:
+def policy_file(tmp: Path, **limits: float) -> Path:
     """The shipped policy with some limits changed."""
-    text = DEFAULT_POLICY.read_text(encoding="utf-8")
-    for name, value in limits.items():
-        text, count = re.subn(rf"(?m)^{name} = \S+", f"{name} = {value}", text)
-        assert count == 1, name
     path = tmp / "policy.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(with_limits(default_policy_text(), **limits), encoding="utf-8")
     return path
 
 

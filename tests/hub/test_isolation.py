@@ -151,7 +151,7 @@ ATTACKS: list[Attack] = [
     ("account info", _request, "$JS.API.INFO"),
     ("create a stream", _request, "$JS.API.STREAM.CREATE.EVIL"),
     ("delete the audit stream", _request, "$JS.API.STREAM.DELETE.SCHAKEL_AUDIT"),
-    ("purge the inbound stream", _request, "$JS.API.STREAM.PURGE.SCHAKEL_IN"),
+    ("purge another partner's inbound stream", _request, "$JS.API.STREAM.PURGE.SCHAKEL_IN_OM-west"),
     ("subscribe to everything", _subscribe, ">"),
     ("subscribe to all inboxes", _subscribe, "_INBOX.>"),
     ("subscribe to another partner's inbox", _subscribe, "_INBOX_OM-west.>"),

@@ -1,0 +1,136 @@
+"""What the hub cannot process is set aside, and what does not belong in its logs is skipped.
+
+- An inbound message the hub fails on is retried a bounded number of times, then quarantined
+  (dead-letter stream, audit record, notice to its sender); other traffic flows meanwhile.
+- A foreign entry in the key log or the audit stream (only the hub's own user can write there;
+  here it plays the intruder) stops nothing: every reader skips it and raises an alarm, the
+  hub goes on routing and auditing, and the authority can still append to the key log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from adapters.client import Delivery, PartnerClient, Refusal
+from adapters.scenarios import POL, ZVH
+from adapters.transport import append_key_event
+from contracts.enums import MessageType, ReasonCode
+from contracts.examples import example_body, example_draft
+from contracts.ids import OrgId, new_case_id
+from contracts.topology import AUDIT_SUBJECT, CASES_BUCKET, DLQ_STREAM, KEYLOG_SUBJECT
+from hub.audit import parse_record, read_trail, verify_chain
+from hub.cli import _dead_letters
+from keys.identity import PartnerIdentity
+from keys.keylog import add_encryption_key_request, sign_request
+from tests.hub.conftest import PairFactory, World
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def _send(client: PartnerClient, case_id: str | None = None) -> str:
+    body = example_body(MessageType.M1)
+    draft = example_draft(MessageType.M1, body, case_id=case_id)  # type: ignore[arg-type]
+    return await client.send(body, draft, [OrgId(ZVH)])
+
+
+async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
+    pair: PairFactory,
+) -> None:
+    """A message that makes the hub fail (here: its case record is corrupt) is tried twice,
+    then parked in quarantine, audited and its sender told; the next message is routed."""
+    async with pair(inbound_attempts=2) as system:
+        pol, zvh, hub = system.pol, system.zvh, system.hub
+        assert hub.transport is not None
+        case_id = new_case_id()
+        await _send(pol, case_id)
+        item = await zvh.receive(timeout=10)
+        assert isinstance(item, Delivery)
+        await item.ack()
+        kv = await hub.transport.kv(CASES_BUCKET)
+        await kv.put(case_id, b"not a case record")  # storage corruption
+        poisoned = await _send(pol, case_id)
+        notice = await pol.receive(timeout=30)
+        assert isinstance(notice, Refusal)
+        assert notice.notice.reason is ReasonCode.PROCESSING_FAILED
+        await notice.ack()
+        healthy = await _send(pol)
+        item = await zvh.receive(timeout=10)
+        assert isinstance(item, Delivery)
+        assert item.message_id == healthy
+        await item.ack()
+        info = await hub.transport.js.stream_info(DLQ_STREAM, subjects_filter=">")
+        assert info.state.subjects == {f"schakel.quarantine.{POL}": 1}
+        records = [parse_record(raw) async for _, raw in read_trail(hub.transport.js)]
+        quarantined = [r for r in records if r is not None and r.event == "quarantined"]
+        assert len(quarantined) == 1
+        assert quarantined[0].sender == POL
+        assert quarantined[0].reason is ReasonCode.PROCESSING_FAILED
+        assert not any(r is not None and r.message_id == poisoned for r in records)
+        assert await _dead_letters(system.url, replay=False) == 1
+
+
+async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(
+    world: World,
+) -> None:
+    """Junk in the key log and in the audit stream is skipped by every reader and reported;
+    routing, auditing and appending to the key log go on (the documented repair)."""
+    hub = world.hub
+    assert hub.transport is not None
+    js = hub.transport.js
+    pol, zvh = world.clients[POL], world.clients[ZVH]
+    junk_key = await js.publish(KEYLOG_SUBJECT, b'{"not": "a key event"}')
+    junk_audit = await js.publish(AUDIT_SUBJECT, b"\xff not an audit record")
+    message_id = await _send(pol)
+    item = await zvh.receive(timeout=10)
+    assert isinstance(item, Delivery)
+    assert item.message_id == message_id
+    await item.ack()
+    trail = [entry async for entry in read_trail(js)]
+    report = verify_chain(trail)
+    assert report.ok, report
+    assert report.foreign == (junk_audit.seq,)
+    assert any(parse_record(raw).message_id == message_id for _, raw in trail[-1:])  # type: ignore[union-attr]
+    for client in (pol, zvh):
+        follower = client.directory_follower
+        assert follower is not None
+        await _until(lambda f=follower: bool(f.skipped))  # type: ignore[misc]
+        assert [seq for seq, _ in follower.skipped] == [junk_key.seq]
+    # The authority appends after the junk; every reader applies it.
+    assert pol.directory_follower is not None
+    length = pol.directory_follower.log.length
+    rotated: PartnerIdentity = pol.identity.with_new_encryption_key()
+    request = sign_request(
+        add_encryption_key_request(rotated, rotated.certificates[-1].body.not_before),
+        rotated.signing_key,
+    )
+    await append_key_event(hub.transport.nc, request, world.authority)
+    await _until(lambda: pol.directory_follower.log.length == length + 1)  # type: ignore[union-attr]
+    public = base64.b64encode(world.authority.public.raw).decode()
+    verify = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "hub", "audit", "verify", "--nats", world.server.url],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 1, verify.stderr
+    assert f"ALARM: entry at stream sequence {junk_audit.seq}" in verify.stdout
+    assert "audit chain intact" in verify.stdout
+    keys = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "hub", "keys", "verify-directory", "--authority-public", public,
+         "--nats", world.server.url],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert keys.returncode == 1, keys.stderr
+    assert f"ALARM: entry at stream sequence {junk_key.seq}" in keys.stdout
+    assert f"key log: {length + 1} valid events" in keys.stdout
