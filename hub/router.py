@@ -24,7 +24,7 @@ from typing import Final, Protocol
 import structlog
 
 from contracts.enums import REASON_TEXTS, ReasonCode
-from contracts.errors import ContractError, EnvelopeError
+from contracts.errors import ContractError, EnvelopeError, SchakelError
 from contracts.header import EnvelopeHeader, decode_header
 from contracts.ids import MESSAGE_ID_PATTERN, CaseId, KeyId, MessageId, OrgId
 from contracts.notice import (
@@ -53,7 +53,7 @@ from keys.errors import KeyDirectoryError
 from keys.identity import PartnerIdentity
 from keys.statement import claimed_statement, sign_statement, verify_statement
 
-__all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "Router"]
+__all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "RetryLater", "Router"]
 
 _UUID = re.compile(MESSAGE_ID_PATTERN)
 _CAS_ATTEMPTS: Final = 8
@@ -86,6 +86,10 @@ class Deliverer(Protocol):
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
 
 
+class RetryLater(SchakelError):
+    """The message cannot be decided yet; try it again shortly (not a failure)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """An envelope as it arrived: its bytes, subject, sequence in its sender's inbound stream
@@ -97,6 +101,7 @@ class Inbound:
     msg_id_hint: str | None = None
     kind: str = KIND_ENVELOPE
     header_names: frozenset[str] = frozenset()
+    final_attempt: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +255,10 @@ class Router:
             return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
 
         entry = await self._messages.update(message_id, add) if receipt.recipient == org else None
+        if entry is None and receipt.recipient == org and not item.final_attempt:
+            # The recipient may acknowledge before the hub has recorded the message (that
+            # record is written last, after the deliveries): look again shortly.
+            raise RetryLater("receipt before its message's record")
         if entry is None or org not in entry.recipients or entry.sender != receipt.sender:
             return await self._refuse(
                 item, org, now, ReasonCode.NOT_PERMITTED, "receipt for no message of ours", None

@@ -56,7 +56,7 @@ from contracts.topology import (
 from hub.audit import AuditTrail
 from hub.natsserver import NatsServer
 from hub.registry import Registry, default_registry
-from hub.router import Inbound, Router
+from hub.router import Inbound, RetryLater, Router
 from hub.transport import (
     INBOUND_ATTEMPTS,
     REDELIVERY,
@@ -438,10 +438,14 @@ class Hub:
                     msg_id_hint=headers.get(HEADER_MSG_ID),
                     kind=headers.get(HEADER_KIND, KIND_ENVELOPE),
                     header_names=frozenset(headers),
+                    final_attempt=attempt >= self.settings.inbound_attempts,
                 )
             )
             await msg.ack()
             self.processed += 1
+        except RetryLater:
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=0.2 * attempt)
         except Exception as exc:
             _log.error("message_failed", error=type(exc).__name__, attempt=attempt)
             with contextlib.suppress(Exception):
