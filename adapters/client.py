@@ -67,7 +67,10 @@ from keys.identity import PartnerIdentity
 from keys.keylog import KeyLog
 from keys.statement import claimed_statement, sign_statement, verify_statement
 
-__all__ = ["Delivery", "DirectoryStale", "PartnerClient", "Refusal", "Rejected"]
+__all__ = ["Delivery", "DirectoryStale", "InboundFull", "PartnerClient", "Refusal", "Rejected"]
+
+# JetStream's answer when a stream with ``discard: new`` is at its message or byte limit.
+_STREAM_FULL = 10077
 
 _log = structlog.get_logger("schakel.adapter")
 
@@ -118,6 +121,11 @@ class Refusal:
 
 class DirectoryStale(SchakelError):
     """The client's view of the key directory is too old to trust: it fails closed."""
+
+
+class InboundFull(SchakelError):
+    """This partner's inbound queue at the hub is at its limit (the hub has not caught up with
+    what it already sent): nothing was stored; send again later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +287,7 @@ class PartnerClient:
         Raises:
             ContractError: the body or draft breaks a contract (nothing was sent).
             KeyDirectoryError: a recipient is unknown or has no valid key.
+            InboundFull: the hub holds as many unprocessed messages of ours as it accepts.
         """
         nc = self._require_open()
         self._require_fresh_directory()
@@ -291,11 +300,20 @@ class PartnerClient:
         return message_id
 
     async def publish_raw(self, raw: bytes, message_id: str, *, nc: Client | None = None) -> None:
-        """Publish envelope bytes as they are (for tests of the hub's defences)."""
+        """Publish envelope bytes as they are (for tests of the hub's defences).
+
+        Raises:
+            InboundFull: the hub holds as many unprocessed messages of ours as it accepts.
+        """
         nc = nc or self._require_open()
-        await nc.jetstream().publish(
-            inbound_subject(self.org), raw, headers={"Nats-Msg-Id": message_id}
-        )
+        try:
+            await nc.jetstream().publish(
+                inbound_subject(self.org), raw, headers={"Nats-Msg-Id": message_id}
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _STREAM_FULL:
+                raise InboundFull("the hub's inbound queue for us is full; send later") from exc
+            raise
 
     async def receive(self, timeout: float = 5.0) -> Incoming | None:
         """The next incoming item, or ``None`` when nothing arrives within ``timeout``."""

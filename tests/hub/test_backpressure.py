@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from adapters.client import Delivery, Refusal
-from adapters.scenarios import ZVH
+import pytest
+
+from adapters.client import Delivery, InboundFull, PartnerClient, Refusal
+from adapters.scenarios import POL, ZVH
 from contracts.enums import MessageType, ReasonCode
 from contracts.examples import example_body, example_draft
 from contracts.ids import OrgId
 from contracts.policy import default_policy
+from hub.natsserver import NatsServer
+from hub.service import provision, registration
+from keys.crypto import SigningKey
+from keys.identity import PartnerIdentity
 from tests.hub.conftest import PairFactory
 
 
@@ -35,3 +41,26 @@ async def test_full_backlog_refuses_new_messages_and_keeps_old_ones(pair: PairFa
             received.append(delivery.message_id)
             await delivery.ack()
         assert received == sent[:3]  # the old ones are all there, in order
+
+
+async def test_full_inbound_queue_is_a_clear_error_for_the_sender(
+    nats_server: NatsServer,
+    partner_identities: dict[str, PartnerIdentity],
+    hub_identity: PartnerIdentity,
+    authority: SigningKey,
+) -> None:
+    """A sender whose inbound stream is at its limit (no hub reading it) gets InboundFull and
+    nothing more is stored; its own stream is the only one affected."""
+    base = default_policy()
+    policy = base.model_copy(
+        update={"limits": base.limits.model_copy(update={"max_inbound_pending": 2})}
+    )
+    pol_id = partner_identities[POL]
+    requests = [registration(i) for i in (pol_id, partner_identities[ZVH], hub_identity)]
+    await provision(nats_server.url, policy, requests, authority)
+    async with PartnerClient(pol_id, nats_server.url, authority=authority.public) as pol:
+        body = example_body(MessageType.M1)
+        for _ in range(2):
+            await pol.send(body, example_draft(MessageType.M1, body), [OrgId(ZVH)])
+        with pytest.raises(InboundFull):
+            await pol.send(body, example_draft(MessageType.M1, body), [OrgId(ZVH)])

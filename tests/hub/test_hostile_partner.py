@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import nats.js.errors
+import pytest
 from nats.aio.client import Client
 from pydantic import SecretStr
 
@@ -60,6 +62,7 @@ from keys.crypto import SigningKey
 from keys.envelope import MAGIC
 from keys.identity import PartnerIdentity
 from keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
+from tests.hub.conftest import World
 
 POL, OM, ZVH, GEM = (OrgId(o) for o in ("POL.west", "OM.west", "ZVH.west", "GEM.westerstad"))
 PARTNERS = [POL, OM, ZVH, GEM]
@@ -512,3 +515,25 @@ async def test_quotas_per_sender(tmp_path: Path) -> None:
         records = [r for r in await rig.audit() if r.message_id == from_om]
         assert [r.event for r in records] == ["routed"]
         report("quotas", 13, 0)
+
+
+async def test_status_answers_only_the_askers_inbox_and_copies_no_headers(world: World) -> None:
+    """Even without accounts (the embedded server), the status responder answers only to the
+    asker's own inbox prefix, and its answer carries none of the request's headers."""
+    nc = await nats.connect(world.server.url, inbox_prefix=inbox_prefix(ATTACKER).encode())
+    try:
+        stolen = await nc.subscribe(f"$KV.{CASES_BUCKET}.>")
+        elsewhere = "$KV.schakel-cases.case-aaaaaaaaaaaaaaaaaaaaaaaaaa"
+        headers = {"KV-Operation": "PURGE", "Nats-Expected-Last-Sequence": "0"}
+        message_id = "00000000-0000-4000-8000-000000000001"
+        await nc.publish(f"schakel.status.{ATTACKER}", message_id.encode(), reply=elsewhere,
+                         headers=headers)  # fmt: skip
+        answer = await nc.request(
+            f"schakel.status.{ATTACKER}", message_id.encode(), headers=headers, timeout=5
+        )
+        assert json.loads(answer.data)["known"] is False
+        assert not answer.headers
+        with pytest.raises(nats.errors.TimeoutError):
+            await stolen.next_msg(timeout=0.5)  # the misdirected question got no answer
+    finally:
+        await nc.close()
