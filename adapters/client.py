@@ -51,11 +51,11 @@ from contracts.notice import (
     RefusalNotice,
 )
 from contracts.topology import (
-    DELIVERY_STREAM,
     HEADER_KIND,
     KIND_RECEIPT,
     KIND_REFUSAL,
     delivery_consumer,
+    delivery_stream,
     inbound_subject,
     inbox_prefix,
     status_subject,
@@ -205,7 +205,7 @@ class PartnerClient:
             js = self._nc.jetstream()
             try:
                 self._sub = await js.pull_subscribe_bind(
-                    delivery_consumer(self.org), stream=DELIVERY_STREAM
+                    delivery_consumer(self.org), stream=delivery_stream(self.org)
                 )
             except nats.js.errors.NotFoundError as exc:
                 raise SchakelError(f"{self.org} is not registered at the hub") from exc

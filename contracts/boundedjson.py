@@ -4,13 +4,14 @@ Python's ``json.loads`` recurses once per nesting level: a body of 100,000 ``[``
 ``RecursionError`` (not a ``ValueError``) deep inside whatever called it. Everything Schakel
 reads from NATS or HTTP that is JSON goes through :func:`loads` (or through a pydantic model,
 whose parser stops at a fixed depth) after a size check. Both bounds are checked before the
-parse starts: the size first, then the depth, counted over the bytes with string contents
-removed (a bracket inside a string is not nesting), in C-speed passes that cannot recurse.
+parse starts: the size first, then the depth, in one linear pass over the bytes that can
+matter (quotes, escapes, brackets; a bracket inside a string is not nesting), which stops at
+the first level too deep. Linear on every input: a pattern that rescans from each quote would
+let a few kilobytes of ``\"`` cost the hub's event loop half a second each.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from typing import Any, Final
 
@@ -21,9 +22,8 @@ from contracts.errors import ContractError
 __all__ = ["MAX_DEPTH", "JsonTooDeep", "check_bounds", "loads"]
 
 MAX_DEPTH: Final = 32
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_KEEP_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte except brackets
-_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# An escape pair (consumed whole, so an escaped quote never toggles), a quote, or a bracket.
+_TOKEN = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)
 
 
 class JsonTooDeep(ContractError):
@@ -38,10 +38,19 @@ def check_bounds(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> N
     """
     if len(raw) > max_bytes:
         raise JsonTooDeep("json: too large")
-    brackets = _STRING.sub(b'""', raw).translate(None, _KEEP_BRACKETS)
-    depth = max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
-    if depth > max_depth:
-        raise JsonTooDeep("json: nested too deeply")
+    depth, in_string = 0, False
+    for match in _TOKEN.finditer(raw):
+        token = match[0]
+        if token == b'"':
+            in_string = not in_string
+        elif in_string or len(token) == 2:
+            continue
+        elif token in b"[{":
+            depth += 1
+            if depth > max_depth:
+                raise JsonTooDeep("json: nested too deeply")
+        else:
+            depth -= 1
 
 
 def loads(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:

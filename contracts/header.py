@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -254,6 +255,20 @@ def decode_header(raw: bytes) -> EnvelopeHeader:
 
 
 def _summary(exc: ValidationError) -> str:
+    """Where and what, from a closed set: the contract's own field names (a key the contract
+    does not know is ``?``; it may spell a name) and pydantic's error type, never input text."""
     first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "header"
-    return f"{where}: {first['msg']}"
+    known = _header_field_names()
+    where = ".".join(
+        str(p) if isinstance(p, int) or p in known else "?" for p in first["loc"]
+    ) or "header"
+    return f"{where}: {first['type']}"
+
+
+@functools.cache
+def _header_field_names() -> frozenset[str]:
+    schema = EnvelopeHeader.model_json_schema()
+    names: set[str] = set()
+    for part in (schema, *schema.get("$defs", {}).values()):
+        names.update(part.get("properties", {}))
+    return frozenset(names)

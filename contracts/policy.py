@@ -192,6 +192,10 @@ class Limits(_Frozen):
     # more are refused with RATE_LIMITED.
     max_inbound_per_second: float = Field(default=200.0, gt=0)
     max_inbound_burst: int = Field(default=2_000, ge=1)
+    # Per sender: refusals recorded one by one (audit record and notice) per second and in a
+    # burst; beyond that they are counted and recorded together, once a second.
+    max_refusal_records_per_second: float = Field(default=10.0, gt=0)
+    max_refusal_records_burst: int = Field(default=100, ge=1)
     # Per sender: what its inbound stream may hold before JetStream refuses the publish.
     max_inbound_pending: int = Field(default=20_000, ge=1)
     max_inbound_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)

@@ -23,7 +23,7 @@ __all__ = [
     "AUDIT_SUBJECT",
     "CASES_BUCKET",
     "DELIVERY_PREFIX",
-    "DELIVERY_STREAM",
+    "DELIVERY_STREAM_PREFIX",
     "DLQ_PREFIX",
     "DLQ_STREAM",
     "HEADER_KIND",
@@ -37,12 +37,14 @@ __all__ = [
     "KIND_ENVELOPE",
     "KIND_RECEIPT",
     "KIND_REFUSAL",
+    "LEGACY_DELIVERY_STREAM",
     "LEGACY_INBOUND_STREAM",
     "MESSAGES_BUCKET",
     "QUARANTINE_PREFIX",
     "STATUS_PREFIX",
     "delivery_consumer",
     "delivery_filter",
+    "delivery_stream",
     "delivery_subject",
     "inbound_stream",
     "inbound_subject",
@@ -55,7 +57,8 @@ __all__ = [
 
 INBOUND_STREAM_PREFIX: Final = "SCHAKEL_IN_"
 LEGACY_INBOUND_STREAM: Final = "SCHAKEL_IN"  # one stream for all partners, before accounts
-DELIVERY_STREAM: Final = "SCHAKEL_OUT"
+DELIVERY_STREAM_PREFIX: Final = "SCHAKEL_OUT_"
+LEGACY_DELIVERY_STREAM: Final = "SCHAKEL_OUT"  # one stream for all partners, before accounts
 AUDIT_STREAM: Final = "SCHAKEL_AUDIT"
 DLQ_STREAM: Final = "SCHAKEL_DLQ"
 DLQ_PREFIX: Final = "schakel.dlq."
@@ -101,6 +104,11 @@ def status_subject(org: OrgId) -> str:
 def inbound_stream(org: OrgId) -> str:
     """The stream holding what ``org`` published and the hub has not finished yet."""
     return INBOUND_STREAM_PREFIX + _token(org)
+
+
+def delivery_stream(org: OrgId) -> str:
+    """The stream holding what waits for ``org``: deliveries, receipts and notices."""
+    return DELIVERY_STREAM_PREFIX + _token(org)
 
 
 def delivery_subject(recipient: OrgId, sender: OrgId) -> str:

@@ -35,13 +35,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.canonical import canonical_json
 from contracts.enums import CaseState, DataCategory, LegalBasis, MessageType, Purpose, ReasonCode
+from contracts.errors import SchakelError
 from contracts.header import Timestamp
 from contracts.ids import CaseIdField, MessageIdField, OrgIdField
 from contracts.topology import AUDIT_STREAM, AUDIT_SUBJECT
 
 __all__ = [
     "GENESIS",
+    "MAX_GROUP_BYTES",
     "MAX_RECORD_BYTES",
+    "AuditError",
     "AuditRecord",
     "AuditTrail",
     "ChainReport",
@@ -51,7 +54,11 @@ __all__ = [
 ]
 
 GENESIS: Final = "0" * 64
-MAX_RECORD_BYTES: Final = 16 * 1024
+# A record holds header metadata (the header is at most 16 KiB) and the hub's own words: far
+# below this. The writer refuses to store a record readers would not accept.
+MAX_RECORD_BYTES: Final = 64 * 1024
+# One stream message holds a group of records; stay well below the server's max_payload.
+MAX_GROUP_BYTES: Final = 512 * 1024
 _WRONG_LAST_SEQUENCE: Final = 10071
 _log = structlog.get_logger("schakel.audit")
 
@@ -89,6 +96,15 @@ class AuditRecord(BaseModel):
         """This record placed in the chain after ``prev``."""
         placed = self.model_copy(update={"index": index, "prev": prev, "hash": ""})
         return placed.model_copy(update={"hash": placed.compute_hash()})
+
+
+class AuditError(SchakelError):
+    """The audit trail could not store a record."""
+
+
+def _size_hint(record: AuditRecord) -> int:
+    """Roughly the stored size of ``record`` (recipients and detail are what vary)."""
+    return 600 + 40 * len(record.recipients) + len(record.detail or "")
 
 
 def parse_record(raw: bytes) -> AuditRecord | None:
@@ -161,7 +177,11 @@ class AuditTrail:
     async def _write(self) -> None:
         while True:
             group = [await self._queue.get()]
+            size = 0
             while len(group) < self._max_group and not self._queue.empty():
+                size += _size_hint(group[-1][0])
+                if size > MAX_GROUP_BYTES // 2:
+                    break
                 group.append(self._queue.get_nowait())
             try:
                 placed = await self._store([record for record, _ in group])
@@ -185,10 +205,13 @@ class AuditTrail:
                 record = record.sealed(index, prev)
                 prev = record.hash
                 placed.append(record)
+            lines = [canonical_json(r) for r in placed]
+            if any(len(line) > MAX_RECORD_BYTES for line in lines):
+                raise AuditError("an audit record is larger than readers accept")
             try:
                 ack = await self._js.publish(
                     AUDIT_SUBJECT,
-                    b"\n".join(canonical_json(r) for r in placed),
+                    b"\n".join(lines),
                     headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
                 )
             except nats.js.errors.APIError as exc:
@@ -198,7 +221,7 @@ class AuditTrail:
                 continue
             self._tail = (ack.seq, placed[-1].index, placed[-1].hash)
             return placed
-        raise nats.js.errors.Error("audit chain: too much contention")
+        raise AuditError("audit chain: too much contention")
 
 
 async def read_trail(js: JetStreamContext) -> AsyncIterator[tuple[int, bytes]]:

@@ -8,8 +8,8 @@ partner needs and nothing else:
 - its own inbound subject ``schakel.in.<org>`` (a service: JetStream's acknowledgement comes
   back);
 - pulls from and acknowledgements on its own durable consumer:
-  ``$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT.deliver-<org>`` (a service answered with a stream of
-  messages) and ``$JS.ACK.SCHAKEL_OUT.deliver-<org>.>``;
+  ``$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT_<org>.deliver-<org>`` (a service answered with a stream of
+  messages) and ``$JS.ACK.SCHAKEL_OUT_<org>.deliver-<org>.>``;
 - batched direct gets of the key log, ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``, and the stream of
   new key events on ``schakel.keylog``;
 - its own status question, ``schakel.status.<org>``.
@@ -37,10 +37,10 @@ import nkeys
 
 from contracts.ids import OrgId
 from contracts.topology import (
-    DELIVERY_STREAM,
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
     delivery_consumer,
+    delivery_stream,
     inbound_subject,
     inbox_prefix,
     status_subject,
@@ -65,6 +65,10 @@ __all__ = [
 
 HUB_USER: Final = "hub"
 HUB_ACCOUNT: Final = "HUB"
+PARTNER_MAX_CONNECTIONS: Final = 8
+# Longer than a pull of deliveries may wait (the SDK asks for at most a second; the consumer
+# caps it, see hub/transport.py) for a stream of answers; a single answer comes at once.
+_RESPONSE_THRESHOLD: Final = {None: "1s", "stream": "2s"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +99,8 @@ def _grants(org: OrgId) -> list[tuple[str, str | None]]:
     consumer = delivery_consumer(org)
     return [
         (inbound_subject(org), None),
-        (f"$JS.API.CONSUMER.MSG.NEXT.{DELIVERY_STREAM}.{consumer}", "stream"),
-        (f"$JS.ACK.{DELIVERY_STREAM}.{consumer}.>", None),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{delivery_stream(org)}.{consumer}", "stream"),
+        (f"$JS.ACK.{delivery_stream(org)}.{consumer}.>", None),
         (f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}", "stream"),
         (status_subject(org), None),
     ]
@@ -124,6 +128,9 @@ def partner_account(org: OrgId, public: str) -> dict[str, Any]:
     return {
         "users": [{"nkey": public, "permissions": partner_permissions(org)}],
         "imports": partner_imports(org),
+        # An adapter needs one connection (a few for redundancy); every connection can hold
+        # server resources, so a partner gets a handful, not thousands.
+        "limits": {"max_connections": PARTNER_MAX_CONNECTIONS, "max_subscriptions": 1_000},
     }
 
 
@@ -133,7 +140,14 @@ def hub_account(public: str, partners: Iterable[OrgId]) -> dict[str, Any]:
     exports: list[dict[str, Any]] = []
     for org in partners:
         for subject, response in _grants(org):
-            export: dict[str, Any] = {"service": subject, "accounts": [account_name(org)]}
+            export: dict[str, Any] = {
+                "service": subject,
+                "accounts": [account_name(org)],
+                # The server keeps a route back to the asker for each request until the answer
+                # (or, for a stream of answers, this long): the bound on what a flood of
+                # requests with distinct reply subjects can make it hold.
+                "response_threshold": _RESPONSE_THRESHOLD[response],
+            }
             if response is not None:
                 export["response_type"] = response
             exports.append(export)

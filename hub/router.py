@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -57,6 +58,7 @@ __all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "RetryLater", "Router"]
 
 _UUID = re.compile(MESSAGE_ID_PATTERN)
 _CAS_ATTEMPTS: Final = 8
+_MAX_DETAIL: Final = 200
 _log = structlog.get_logger("schakel.router")
 
 
@@ -67,7 +69,10 @@ class CaseStore(Protocol):
 
 class MessageRegistry(Protocol):
     async def get(self, message_id: MessageId) -> MessageEntry | None: ...
-    async def put(self, message_id: MessageId, entry: MessageEntry) -> None: ...
+    async def claim(
+        self, message_id: MessageId, entry: MessageEntry
+    ) -> tuple[MessageEntry | None, int]: ...
+    async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None: ...
     async def update(
         self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
     ) -> MessageEntry | None: ...
@@ -142,6 +147,28 @@ class Router:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         limits = policy.limits
         self._rate = RateLimiter(limits.max_inbound_per_second, limits.max_inbound_burst)
+        self._refusal_budget = RateLimiter(
+            limits.max_refusal_records_per_second, limits.max_refusal_records_burst
+        )
+        self._uncounted: Counter[tuple[OrgId, ReasonCode]] = Counter()
+
+    async def flush_refusals(self) -> int:
+        """Record the refusals counted beyond their senders' budgets: one audit record per
+        sender and reason, with the count; return how many were recorded."""
+        counted, self._uncounted = self._uncounted, Counter()
+        now = self._now()
+        for (sender, reason), count in sorted(counted.items()):
+            detail = f"{count} refused beyond the budget"
+            record = self._record(
+                None, now, "refused", None, None, sender=sender, reason=reason, detail=detail
+            )
+            try:
+                await self._audit.append(record)
+            except Exception:
+                self._uncounted[(sender, reason)] += count  # try again at the next flush
+                raise
+            _log.info("refusals_counted", sender=sender, reason=reason.value, count=count)
+        return sum(counted.values())
 
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC).replace(microsecond=0)
@@ -183,28 +210,31 @@ class Router:
                 item, sender, now, ReasonCode.SENDER_MISMATCH, "signed sender differs", header
             )
         message_id = MessageId(header.message_id)
-        seen = await self._messages.get(message_id)
-        if seen is not None:
-            if seen.inbound_seq == item.seq and seen.sender == sender:
-                # our own redelivery after a crash: done already
-                return Outcome(accepted=True, message_id=message_id)
-            return await self._refuse(item, sender, now, ReasonCode.DUPLICATE, "replay", header)
-        problem = self._time_problem(header, now) or self._recipient_key_problem(header, now)
-        if problem:
-            return await self._refuse(item, sender, now, problem[0], problem[1], header)
-        replies_to_no_forward = False
-        if header.in_reply_to is not None:
-            original = await self._messages.get(MessageId(header.in_reply_to))
-            replies_to_no_forward = original is not None and original.no_forward
-        ctx = Context(
-            policy=self._policy,
-            registry=self._registry,
-            now=now,
-            replies_to_no_forward=replies_to_no_forward,
+        claim = MessageEntry(
+            status="claimed",
+            inbound_seq=item.seq,
+            message_type=header.message_type,
+            no_forward=header.no_forward,
+            sender=sender,
+            recipients=header.recipient_orgs,
         )
-        decided = await self._decide_and_commit(header, ctx)
+        seen, revision = await self._messages.claim(message_id, claim)
+        if seen is not None:
+            if seen.inbound_seq != item.seq or seen.sender != sender:
+                return await self._refuse(
+                    item, sender, now, ReasonCode.DUPLICATE, "replay", header
+                )
+            if seen.status != "claimed":  # our own redelivery after a crash: done already
+                return Outcome(accepted=seen.status == "accepted", message_id=message_id)
+            claim = seen  # our own claim, the work unfinished (a crash): every step is idempotent
+        decided = await self._decide(header, now)
         if isinstance(decided, Refuse):
-            return await self._refuse(item, sender, now, decided.reason, decided.detail, header)
+            outcome = await self._refuse(
+                item, sender, now, decided.reason, decided.detail, header
+            )
+            refused = claim.model_copy(update={"status": "refused"})
+            await self._messages.settle(message_id, refused, revision)
+            return outcome
         await asyncio.gather(
             *(
                 self._outbox.deliver(OrgId(r), sender, item.data, message_id)
@@ -214,17 +244,8 @@ class Router:
         await self._audit.append(
             self._record(header, now, "routed", decided.state_before, decided.case, seq=item.seq)
         )
-        await self._messages.put(
-            message_id,
-            MessageEntry(
-                status="accepted",
-                inbound_seq=item.seq,
-                message_type=header.message_type,
-                no_forward=header.no_forward,
-                sender=sender,
-                recipients=header.recipient_orgs,
-            ),
-        )
+        accepted = claim.model_copy(update={"status": "accepted"})
+        await self._messages.settle(message_id, accepted, revision)
         _log.info(
             "message_routed",
             message_id=message_id,
@@ -237,6 +258,25 @@ class Router:
         )
         return Outcome(accepted=True, message_id=message_id)
 
+    async def _decide(self, header: EnvelopeHeader, now: dt.datetime) -> Allow | Refuse:
+        """Time window, recipient keys, then the policy against the case (and its commit)."""
+        problem = self._time_problem(header, now) or self._recipient_key_problem(header, now)
+        if problem:
+            return Refuse(problem[0], problem[1])
+        replies_to_no_forward = False
+        if header.in_reply_to is not None:
+            original = await self._messages.get(MessageId(header.in_reply_to))
+            replies_to_no_forward = (
+                original is not None and original.status == "accepted" and original.no_forward
+            )
+        ctx = Context(
+            policy=self._policy,
+            registry=self._registry,
+            now=now,
+            replies_to_no_forward=replies_to_no_forward,
+        )
+        return await self._decide_and_commit(header, ctx)
+
     async def _receipt(self, item: Inbound, org: OrgId, now: dt.datetime) -> Outcome:
         """A recipient's signed receipt: record it, audit it, pass it on to the sender."""
         try:
@@ -248,35 +288,49 @@ class Router:
                 item, org, now, ReasonCode.MALFORMED, "not a valid signed receipt", None
             )
         message_id = MessageId(receipt.message_id)
-
-        def add(entry: MessageEntry) -> MessageEntry:
-            if org not in entry.recipients or org in entry.receipted_by:
-                return entry
-            return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
-
-        entry = await self._messages.update(message_id, add) if receipt.recipient == org else None
-        if entry is None and receipt.recipient == org and not item.final_attempt:
-            # The recipient may acknowledge before the hub has recorded the message (that
-            # record is written last, after the deliveries): look again shortly.
+        current = await self._messages.get(message_id) if receipt.recipient == org else None
+        if (current is None or current.status == "claimed") and not item.final_attempt:
+            # The recipient may acknowledge before the hub has finished the message (its record
+            # is settled last, after the deliveries and the audit record): look again shortly.
             raise RetryLater("receipt before its message's record")
-        if entry is None or org not in entry.recipients or entry.sender != receipt.sender:
+        if (
+            current is None
+            or current.status != "accepted"
+            or org not in current.recipients
+            or current.sender != receipt.sender
+        ):
             return await self._refuse(
                 item, org, now, ReasonCode.NOT_PERMITTED, "receipt for no message of ours", None
             )
+        if org in current.receipted_by:  # a replay: relayed and audited once only
+            return await self._refuse(
+                item, org, now, ReasonCode.DUPLICATE, "receipt already recorded", None
+            )
+        # Audit and relay first, record last (as for a routed message): a crash in between
+        # means a redelivery that finishes the work; the relay is deduplicated by its id.
         record = AuditRecord.model_validate(
             {"index": 0, "prev": "", "at": now, "hub": self._instance, "event": "receipted",
-             "sender": entry.sender, "message_id": message_id,
-             "message_type": entry.message_type, "recipients": (org,), "inbound_seq": item.seq}
+             "sender": current.sender, "message_id": message_id,
+             "message_type": current.message_type, "recipients": (org,), "inbound_seq": item.seq}
         )  # fmt: skip
         await self._audit.append(record)
-        await self._outbox.relay(OrgId(entry.sender), item.data, f"receipt:{message_id}:{org}")
-        _log.info("message_receipted", message_id=message_id, sender=entry.sender, recipient=org)
+        await self._outbox.relay(OrgId(current.sender), item.data, f"receipt:{message_id}:{org}")
+
+        def add(entry: MessageEntry) -> MessageEntry:
+            if org in entry.receipted_by:
+                return entry
+            return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
+
+        await self._messages.update(message_id, add)
+        _log.info(
+            "message_receipted", message_id=message_id, sender=current.sender, recipient=org
+        )
         return Outcome(accepted=True, message_id=message_id)
 
     async def state(self, asker: OrgId, message_id: MessageId) -> DeliveryState:
         """What the hub knows about one of ``asker``'s own messages (nothing about others')."""
         entry = await self._messages.get(message_id)
-        if entry is None or entry.sender != asker:
+        if entry is None or entry.sender != asker or entry.status != "accepted":
             return DeliveryState(message_id=message_id, known=False)
         done = set(entry.receipted_by) >= set(entry.recipients)
         return DeliveryState(
@@ -375,6 +429,10 @@ class Router:
             hub=self._identity.org,
             hub_kid=self._identity.signing_kid,
         )
+        hub = self._identity.org
+        waiting = await self._outbox.backlog(sender, hub)
+        if waiting.from_sender >= self._policy.limits.max_backlog_per_sender:
+            return  # it does not take its notices: more of them would only fill the store
         if sender in self._directory:
             await self._outbox.notify(
                 sender,
@@ -474,7 +532,8 @@ class Router:
                 "state_before": state_before,
                 "state_after": case.state if case else None,
                 "reason": reason,
-                "detail": detail,
+                # Details are the hub's own words; the bound is a second line of defence.
+                "detail": detail[:_MAX_DETAIL] if detail else detail,
                 "inbound_seq": seq,
                 **fields,
             }
@@ -491,6 +550,11 @@ class Router:
     ) -> Outcome:
         hint = item.msg_id_hint if item.msg_id_hint and _UUID.match(item.msg_id_hint) else None
         message_id = MessageId(header.message_id) if header else MessageId(hint) if hint else None
+        if not self._refusal_budget.take(sender):
+            # Beyond its budget a sender's refusals are counted, and recorded together by
+            # flush_refusals(): junk cannot grow the audit trail faster than the budget.
+            self._uncounted[(sender, reason)] += 1
+            return Outcome(accepted=False, reason=reason, message_id=message_id)
         # The audit record is stored before the notice goes out, as for a routed message: a
         # sender never learns of a refusal the trail does not hold.
         await self._audit.append(

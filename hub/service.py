@@ -40,13 +40,14 @@ from contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, org_type_of
 from contracts.keyevents import KeyEventKind, KeyEventRequest
 from contracts.policy import Policy, default_policy
 from contracts.topology import (
-    DELIVERY_STREAM,
+    DELIVERY_STREAM_PREFIX,
     DLQ_PREFIX,
     HEADER_KIND,
     HEADER_MSG_ID,
     INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
     STATUS_PREFIX,
+    delivery_stream,
     inbound_subject,
     inbox_prefix,
     org_of_inbound_subject,
@@ -195,30 +196,53 @@ class Hub:
         )
         await self._watch_dead_letters(router, transport)
         await self._answer_status(router, transport)
+        flusher = asyncio.create_task(self._flush_refusals(router), name="refusal-counts")
+        self._stack.push_async_callback(self._last_flush, router, flusher)
         sweeper = asyncio.create_task(self._sweep_expired(router, transport), name="expiry")
         self._stack.push_async_callback(_cancel, sweeper)
         self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=url)
 
+    @staticmethod
+    async def _flush_refusals(router: Router) -> None:
+        """Once a second, record the refusals counted beyond their senders' budgets."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await router.flush_refusals()
+            except Exception as exc:
+                _log.warning("refusal_flush_failed", error=type(exc).__name__)
+
+    @staticmethod
+    async def _last_flush(router: Router, flusher: asyncio.Task[None]) -> None:
+        await _cancel(flusher)
+        with contextlib.suppress(Exception):
+            await router.flush_refusals()
+
     async def _sweep_expired(self, router: Router, transport: Transport) -> None:
         """Remove deliveries whose envelope expired before the recipient took them; tell the
-        sender. The delivery stream is a work queue, so it holds only what is still waiting
-        (bounded by the backlog limits); one pass reads it once."""
+        sender. Delivery streams are work queues, so they hold only what is still waiting
+        (bounded by the backlog limits); one pass reads each once."""
         js = transport.js
         while True:
             await asyncio.sleep(self.settings.expiry_sweep)
             try:
-                info = await js.stream_info(DELIVERY_STREAM)
                 now = dt.datetime.now(dt.UTC)
-                for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
-                    await self._expire_one(router, js, seq, now)
+                for org in await transport.partners():
+                    stream = delivery_stream(org)
+                    info = await js.stream_info(stream)
+                    first, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
+                    for seq in range(first, last + 1):
+                        await self._expire_one(router, js, stream, seq, now)
             except Exception as exc:
                 _log.warning("expiry_sweep_failed", error=type(exc).__name__)
 
     @staticmethod
-    async def _expire_one(router: Router, js: JetStreamContext, seq: int, now: dt.datetime) -> None:
+    async def _expire_one(
+        router: Router, js: JetStreamContext, stream: str, seq: int, now: dt.datetime
+    ) -> None:
         try:
-            msg = await js.get_msg(DELIVERY_STREAM, seq)
+            msg = await js.get_msg(stream, seq)
         except nats.js.errors.NotFoundError:
             return
         if (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
@@ -232,7 +256,7 @@ class Hub:
         recipient = recipient_of_delivery_subject(msg.subject or "")
         if recipient is None:
             return
-        await js.delete_msg(DELIVERY_STREAM, seq)
+        await js.delete_msg(stream, seq)
         await router.expired(msg.data or b"", recipient)
 
     async def _answer_status(self, router: Router, transport: Transport) -> None:
@@ -286,8 +310,8 @@ class Hub:
                 _log.warning("advisory_unreadable")
                 return
             try:
-                if stream == DELIVERY_STREAM:
-                    await dead_letter(seq, deliveries)
+                if stream.startswith(DELIVERY_STREAM_PREFIX):
+                    await dead_letter(stream, seq, deliveries)
                 elif stream.startswith(INBOUND_STREAM_PREFIX):
                     await quarantine(stream, seq, deliveries)
             except Exception as exc:
@@ -301,9 +325,9 @@ class Hub:
             await self._quarantine(router, original, seq, deliveries)
             await js.delete_msg(stream, seq)
 
-        async def dead_letter(seq: int, deliveries: int) -> None:
+        async def dead_letter(stream: str, seq: int, deliveries: int) -> None:
             try:
-                original = await js.get_msg(DELIVERY_STREAM, seq)
+                original = await js.get_msg(stream, seq)
             except nats.js.errors.NotFoundError:
                 return  # another hub already moved it
             subject = original.subject or ""
@@ -315,13 +339,13 @@ class Hub:
                 DLQ_PREFIX + recipient,
                 original.data or b"",
                 headers={
-                    HEADER_MSG_ID: f"dlq:{seq}",
+                    HEADER_MSG_ID: f"dlq:{recipient}:{seq}",
                     HEADER_ORIGINAL_SUBJECT: subject,
                     HEADER_DELIVERIES: str(deliveries),
                     HEADER_KIND: headers.get(HEADER_KIND, KIND_ENVELOPE),
                 },
             )
-            await js.delete_msg(DELIVERY_STREAM, seq)
+            await js.delete_msg(stream, seq)
             if headers.get(HEADER_KIND, KIND_ENVELOPE) == KIND_ENVELOPE:
                 await router.dead_letter(original.data or b"", recipient, deliveries)
 
@@ -364,7 +388,7 @@ class Hub:
             ]
             while not self._stop.is_set():
                 try:
-                    for org in await transport.inbound_partners():
+                    for org in await transport.partners():
                         if org not in fetchers:
                             fetchers[org] = group.create_task(
                                 self._fetch(transport, org, queues), name=f"hub-fetch-{org}"

@@ -5,7 +5,7 @@ Everything the hub keeps lives in JetStream, in the hub's own NATS account:
 - ``SCHAKEL_IN_<org>`` (work queue, one per partner) what ``org`` publishes to
   ``schakel.in.<org>``, bounded in count and bytes; the hub's durable consumer ``hub`` on each
   one retries a message a limited number of times, then the hub quarantines it;
-- ``SCHAKEL_OUT``  (work queue) one delivery per recipient on
+- ``SCHAKEL_OUT_<org>`` (work queue, one per partner) one delivery per recipient on
   ``schakel.out.<recipient>.<sender>``, read by the partner's durable consumer
   ``deliver-<org>``; refusal notices and receipts travel the same way;
 - ``SCHAKEL_AUDIT`` the hash-chained audit trail (``hub/audit.py``);
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -40,8 +40,6 @@ from contracts.topology import (
     AUDIT_STREAM,
     AUDIT_SUBJECT,
     CASES_BUCKET,
-    DELIVERY_PREFIX,
-    DELIVERY_STREAM,
     DLQ_PREFIX,
     DLQ_STREAM,
     HEADER_KIND,
@@ -54,11 +52,13 @@ from contracts.topology import (
     KIND_ENVELOPE,
     KIND_RECEIPT,
     KIND_REFUSAL,
+    LEGACY_DELIVERY_STREAM,
     LEGACY_INBOUND_STREAM,
     MESSAGES_BUCKET,
     QUARANTINE_PREFIX,
     delivery_consumer,
     delivery_filter,
+    delivery_stream,
     delivery_subject,
     inbound_stream,
     inbound_subject,
@@ -86,6 +86,7 @@ REDELIVERY: Final = (30.0, 60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
 INBOUND_ATTEMPTS: Final = 5
 # Inbound messages of one partner handed out to the hub and not yet acknowledged.
 INBOUND_ACK_PENDING: Final = 256
+_MAX_WAITING_PULLS: Final = 16
 
 
 class TransportError(SchakelError):
@@ -93,11 +94,15 @@ class TransportError(SchakelError):
 
 
 class MessageEntry(BaseModel):
-    """What the hub remembers about a message id: metadata only."""
+    """What the hub remembers about a message id: metadata only.
+
+    ``claimed``: the id is taken by this sender and inbound message, the work is under way;
+    ``refused`` or ``accepted``: the work is done.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    status: str
+    status: Literal["claimed", "refused", "accepted"]
     inbound_seq: int
     message_type: MessageType
     no_forward: bool
@@ -151,9 +156,35 @@ class KvMessageRegistry:
             return None
         return MessageEntry.model_validate_json(entry.value) if entry.value else None
 
-    async def put(self, message_id: MessageId, entry: MessageEntry) -> None:
-        """Remember ``message_id``."""
-        await self._kv.put(message_id, entry.model_dump_json().encode())
+    async def claim(
+        self, message_id: MessageId, entry: MessageEntry
+    ) -> tuple[MessageEntry | None, int]:
+        """Take ``message_id`` for ``entry`` unless it is taken: ``(None, revision)`` when this
+        call took it, else ``(the existing entry, its revision)``.
+
+        The id is taken before anything is delivered, so that nobody who sees a delivery (a
+        co-recipient) can take the id of a message still being routed.
+        """
+        value = entry.model_dump_json().encode()
+        for _ in range(5):
+            try:
+                return None, await self._kv.create(message_id, value)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                try:
+                    current = await self._kv.get(message_id)
+                except nats.js.errors.KeyNotFoundError:
+                    continue  # removed meanwhile (its lifetime ended): take it again
+                if current.value:
+                    existing = MessageEntry.model_validate_json(current.value)
+                    return existing, int(current.revision or 0)
+        raise TransportError("message id could not be claimed")
+
+    async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
+        """Replace the claimed ``entry`` (at ``revision``) by its final form."""
+        try:
+            await self._kv.update(message_id, entry.model_dump_json().encode(), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:  # changed meanwhile: merge the status
+            await self.update(message_id, lambda e: e.model_copy(update={"status": entry.status}))
 
     async def update(
         self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
@@ -205,7 +236,7 @@ class Outbox:
         cached = self._backlogs.get(recipient)
         if cached is None or now - cached[0] >= self._cache_seconds:
             info = await self._js.stream_info(
-                DELIVERY_STREAM, subjects_filter=delivery_filter(recipient)
+                delivery_stream(recipient), subjects_filter=delivery_filter(recipient)
             )
             cached = (now, dict(info.state.subjects or {}))
             self._backlogs[recipient] = cached
@@ -303,17 +334,9 @@ class Transport:
         """Create or update every stream, bucket and the hub's consumer (idempotent)."""
         self._policy = policy
         lifetime = policy.limits.max_lifetime_days * 86400.0
-        await self._retire_legacy_inbound()
+        for legacy in (LEGACY_INBOUND_STREAM, LEGACY_DELIVERY_STREAM):
+            await self._retire_legacy(legacy)
         streams = [
-            api.StreamConfig(
-                name=DELIVERY_STREAM,
-                subjects=[DELIVERY_PREFIX + ">"],
-                retention=api.RetentionPolicy.WORK_QUEUE,
-                storage=api.StorageType.FILE,
-                max_age=lifetime,
-                duplicate_window=DUPLICATE_WINDOW,
-                num_replicas=self._replicas,
-            ),
             api.StreamConfig(
                 name=KEYLOG_STREAM,
                 subjects=[KEYLOG_SUBJECT],
@@ -359,20 +382,20 @@ class Transport:
                 )
             )
 
-    async def _retire_legacy_inbound(self) -> None:
-        """Delete the shared inbound stream of earlier versions if it is empty; its subjects
-        overlap the per-partner streams. One that still holds messages stops the start-up:
-        drain it with the previous version first."""
+    async def _retire_legacy(self, name: str) -> None:
+        """Delete a stream shared by all partners in earlier versions if it is empty; its
+        subjects overlap the per-partner streams. One that still holds messages stops the
+        start-up: let the previous version (and its partners) finish them first."""
         try:
-            info = await self.js.stream_info(LEGACY_INBOUND_STREAM)
+            info = await self.js.stream_info(name)
         except nats.js.errors.NotFoundError:
             return
         if info.state.messages:
             raise TransportError(
-                f"the shared inbound stream {LEGACY_INBOUND_STREAM} still holds "
-                f"{info.state.messages} message(s): let the previous hub version finish them"
+                f"the shared stream {name} of an earlier version still holds "
+                f"{info.state.messages} message(s): let the previous version finish them"
             )
-        await self.js.delete_stream(LEGACY_INBOUND_STREAM)
+        await self.js.delete_stream(name)
 
     async def ensure_partners(self, orgs: Iterable[OrgId]) -> None:
         """Create each partner's inbound stream with the hub's consumer on it, and its durable
@@ -410,11 +433,25 @@ class Transport:
                     max_ack_pending=INBOUND_ACK_PENDING,
                 ),
             )
+            delivery = api.StreamConfig(
+                name=delivery_stream(org),
+                subjects=[delivery_filter(org)],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                max_age=limits.max_lifetime_days * 86400.0,
+                duplicate_window=DUPLICATE_WINDOW,
+                num_replicas=self._replicas,
+            )
+            try:
+                await self.js.add_stream(delivery)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(delivery)
             await self.js.add_consumer(
-                DELIVERY_STREAM,
+                delivery_stream(org),
                 api.ConsumerConfig(
                     durable_name=delivery_consumer(org),
-                    filter_subject=delivery_filter(org),
+                    # A partner pulls one batch at a time; a few waiting pulls are plenty.
+                    max_waiting=_MAX_WAITING_PULLS,
                     ack_policy=api.AckPolicy.EXPLICIT,
                     ack_wait=self._redelivery[0],
                     backoff=list(self._redelivery),
@@ -422,8 +459,8 @@ class Transport:
                 ),
             )
 
-    async def inbound_partners(self) -> list[OrgId]:
-        """The partners that have an inbound stream (the hub reads each one)."""
+    async def partners(self) -> list[OrgId]:
+        """The partners whose streams exist (the hub reads and sweeps each one's)."""
         names: list[OrgId] = []
         offset = 0
         while True:
