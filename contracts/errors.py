@@ -1,21 +1,36 @@
 """The project's exception tree.
 
-Every error Schakel raises on purpose derives from :class:`SchakelError`::
+Every error Schakel raises on purpose derives from :class:`SchakelError`
+(``tests/test_errors.py`` keeps this drawing equal to the code)::
 
     SchakelError
-    ├── ContractError            a value does not satisfy a contract
-    │   └── PolicyFileError      the routing policy file is invalid (names the line)
-    ├── EnvelopeError            an envelope could not be sealed, verified or opened;
-    │                            deliberately opaque: ``reason`` is for logs and audit only
-    ├── KeyError_                (see keys.errors) key material, keystore and key directory
-    ├── PolicyRefusal            (see hub) the hub refused to route a message
-    └── TransportError           (see hub) NATS could not do what was asked
+    ├── ContractError            a value does not satisfy a contract (contracts)
+    │   ├── PolicyFileError      the routing policy file is invalid (names the line)
+    │   └── JsonTooDeep          untrusted JSON too large or too deeply nested (boundedjson)
+    ├── EnvelopeError            an envelope or statement could not be sealed, verified or
+    │                            opened; deliberately opaque: ``reason`` is for logs and
+    │                            audit only, ``code`` is the refusal reason for the sender
+    ├── KeysError                (keys.errors) key material, keystores, the key directory
+    │   ├── KeyMaterialError     a key or signature of the wrong length or form
+    │   ├── CryptoFailure        (keys.crypto) a primitive rejected its input
+    │   ├── KeystoreError        a keystore file cannot be read or written
+    │   │   └── WrongPassphrase  the passphrase does not open the keystore
+    │   ├── KeyDirectoryError    a key is unknown, revoked or outside its validity window
+    │   └── KeyLogError          (keys.keylog) an entry of the key log is not a valid event
+    ├── TransportError           (hub.transport) NATS could not do what the hub asked
+    ├── AuditError               (hub.audit) the audit trail could not store a record
+    ├── RetryLater               (hub.router) not decidable yet; try the message again soon
+    ├── DirectoryStale           (adapters.client) the SDK's key directory view is too old
+    ├── InboundFull              (adapters.client) the hub's inbound queue for us is full
+    └── ScenarioFailure          (adapters.simulation) a scenario step went otherwise
 
 Sub-roots live with the boundary they guard; this module holds the ones that ``contracts``
 itself raises plus the root, so that every package can depend on it.
 """
 
 from __future__ import annotations
+
+from contracts.enums import ReasonCode
 
 __all__ = ["ContractError", "EnvelopeError", "PolicyFileError", "SchakelError"]
 
@@ -49,7 +64,7 @@ class EnvelopeError(SchakelError):
     refusal reason the hub reports to the sender of a message it cannot verify.
     """
 
-    def __init__(self, reason: str, code: str = "MALFORMED") -> None:
+    def __init__(self, reason: str, code: ReasonCode = ReasonCode.MALFORMED) -> None:
         self.reason = reason
         self.code = code
         super().__init__("envelope rejected")

@@ -199,7 +199,7 @@ class Router:
                 max_bytes=self._policy.limits.max_envelope_bytes,
             )
         except EnvelopeError as exc:
-            code = ReasonCode(exc.code)
+            code = exc.code
             claimed = _claimed_message_id(item.data)
             if claimed is not None:
                 item = dataclasses.replace(item, msg_id_hint=claimed)

@@ -16,7 +16,7 @@ import nacl.exceptions as _nacl_exc
 import nacl.pwhash.argon2id as _argon2id
 import nacl.signing as _signing
 
-from keys.errors import KeyMaterialError
+from keys.errors import KeyMaterialError, KeysError
 
 __all__ = [
     "AEAD_KEY_BYTES",
@@ -47,7 +47,7 @@ SIGNATURE_BYTES: Final = 64
 _KEY_BYTES: Final = 32
 
 
-class CryptoFailure(Exception):
+class CryptoFailure(KeysError):
     """A primitive rejected its input (authentication failed, bad point, ...)."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 
+from contracts.enums import ReasonCode
 from contracts.ids import KeyId, OrgId
 from keys.crypto import VerifyKey
 from keys.errors import KeyDirectoryError
@@ -87,9 +88,13 @@ class KeyDirectory:
                 raise KeyDirectoryError(f"{org} has no signing key {kid}")
             return info.key
         if state.revoked_at is not None and (now or at) >= state.revoked_at:
-            raise KeyDirectoryError(f"signing key {kid} of {org} is revoked", "KEY_REVOKED")
+            raise KeyDirectoryError(
+                f"signing key {kid} of {org} is revoked", ReasonCode.KEY_REVOKED
+            )
         if state.retired_at is not None and at >= state.retired_at + _SKEW:
-            raise KeyDirectoryError(f"signing key {kid} of {org} was replaced", "KEY_EXPIRED")
+            raise KeyDirectoryError(
+                f"signing key {kid} of {org} was replaced", ReasonCode.KEY_EXPIRED
+            )
         return state.info.key
 
     def encryption_key(self, org: OrgId, kid: KeyId, at: dt.datetime) -> EncryptionKeyCert:
@@ -100,13 +105,15 @@ class KeyDirectory:
         """
         revoked = self._revoked.get(kid)
         if revoked is not None and at >= revoked:
-            raise KeyDirectoryError(f"encryption key {kid} of {org} is revoked", "KEY_REVOKED")
+            raise KeyDirectoryError(
+                f"encryption key {kid} of {org} is revoked", ReasonCode.KEY_REVOKED
+            )
         cert = self.record(org).encryption_key(kid)
         if cert is None:
             raise KeyDirectoryError(f"{org} has no encryption key {kid}")
         if not cert.valid_at(at):
             raise KeyDirectoryError(
-                f"encryption key {kid} of {org} is not valid now", "KEY_EXPIRED"
+                f"encryption key {kid} of {org} is not valid now", ReasonCode.KEY_EXPIRED
             )
         return cert
 

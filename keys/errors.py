@@ -3,16 +3,18 @@
 ::
 
     SchakelError
-    ├── EnvelopeError            (contracts.errors) opaque failure to seal/verify/open
-    └── KeysError                key material or keystore
+    └── KeysError                key material or keystore (the whole tree: contracts.errors)
         ├── KeyMaterialError     a key or signature of the wrong length or form
+        ├── CryptoFailure        (keys.crypto) a primitive rejected its input
         ├── KeystoreError        a keystore file cannot be read or written
         │   └── WrongPassphrase  the passphrase does not open the keystore
-        └── KeyDirectoryError    a key is unknown, revoked or outside its validity window
+        ├── KeyDirectoryError    a key is unknown, revoked or outside its validity window
+        └── KeyLogError          (keys.keylog) an entry of the key log is not a valid event
 """
 
 from __future__ import annotations
 
+from contracts.enums import ReasonCode
 from contracts.errors import SchakelError
 
 __all__ = [
@@ -47,6 +49,6 @@ class KeyDirectoryError(KeysError):
     ``KEY_EXPIRED``).
     """
 
-    def __init__(self, message: str, code: str = "UNKNOWN_KEY") -> None:
+    def __init__(self, message: str, code: ReasonCode = ReasonCode.UNKNOWN_KEY) -> None:
         self.code = code
         super().__init__(message)
