@@ -12,6 +12,7 @@ import functools
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -41,6 +42,7 @@ from contracts.errors import PolicyFileError
 __all__ = [
     "CONDITIONS",
     "Cell",
+    "Condition",
     "MessageRule",
     "Policy",
     "Transition",
@@ -51,15 +53,28 @@ __all__ = [
     "with_limits",
 ]
 
-CONDITIONS: Final[dict[str, str]] = {
-    "c3": "non-kern partner only when already involved in the case",
-    "c5": "NCTV only when the coordination-law flag is on",
-    "c6r": "only the organisation the referenced invitation was sent to, while it is open",
-    "c7": "invitees outside the kern receive only their own plan part",
-    "c8": "ZVH only when mandated as meldpunt",
-    "c9": "addressed to a named function; no_forward forced; nothing back to the sender",
-    "c11": "POL/OM only when already involved or the person is in a PGA",
-    "c12": "handover: the current and new gemeente and the new region's kern",
+class Condition(StrEnum):
+    """A condition of a matrix cell (PROCESS.md's footnotes; ``c6r`` is Schakel's own)."""
+
+    C3 = "c3"
+    C5 = "c5"
+    C6R = "c6r"
+    C7 = "c7"
+    C8 = "c8"
+    C9 = "c9"
+    C11 = "c11"
+    C12 = "c12"
+
+
+CONDITIONS: Final[dict[Condition, str]] = {
+    Condition.C3: "non-kern partner only when already involved in the case",
+    Condition.C5: "NCTV only when the coordination-law flag is on",
+    Condition.C6R: "only the organisation the referenced invitation was sent to, while it is open",
+    Condition.C7: "invitees outside the kern receive only their own plan part",
+    Condition.C8: "ZVH only when mandated as meldpunt",
+    Condition.C9: "addressed to a named function; no_forward forced; nothing back to the sender",
+    Condition.C11: "POL/OM only when already involved or the person is in a PGA",
+    Condition.C12: "handover: the current and new gemeente and the new region's kern",
 }
 _CELL = re.compile(r"^(?P<i>i)?(?P<s>S)?(?P<r>R\*?)?$")
 
@@ -75,7 +90,7 @@ class Cell(_Frozen):
     receive: bool = False
     invited: bool = False
     melder_only: bool = False
-    conditions: frozenset[str] = frozenset()
+    conditions: frozenset[Condition] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> Cell:
@@ -88,7 +103,7 @@ class Cell(_Frozen):
         match = _CELL.fullmatch(roles)
         if not match or not (match["s"] or match["r"]):
             raise ValueError(f"bad matrix cell {text!r}: roles are [i][S][R|R*]")
-        unknown = sorted(set(conditions) - CONDITIONS.keys())
+        unknown = sorted(set(conditions) - set(Condition))
         if unknown:
             raise ValueError(f"unknown condition {unknown[0]!r} in cell {text!r}")
         return cls(
@@ -96,7 +111,7 @@ class Cell(_Frozen):
             receive=bool(match["r"]),
             invited=bool(match["i"]),
             melder_only=match["r"] == "R*",
-            conditions=frozenset(conditions),
+            conditions=frozenset(Condition(c) for c in conditions),
         )
 
 

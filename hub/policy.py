@@ -25,7 +25,7 @@ from contracts.enums import (
 from contracts.errors import ContractError
 from contracts.header import EnvelopeHeader
 from contracts.ids import OrgId, org_type_of
-from contracts.policy import Cell, MessageRule, Policy
+from contracts.policy import Cell, Condition, MessageRule, Policy
 from hub.cases import CLOSED_STATES, CaseRecord, Invitation, InvitationStatus
 from hub.registry import Registry
 
@@ -84,9 +84,9 @@ def _cell(ctx: Context, message_type: MessageType, org: OrgId) -> Cell | None:
     cell = ctx.policy.cell(message_type, org_type_of(org))
     if cell is None:
         return None
-    if "c5" in cell.conditions and not ctx.policy.flags.nctv_coordination_law:
+    if Condition.C5 in cell.conditions and not ctx.policy.flags.nctv_coordination_law:
         return None
-    if "c8" in cell.conditions and not ctx.policy.flags.zvh_meldpunt_mandate:
+    if Condition.C8 in cell.conditions and not ctx.policy.flags.zvh_meldpunt_mandate:
         return None
     return cell
 
@@ -201,7 +201,7 @@ def _sender_may(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx
     sender = OrgId(header.sender.org)
     cell = _cell(ctx, header.message_type, sender)
     assert cell is not None
-    if "c6r" in cell.conditions:
+    if Condition.C6R in cell.conditions:
         invitation = _open_invitation(case, sender, header)
         return invitation is not None and invitation.status is InvitationStatus.OPEN
     if cell.invited:
@@ -235,11 +235,11 @@ def _recipient_refusal(
             if not _accepted(case, org, rule):
                 return f"{org} has no accepted invitation"
         elif org not in involved and (
-            (org_type_of(org) in kern_types and "c12" not in cell.conditions)
-            or {"c3", "c11"} & cell.conditions
+            (org_type_of(org) in kern_types and Condition.C12 not in cell.conditions)
+            or {Condition.C3, Condition.C11} & cell.conditions
         ):
             return f"{org} is not involved in the case"
-        if "c7" in cell.conditions and org not in kern and header.plan_part != org:
+        if Condition.C7 in cell.conditions and org not in kern and header.plan_part != org:
             return f"{org} may receive only its own plan part"
     if header.plan_part is not None:
         outside = {OrgId(o) for o in header.recipient_orgs} - kern
