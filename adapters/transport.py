@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,27 @@ class Credentials:
         return f"Credentials(nkey_seed={self.nkey_seed}, tls_ca={self.tls_ca})"
 
 
+class _ErrorLog:
+    """The connection's asynchronous errors, logged at most once per kind and interval with
+    a count: a flood (e.g. of slow-consumer drops) must not turn into a flood of log lines."""
+
+    def __init__(self, name: str, interval: float = 10.0) -> None:
+        self._name = name
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    async def log(self, exc: Exception) -> None:
+        """Count ``exc``; log its kind once per interval."""
+        kind = type(exc).__name__
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -self._interval) >= self._interval:
+            self._last[kind] = now
+            _log.warning("nats_error", connection=self._name, error=kind,
+                         count=self._counts.pop(kind))  # fmt: skip
+
+
 async def connect(url: str, name: str, credentials: Credentials | None = None) -> Client:
     """Connect to NATS (``url`` may list a cluster's servers, comma-separated); after the first
     connection, reconnect for ever, to whichever server is up."""
@@ -74,6 +96,7 @@ async def connect(url: str, name: str, credentials: Credentials | None = None) -
         connect_timeout=5,
         drain_timeout=5,
         allow_reconnect=True,
+        error_cb=_ErrorLog(name).log,
         **options,
     )
 

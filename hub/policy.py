@@ -310,15 +310,17 @@ def _apply(
                 if header.decision is Decision.INTREKKEN
                 else InvitationStatus.OPEN
             )
-            invitations.append(
-                Invitation(id=ref.id, org=org, scope=ref.scope, status=status, at=ctx.now)
+            _replace(
+                invitations,
+                Invitation(id=ref.id, org=org, scope=ref.scope, status=status, at=ctx.now),
             )
     elif header.message_type is MessageType.M6R and header.invitation is not None:
         ref = header.invitation
         accepted = header.decision is Decision.ACCEPTEREN
         status = InvitationStatus.ACCEPTED if accepted else InvitationStatus.DECLINED
-        invitations.append(
-            Invitation(id=ref.id, org=sender, scope=ref.scope, status=status, at=ctx.now)
+        _replace(
+            invitations,
+            Invitation(id=ref.id, org=sender, scope=ref.scope, status=status, at=ctx.now),
         )
         if accepted:
             participants.add(sender)
@@ -350,6 +352,17 @@ def _apply(
             **changes,
         }
     )
+
+
+def _replace(invitations: list[Invitation], new: Invitation) -> None:
+    """Put ``new`` in place of the organisation's earlier invitation for the same scope.
+
+    Only the latest one per organisation and scope decides anything (the audit trail keeps the
+    history), so the case record stays bounded by the number of organisations, however often
+    an invitation is sent again.
+    """
+    invitations[:] = [i for i in invitations if (i.org, i.scope) != (new.org, new.scope)]
+    invitations.append(new)
 
 
 def _sorted(orgs: Iterable[str]) -> tuple[OrgId, ...]:

@@ -220,13 +220,17 @@ class Router:
         )
         seen, revision = await self._messages.claim(message_id, claim)
         if seen is not None:
-            if seen.inbound_seq != item.seq or seen.sender != sender:
+            own = seen.sender == sender
+            if own and seen.status != "claimed" and seen.inbound_seq == item.seq:
+                # our own redelivery after a crash: done already
+                return Outcome(accepted=seen.status == "accepted", message_id=message_id)
+            if not own or seen.status != "claimed":
                 return await self._refuse(
                     item, sender, now, ReasonCode.DUPLICATE, "replay", header
                 )
-            if seen.status != "claimed":  # our own redelivery after a crash: done already
-                return Outcome(accepted=seen.status == "accepted", message_id=message_id)
-            claim = seen  # our own claim, the work unfinished (a crash): every step is idempotent
+            # The sender's own claim, the work unfinished: a crash, or the operator replaying a
+            # quarantined message. Every step is idempotent; carry on.
+            claim = seen
         decided = await self._decide(header, now)
         if isinstance(decided, Refuse):
             outcome = await self._refuse(

@@ -56,6 +56,7 @@ from contracts.topology import (
 )
 from hub.audit import AuditTrail
 from hub.natsserver import NatsServer
+from hub.quota import RateLimiter
 from hub.registry import Registry, default_registry
 from hub.router import Inbound, RetryLater, Router
 from hub.transport import (
@@ -66,6 +67,7 @@ from hub.transport import (
     Outbox,
     Transport,
     header_case_id,
+    is_transient,
 )
 from keys.crypto import SigningKey, VerifyKey
 from keys.directory import KeyDirectory
@@ -87,6 +89,9 @@ HEADER_DELIVERIES: Final = "Schakel-Deliveries"
 # The server rewrites the reply subject of a request that crosses an account import to this.
 _SERVICE_REPLY_PREFIX: Final = "_R_."
 _MAX_STATUS_REQUEST: Final = 64
+_STATUS_PER_SECOND: Final = 20.0  # per asking partner
+_STATUS_BURST: Final = 100
+_STATUS_WAITING: Final = 1_000  # questions held unread; more are dropped
 _MESSAGE_ID: Final = re.compile(MESSAGE_ID_PATTERN.strip("^$").encode())
 
 _log = structlog.get_logger("schakel.hub")
@@ -267,10 +272,22 @@ class Hub:
         the asker's own inbox prefix. It carries no headers of the request: a responder that
         copies headers lets the asker make the answer an instruction (``KV-Operation``,
         ``Nats-Expected-*``) to whatever stream the reply subject names.
+
+        Questions arrive on a connection of their own, a bounded number waiting, and each
+        partner gets a few a second: a flood of questions can slow the answers (and make the
+        server cut this connection, which reconnects) but never the routing.
         """
+        settings = self.settings
+        name = f"{settings.instance}-status"
+        service = await self._stack.enter_async_context(
+            Transport(transport.url, name=name, credentials=settings.credentials)
+        )
+        budget = RateLimiter(_STATUS_PER_SECOND, _STATUS_BURST)
 
         async def on_request(msg: Msg) -> None:
             asker = OrgId(msg.subject.removeprefix(STATUS_PREFIX))
+            if not budget.take(asker):
+                return  # above the asker's share: dropped, unanswered
             reply = msg.reply or ""
             if not reply.startswith((_SERVICE_REPLY_PREFIX, inbox_prefix(asker) + ".")):
                 _log.warning("status_reply_refused", asker=asker)
@@ -280,12 +297,16 @@ class Hub:
                 return
             try:
                 answer = await router.state(asker, MessageId(msg.data.decode("ascii")))
-                await transport.nc.publish(reply, answer.model_dump_json().encode())
+                await service.nc.publish(reply, answer.model_dump_json().encode())
             except Exception as exc:
                 _log.warning("status_failed", asker=asker, error=type(exc).__name__)
 
-        subscription = await transport.nc.subscribe(
-            STATUS_PREFIX + ">", queue="schakel-hub", cb=on_request
+        subscription = await service.nc.subscribe(
+            STATUS_PREFIX + ">",
+            queue="schakel-hub",
+            cb=on_request,
+            pending_msgs_limit=_STATUS_WAITING,
+            pending_bytes_limit=_STATUS_WAITING * 1024,
         )
         self._stack.push_async_callback(subscription.unsubscribe)
 
@@ -471,9 +492,12 @@ class Hub:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=0.2 * attempt)
         except Exception as exc:
-            _log.error("message_failed", error=type(exc).__name__, attempt=attempt)
+            transient = is_transient(exc)
+            _log.error(
+                "message_failed", error=type(exc).__name__, attempt=attempt, transient=transient
+            )
             with contextlib.suppress(Exception):
-                if attempt >= self.settings.inbound_attempts:
+                if attempt >= self.settings.inbound_attempts and not transient:
                     await self._quarantine(router, msg, msg.metadata.sequence.stream, attempt)
                     await msg.term()
                 else:  # back off: 2 s, 4 s, ... at most 60 s

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Literal, Self
 
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
@@ -67,6 +68,7 @@ from hub.cases import CaseRecord
 
 __all__ = [
     "INBOUND_ATTEMPTS",
+    "INBOUND_DELIVERIES",
     "Backlog",
     "KvCaseStore",
     "KvMessageRegistry",
@@ -74,6 +76,7 @@ __all__ = [
     "Outbox",
     "Transport",
     "TransportError",
+    "is_transient",
 ]
 
 DUPLICATE_WINDOW: Final = 300.0
@@ -84,6 +87,10 @@ REDELIVERY: Final = (30.0, 60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
 # How often the hub tries an inbound message before it quarantines it: a message that makes
 # the hub fail (a bug, a poison input) must never be retried for ever nor block the others.
 INBOUND_ATTEMPTS: Final = 5
+# Deliveries of an inbound message JetStream makes at most. Failures of the connection (not of
+# the message) are retried up to here, riding out an outage of the order of an hour; a hub
+# that crashes on a message each time also ends here. Then the hub quarantines it (advisory).
+INBOUND_DELIVERIES: Final = 60
 # Inbound messages of one partner handed out to the hub and not yet acknowledged.
 INBOUND_ACK_PENDING: Final = 256
 _MAX_WAITING_PULLS: Final = 16
@@ -91,6 +98,31 @@ _MAX_WAITING_PULLS: Final = 16
 
 class TransportError(SchakelError):
     """NATS could not do what the hub asked."""
+
+
+# Failures of the connection rather than of the message: while NATS is unreachable every
+# message fails alike, and none of them should be set aside as poison for it.
+_TRANSIENT: Final = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoRespondersError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.TimeoutError,
+    nats.errors.FlushTimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` says NATS was unreachable or slow (try again), not that the message is
+    one the hub cannot process."""
+    return isinstance(exc, _TRANSIENT) or (
+        isinstance(exc, TransportError) and isinstance(exc.__cause__, _TRANSIENT)
+    )
 
 
 class MessageEntry(BaseModel):
@@ -429,7 +461,7 @@ class Transport:
                     durable_name=HUB_CONSUMER,
                     ack_policy=api.AckPolicy.EXPLICIT,
                     ack_wait=self._ack_wait,
-                    max_deliver=self._inbound_attempts,
+                    max_deliver=max(INBOUND_DELIVERIES, self._inbound_attempts),
                     max_ack_pending=INBOUND_ACK_PENDING,
                 ),
             )

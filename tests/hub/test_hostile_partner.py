@@ -690,3 +690,35 @@ async def test_a_partner_gets_a_handful_of_connections(tmp_path: Path) -> None:
         exc = await refused(rig.server.url, nkeys_seed=seed)
         assert "maximum account active connections exceeded" in str(exc).lower(), exc
         report("connections beyond the limit", 1, 0)
+
+
+async def test_a_flood_of_status_questions_never_slows_routing(tmp_path: Path) -> None:
+    """Hundreds of thousands of status questions from one partner (each with its own reply
+    subject) cost the victims' messages a bounded delay, and nothing is quarantined: the
+    questions have a connection, a queue bound and a per-partner budget of their own."""
+    async with hostile_rig(tmp_path) as rig:
+        questions = 300_000
+        latencies: list[float] = []
+        question = b"00000000-0000-4000-8000-000000000001"
+        async with attacker(rig) as (nc, _):
+
+            async def flood() -> None:
+                for n in range(questions):
+                    await nc.publish(f"schakel.status.{ATTACKER}", question,
+                                     reply=f"{inbox_prefix(ATTACKER)}.q{n}")  # fmt: skip
+                    if n % 10_000 == 0:
+                        await nc.flush(timeout=30)
+
+            task = asyncio.create_task(flood())
+            while not task.done():
+                latencies.append((await exchange(rig, OM, ZVH))[1])
+            await task
+            for _ in range(3):  # and just after
+                latencies.append((await exchange(rig, OM, ZVH))[1])
+        records = await rig.audit()
+        print(f"\nstatus flood: {questions} questions; {len(latencies)} victim messages, "
+              f"worst {max(latencies):.3f} s")  # fmt: skip
+        assert not [r for r in records if r.event == "quarantined"]
+        assert rig.hub.poll() is None
+        assert max(latencies) < 2.0
+        report("status flood", questions, 0)

@@ -194,3 +194,23 @@ def test_new_signal_only_to_the_regies_kern() -> None:
     """A new case's signal may go only to the kern of the gemeente that will hold regie."""
     signal = header("POL.west", MessageType.M1, ("POL.oost",), new_case_id())
     assert isinstance(decide(signal, None, ctx()), Refuse)
+
+
+def test_repeated_invitations_keep_the_case_record_bounded() -> None:
+    """An invitation sent again and again (new ids, same organisations and scope) replaces the
+    earlier one: the case record grows with the organisations, not with the messages."""
+    record = case(CaseState.CASUSOVERLEG)
+    invitees = ("IND.landelijk", "LIV.landelijk")
+    sizes = []
+    for _ in range(50):
+        ref = InvitationRef(id=new_message_id(), scope=InvitationScope.CASUSOVERLEG)
+        invite = header("ZVH.west", MessageType.M6, invitees, CaseId(record.case_id),
+                        invitation=ref)  # fmt: skip
+        verdict = decide(invite, record, ctx())
+        assert isinstance(verdict, Allow)
+        assert verdict.case is not None
+        record = verdict.case
+        sizes.append(len(record.model_dump_json()))
+    assert len(record.invitations) == len(invitees)
+    assert sizes[-1] == sizes[40]  # the applied-id memory (32 ids) is full by then
+    assert {i.id for i in record.invitations} == {ref.id}

@@ -48,7 +48,8 @@ async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
     pair: PairFactory,
 ) -> None:
     """A message that makes the hub fail (here: its case record is corrupt) is tried twice,
-    then parked in quarantine, audited and its sender told; the next message is routed."""
+    then parked in quarantine, audited and its sender told; the next message is routed; once
+    the cause is repaired, the operator's replay routes it."""
     async with pair(inbound_attempts=2) as system:
         pol, zvh, hub = system.pol, system.zvh, system.hub
         assert hub.transport is not None
@@ -78,6 +79,13 @@ async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
         assert quarantined[0].reason is ReasonCode.PROCESSING_FAILED
         assert not any(r is not None and r.message_id == poisoned for r in records)
         assert await _dead_letters(system.url, replay=False) == 1
+        # The operator repairs the cause and replays it: it is routed (its id is its own).
+        await kv.delete(case_id)
+        assert await _dead_letters(system.url, replay=True) == 1
+        item = await zvh.receive(timeout=10)
+        assert isinstance(item, Delivery)
+        assert item.message_id == poisoned
+        await item.ack()
 
 
 async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(
