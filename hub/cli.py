@@ -107,10 +107,15 @@ def _authority_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _append(url: str, requests: list[KeyEventRequest], authority: SigningKey) -> None:
+async def _append(
+    url: str,
+    requests: list[KeyEventRequest],
+    authority: SigningKey,
+    credentials: Credentials | None = None,
+) -> None:
     from adapters.transport import append_key_event, connect
 
-    nc = await connect(url, "schakel-authority")
+    nc = await connect(url, "schakel-authority", credentials)
     try:
         for request in requests:
             signed = await append_key_event(nc, request, authority)
@@ -126,7 +131,13 @@ def _keys_register(args: argparse.Namespace) -> int:
 
     requests = [KeyEventRequest.model_validate_json(Path(p).read_text()) for p in args.requests]
     asyncio.run(
-        provision(_nats_url(args), default_policy(), requests, _authority_key(args.authority))
+        provision(
+            _nats_url(args),
+            default_policy(),
+            requests,
+            _authority_key(args.authority),
+            credentials=_credentials(args),
+        )
     )
     sys.stdout.write(f"registered {len(requests)} organisation(s)\n")
     return 0
@@ -144,7 +155,9 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     rotated = rotated.prune_encryption_keys(now, keep)
     save_keystore(rotated, path, passphrase)  # keep the new private key before publishing it
     request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
-    asyncio.run(_append(_nats_url(args), [request], _authority_key(args.authority)))
+    asyncio.run(
+        _append(_nats_url(args), [request], _authority_key(args.authority), _credentials(args))
+    )
     sys.stdout.write(f"new encryption key {rotated.certificates[-1].kid} for {identity.org}\n")
     return 0
 
@@ -154,7 +167,9 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     request = sign_request(
         revoke_request(org, KeyId(args.kid), args.reason, dt.datetime.now(dt.UTC)), None
     )
-    asyncio.run(_append(_nats_url(args), [request], _authority_key(args.authority)))
+    asyncio.run(
+        _append(_nats_url(args), [request], _authority_key(args.authority), _credentials(args))
+    )
     return 0
 
 
@@ -163,7 +178,7 @@ def _verify_directory(args: argparse.Namespace) -> int:
     from keys.keylog import KeyLog
 
     async def read() -> list[tuple[int, bytes]]:
-        nc = await connect(_nats_url(args), "schakel-verify-directory")
+        nc = await connect(_nats_url(args), "schakel-verify-directory", _credentials(args))
         try:
             return await read_keylog(nc, 1)
         finally:
@@ -184,6 +199,22 @@ def _verify_directory(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _credentials(args: argparse.Namespace) -> Credentials | None:
+    """The NKey seed and CA an administrative command connects with (the hub's own NKey in a
+    secured deployment), from ``--nkey``/``--tls-ca`` or ``SCHAKEL_NATS_NKEY``/``_TLS_CA``."""
+    nkey = getattr(args, "nkey", None) or os.environ.get("SCHAKEL_NATS_NKEY")
+    ca = getattr(args, "tls_ca", None) or os.environ.get("SCHAKEL_NATS_TLS_CA")
+    if not nkey and not ca:
+        return None
+    return Credentials(nkey_seed=Path(nkey) if nkey else None, tls_ca=Path(ca) if ca else None)
+
+
+def _add_nats(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    parser.add_argument("--nkey", help="NKey seed file to connect with (or SCHAKEL_NATS_NKEY)")
+    parser.add_argument("--tls-ca", help="CA to verify the server with (or SCHAKEL_NATS_TLS_CA)")
 
 
 def _nats_url(args: argparse.Namespace) -> str:
@@ -233,18 +264,20 @@ def _hub_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read_records(url: str) -> list[tuple[int, bytes]]:
+async def _read_records(
+    url: str, credentials: Credentials | None = None
+) -> list[tuple[int, bytes]]:
     from hub.audit import read_trail
     from hub.transport import Transport
 
-    async with Transport(url, name="schakel-audit") as transport:
+    async with Transport(url, name="schakel-audit", credentials=credentials) as transport:
         return [item async for item in read_trail(transport.js)]
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
     from hub.audit import verify_chain
 
-    report = verify_chain(asyncio.run(_read_records(_nats_url(args))))
+    report = verify_chain(asyncio.run(_read_records(_nats_url(args), _credentials(args))))
     for seq in report.foreign:
         sys.stdout.write(f"ALARM: entry at stream sequence {seq} is not an audit record\n")
     if report.ok:
@@ -262,7 +295,7 @@ def _audit_show(args: argparse.Namespace) -> int:
     from hub.demo import format_record
 
     shown = 0
-    for _, raw in asyncio.run(_read_records(_nats_url(args))):
+    for _, raw in asyncio.run(_read_records(_nats_url(args), _credentials(args))):
         record = parse_record(raw)
         if record is not None and record.case_id == args.case:
             sys.stdout.write(format_record(record) + "\n")
@@ -304,14 +337,14 @@ def _nats_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _dead_letters(url: str, replay: bool) -> int:
+async def _dead_letters(url: str, replay: bool, credentials: Credentials | None = None) -> int:
     from nats.js.errors import NotFoundError
 
     from adapters.transport import connect
     from contracts.topology import DLQ_STREAM, HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE
     from hub.service import HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT
 
-    nc = await connect(url, "schakel-dlq")
+    nc = await connect(url, "schakel-dlq", credentials)
     js = nc.jetstream()
     try:
         info = await js.stream_info(DLQ_STREAM)
@@ -343,7 +376,8 @@ async def _dead_letters(url: str, replay: bool) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    asyncio.run(_dead_letters(_nats_url(args), replay=args.dlq_command == "replay"))
+    replay = args.dlq_command == "replay"
+    asyncio.run(_dead_letters(_nats_url(args), replay=replay, credentials=_credentials(args)))
     return 0
 
 
@@ -373,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     register = keys.add_parser("register", help="append registration requests to the key log")
     register.add_argument("requests", nargs="+", help="<org>.register.json files")
     register.add_argument("--authority", required=True, help="directory authority keystore")
-    register.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    _add_nats(register)
     register.set_defaults(handler=_keys_register)
     rotate = keys.add_parser("rotate", help="new encryption key for an organisation")
     rotate.add_argument("--keystore", required=True, help="the organisation's keystore")
@@ -382,18 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--overlap-days", type=int, default=7, help="keep superseded keys this long + lifetime"
     )
-    rotate.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    _add_nats(rotate)
     rotate.set_defaults(handler=_keys_rotate)
     revoke = keys.add_parser("revoke", help="revoke a key, effective immediately")
     revoke.add_argument("--org", required=True)
     revoke.add_argument("--kid", required=True)
     revoke.add_argument("--reason", required=True, choices=[r.value for r in RevocationReason])
     revoke.add_argument("--authority", required=True, help="directory authority keystore")
-    revoke.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    _add_nats(revoke)
     revoke.set_defaults(handler=_keys_revoke)
     vdir = keys.add_parser("verify-directory", help="check every key event and link")
     vdir.add_argument("--authority-public", required=True, help="base64 key or file")
-    vdir.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    _add_nats(vdir)
     vdir.set_defaults(handler=_verify_directory)
 
     hub = commands.add_parser("hub", help="the hub service").add_subparsers(
@@ -421,11 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="audit_command", required=True
     )
     verify = audit.add_parser("verify", help="recompute the hash chain")
-    verify.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    _add_nats(verify)
     verify.set_defaults(handler=_audit_verify)
     show = audit.add_parser("show", help="a case's routing history")
     show.add_argument("--case", required=True)
-    show.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+    _add_nats(show)
     show.set_defaults(handler=_audit_show)
 
     dlq = commands.add_parser("dlq", help="messages partners never accepted").add_subparsers(
@@ -433,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, text in (("list", "list dead letters"), ("replay", "deliver them again")):
         sub = dlq.add_parser(name, help=text)
-        sub.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
+        _add_nats(sub)
         sub.set_defaults(handler=_dlq)
 
     natscfg = commands.add_parser(

@@ -157,18 +157,20 @@ class Router:
         sender and reason, with the count; return how many were recorded."""
         counted, self._uncounted = self._uncounted, Counter()
         now = self._now()
-        for (sender, reason), count in sorted(counted.items()):
-            detail = f"{count} refused beyond the budget"
-            record = self._record(
-                None, now, "refused", None, None, sender=sender, reason=reason, detail=detail
-            )
-            try:
+        done = 0
+        try:
+            for (sender, reason), count in sorted(counted.items()):
+                detail = f"{count} refused beyond the budget"
+                record = self._record(
+                    None, now, "refused", None, None, sender=sender, reason=reason, detail=detail
+                )
                 await self._audit.append(record)
-            except Exception:
-                self._uncounted[(sender, reason)] += count  # try again at the next flush
-                raise
-            _log.info("refusals_counted", sender=sender, reason=reason.value, count=count)
-        return sum(counted.values())
+                del counted[(sender, reason)]
+                done += count
+                _log.info("refusals_counted", sender=sender, reason=reason.value, count=count)
+        finally:
+            self._uncounted.update(counted)  # what was not recorded: at the next flush
+        return done
 
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC).replace(microsecond=0)
@@ -363,10 +365,12 @@ class Router:
             envelope, recipient, "dead-lettered", ReasonCode.UNDELIVERABLE, detail
         )
 
-    async def quarantined(self, sender: OrgId, seq: int, attempts: int) -> None:
+    async def quarantined(self, sender: OrgId, seq: int, attempts: int, data: bytes) -> None:
         """Record that the hub set aside ``sender``'s inbound message ``seq`` after
-        ``attempts`` failed attempts (the caller moved it to quarantine) and tell the sender."""
+        ``attempts`` failed attempts (the caller moved it to quarantine) and tell the sender,
+        naming the message id it claims (its own, for its own message)."""
         now = self._now()
+        message_id = _claimed_message_id(data)
         await self._audit.append(
             self._record(
                 None,
@@ -377,11 +381,16 @@ class Router:
                 sender=sender,
                 reason=ReasonCode.PROCESSING_FAILED,
                 detail=f"set aside after {attempts} attempts",
+                message_id=message_id,
                 seq=seq,
             )
         )
         await self._notify(
-            sender, now, ReasonCode.PROCESSING_FAILED, None, f"quarantine:{sender}:{seq}"
+            sender,
+            now,
+            ReasonCode.PROCESSING_FAILED,
+            MessageId(message_id) if message_id else None,
+            f"quarantine:{sender}:{seq}",
         )
         _log.error("message_quarantined", sender=sender, inbound_seq=seq, attempts=attempts)
 

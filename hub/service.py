@@ -47,6 +47,7 @@ from contracts.topology import (
     INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
     STATUS_PREFIX,
+    delivery_filter,
     delivery_stream,
     inbound_subject,
     inbox_prefix,
@@ -184,7 +185,9 @@ class Hub:
                 org=self.identity.org,
                 hint="partners cannot verify refusal notices until the authority registers it",
             )
-        await transport.ensure_partners(settings.partners)
+        # Every partner's streams and consumers, with this hub's policy limits (whoever
+        # provisioned them, the running hub's policy is the one that holds).
+        await transport.ensure_partners(sorted({*settings.partners, *await transport.partners()}))
         audit = AuditTrail(transport.js)
         self._stack.push_async_callback(audit.close)
         router = Router(
@@ -227,42 +230,46 @@ class Hub:
     async def _sweep_expired(self, router: Router, transport: Transport) -> None:
         """Remove deliveries whose envelope expired before the recipient took them; tell the
         sender. Delivery streams are work queues, so they hold only what is still waiting
-        (bounded by the backlog limits); one pass reads each once."""
+        (bounded by the backlog limits); one pass reads each message once, jumping over gaps,
+        and a failure in one partner's stream does not stop the others'."""
         js = transport.js
         while True:
             await asyncio.sleep(self.settings.expiry_sweep)
             try:
-                now = dt.datetime.now(dt.UTC)
-                for org in await transport.partners():
-                    stream = delivery_stream(org)
-                    info = await js.stream_info(stream)
-                    first, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
-                    for seq in range(first, last + 1):
-                        await self._expire_one(router, js, stream, seq, now)
+                partners = await transport.partners()
             except Exception as exc:
                 _log.warning("expiry_sweep_failed", error=type(exc).__name__)
+                continue
+            now = dt.datetime.now(dt.UTC)
+            for org in partners:
+                try:
+                    await self._sweep_one(router, js, org, now)
+                except Exception as exc:
+                    _log.warning("expiry_sweep_failed", recipient=org, error=type(exc).__name__)
 
     @staticmethod
-    async def _expire_one(
-        router: Router, js: JetStreamContext, stream: str, seq: int, now: dt.datetime
+    async def _sweep_one(
+        router: Router, js: JetStreamContext, org: OrgId, now: dt.datetime
     ) -> None:
-        try:
-            msg = await js.get_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
-            return
-        if (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
-            return
-        try:
-            header = decode_header(split_envelope(msg.data or b"")[0])
-        except (EnvelopeError, ContractError):
-            return
-        if header.expires_at > now:
-            return
-        recipient = recipient_of_delivery_subject(msg.subject or "")
-        if recipient is None:
-            return
-        await js.delete_msg(stream, seq)
-        await router.expired(msg.data or b"", recipient)
+        stream = delivery_stream(org)
+        info = await js.stream_info(stream)
+        seq, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
+        while seq <= last:
+            try:
+                msg = await js.get_msg(stream, seq, subject=delivery_filter(org), next=True)
+            except nats.js.errors.NotFoundError:
+                return
+            seq = int(msg.seq or seq) + 1
+            if (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
+                continue
+            try:
+                header = decode_header(split_envelope(msg.data or b"")[0])
+            except (EnvelopeError, ContractError):
+                continue
+            if header.expires_at > now:
+                continue
+            await js.delete_msg(stream, int(msg.seq or 0))
+            await router.expired(msg.data or b"", org)
 
     async def _answer_status(self, router: Router, transport: Transport) -> None:
         """Answer partners' questions about their own messages (request-reply, metadata).
@@ -525,7 +532,7 @@ class Hub:
                 HEADER_KIND: (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE),
             },
         )
-        await router.quarantined(sender, seq, attempts)
+        await router.quarantined(sender, seq, attempts, msg.data or b"")
 
     async def __aexit__(
         self,

@@ -722,3 +722,24 @@ async def test_a_flood_of_status_questions_never_slows_routing(tmp_path: Path) -
         assert rig.hub.poll() is None
         assert max(latencies) < 2.0
         report("status flood", questions, 0)
+
+
+async def test_the_repair_commands_reach_a_secured_deployment(tmp_path: Path) -> None:
+    """`audit verify`, `dlq list` and `keys verify-directory` connect with the hub's NKey to the
+    account-separated server, so the documented repair can be run there."""
+    async with hostile_rig(tmp_path) as rig:
+        await exchange(rig, OM, ZVH)
+        nkey = ["--nats", rig.server.url, "--nkey", str(rig.seed("hub"))]
+        public = base64.b64encode(rig.authority.public.raw).decode()
+        commands = {
+            ("audit", "verify"): "audit chain intact",
+            ("dlq", "list"): "0 dead letter(s)",
+            ("keys", "verify-directory", "--authority-public", public): "valid events",
+        }
+        for command, expected in commands.items():
+            result = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "hub", *command, *nkey],
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, (command, result.stdout, result.stderr)
+            assert expected in result.stdout, (command, result.stdout)
