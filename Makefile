@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench schemas vectors clean
+.PHONY: demo test lint typecheck layers unit bench schemas vectors clean
 
 ## demo: embedded NATS, the hub and simulated partners playing scenario 1
 demo: $(STAMP)
@@ -15,14 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-## test: lint, type-check and run the whole test suite
-test: lint typecheck unit
+## test: lint, type-check, check the layering and run the whole test suite
+test: lint typecheck layers unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/pytest

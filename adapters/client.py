@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from adapters.seen import SeenStore
-from adapters.transport import Credentials, DirectoryFollower, connect, follow_directory
+from bus import Credentials, DirectoryFollower, connect, follow_directory
 from contracts.bodies import Body
 from contracts.enums import OrgType
 from contracts.errors import EnvelopeError, SchakelError

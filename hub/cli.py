@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from adapters.transport import Credentials
+from bus import Credentials
 from contracts.enums import OrgType
 from contracts.errors import SchakelError
 from contracts.ids import KeyId, OrgId, org_type_of
@@ -113,7 +113,7 @@ async def _append(
     authority: SigningKey,
     credentials: Credentials | None = None,
 ) -> None:
-    from adapters.transport import append_key_event, connect
+    from bus import append_key_event, connect
 
     nc = await connect(url, "schakel-authority", credentials)
     try:
@@ -174,7 +174,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _verify_directory(args: argparse.Namespace) -> int:
-    from adapters.transport import connect, read_keylog
+    from bus import connect, read_keylog
     from keys.keylog import KeyLog
 
     async def read() -> list[tuple[int, bytes]]:
@@ -340,7 +340,7 @@ def _nats_config(args: argparse.Namespace) -> int:
 async def _dead_letters(url: str, replay: bool, credentials: Credentials | None = None) -> int:
     from nats.js.errors import NotFoundError
 
-    from adapters.transport import connect
+    from bus import connect
     from contracts.topology import DLQ_STREAM, HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE
     from hub.service import HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT
 

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from adapters.transport import (
+from bus import (
     Credentials,
     DirectoryFollower,
     append_key_event,

@@ -32,7 +32,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
-from adapters.transport import Credentials, connect
+from bus import Credentials, connect
 from contracts.enums import MessageType
 from contracts.errors import SchakelError
 from contracts.ids import CaseId, MessageId, OrgId

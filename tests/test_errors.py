@@ -11,7 +11,7 @@ from types import ModuleType
 import contracts.errors
 from contracts.errors import SchakelError
 
-PACKAGES = ("contracts", "keys", "hub", "adapters")
+PACKAGES = ("contracts", "keys", "bus", "hub", "adapters")
 
 
 def _modules() -> list[ModuleType]:

@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from pydantic import SecretStr
 
 from adapters.client import Delivery, PartnerClient, Refusal, Rejected
-from adapters.transport import Credentials
+from bus import Credentials
 from contracts.enums import MessageType, ReasonCode
 from contracts.examples import example_body, example_draft
 from contracts.ids import MessageId, OrgId

@@ -22,7 +22,7 @@ import trustme
 from nats.aio.client import Client
 
 from adapters.client import Delivery, PartnerClient
-from adapters.transport import Credentials
+from bus import Credentials
 from contracts.enums import MessageType
 from contracts.examples import example_body, example_draft
 from contracts.ids import OrgId

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from adapters.client import Delivery, DirectoryStale, PartnerClient, Refusal
 from adapters.scenarios import POL, ZVH
-from adapters.transport import append_key_event
+from bus import append_key_event
 from contracts.canonical import canonical_json
 from contracts.enums import MessageType, ReasonCode
 from contracts.examples import example_body, example_draft

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from adapters.client import Delivery, PartnerClient, Refusal
 from adapters.scenarios import POL, ZVH
-from adapters.transport import append_key_event
+from bus import append_key_event
 from contracts.enums import MessageType, ReasonCode
 from contracts.examples import example_body, example_draft
 from contracts.ids import OrgId, new_case_id

@@ -1,7 +1,7 @@
-"""The adapter SDK's NATS plumbing: connect, follow and append to the key log.
+"""The key directory's log over NATS: read it, follow it, append to it.
 
-The hub uses :func:`follow_directory` too: it is a client of the key directory like any
-partner. :func:`append_key_event` is the directory authority's tool.
+The hub and every adapter follow the log (:func:`follow_directory`) as clients of the key
+directory; :func:`append_key_event` is the directory authority's tool.
 """
 
 from __future__ import annotations
@@ -10,14 +10,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import ssl
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import nats
 import nats.js.errors
 import structlog
 from nats.aio.client import Client
@@ -31,10 +26,8 @@ from keys.directory import KeyDirectory
 from keys.keylog import KeyLog, KeyLogError, countersign
 
 __all__ = [
-    "Credentials",
     "DirectoryFollower",
     "append_key_event",
-    "connect",
     "follow_directory",
     "read_keylog",
 ]
@@ -42,63 +35,6 @@ __all__ = [
 _log = structlog.get_logger("schakel.directory")
 _DIRECT_GET: Final = f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}"
 _WRONG_LAST_SEQUENCE: Final = 10071
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """How a client proves who it is and checks who the server is."""
-
-    nkey_seed: Path | None = None
-    tls_ca: Path | None = None
-    inbox_prefix: str | None = None
-
-    def __repr__(self) -> str:
-        return f"Credentials(nkey_seed={self.nkey_seed}, tls_ca={self.tls_ca})"
-
-
-class _ErrorLog:
-    """The connection's asynchronous errors, logged at most once per kind and interval with
-    a count: a flood (e.g. of slow-consumer drops) must not turn into a flood of log lines."""
-
-    def __init__(self, name: str, interval: float = 10.0) -> None:
-        self._name = name
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
-
-    async def log(self, exc: Exception) -> None:
-        """Count ``exc``; log its kind once per interval."""
-        kind = type(exc).__name__
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        now = time.monotonic()
-        if now - self._last.get(kind, -self._interval) >= self._interval:
-            self._last[kind] = now
-            _log.warning("nats_error", connection=self._name, error=kind,
-                         count=self._counts.pop(kind))  # fmt: skip
-
-
-async def connect(url: str, name: str, credentials: Credentials | None = None) -> Client:
-    """Connect to NATS (``url`` may list a cluster's servers, comma-separated); after the first
-    connection, reconnect for ever, to whichever server is up."""
-    creds = credentials or Credentials()
-    options: dict[str, Any] = {}
-    if creds.nkey_seed is not None:
-        options["nkeys_seed"] = str(creds.nkey_seed)
-    if creds.tls_ca is not None:
-        options["tls"] = ssl.create_default_context(cafile=str(creds.tls_ca))
-    if creds.inbox_prefix is not None:
-        options["inbox_prefix"] = creds.inbox_prefix.encode()
-    return await nats.connect(
-        url.split(","),  # several URLs: the servers of a cluster
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        drain_timeout=5,
-        allow_reconnect=True,
-        error_cb=_ErrorLog(name).log,
-        **options,
-    )
 
 
 async def read_keylog(
