@@ -293,6 +293,10 @@ class Hub:
 
         async def on_request(msg: Msg) -> None:
             asker = OrgId(msg.subject.removeprefix(STATUS_PREFIX))
+            if asker not in self.directory:
+                # Not a registered partner (without accounts the subject is anyone's text):
+                # no budget entry, no log line, no answer.
+                return
             if not budget.take(asker):
                 return  # above the asker's share: dropped, unanswered
             reply = msg.reply or ""

@@ -399,10 +399,7 @@ class Transport:
             ),
         ]
         for config in streams:
-            try:
-                await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
+            await self._ensure_stream(config)
         for bucket, ttl in ((CASES_BUCKET, None), (MESSAGES_BUCKET, lifetime + 86400)):
             await self.js.create_key_value(
                 api.KeyValueConfig(
@@ -413,6 +410,13 @@ class Transport:
                     replicas=self._replicas,
                 )
             )
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        """Create the stream, or bring an existing one to ``config``."""
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
 
     async def _retire_legacy(self, name: str) -> None:
         """Delete a stream shared by all partners in earlier versions if it is empty; its
@@ -451,10 +455,7 @@ class Transport:
                 duplicate_window=DUPLICATE_WINDOW,
                 num_replicas=self._replicas,
             )
-            try:
-                await self.js.add_stream(inbound)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(inbound)
+            await self._ensure_stream(inbound)
             await self.js.add_consumer(
                 inbound_stream(org),
                 api.ConsumerConfig(
@@ -474,10 +475,7 @@ class Transport:
                 duplicate_window=DUPLICATE_WINDOW,
                 num_replicas=self._replicas,
             )
-            try:
-                await self.js.add_stream(delivery)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(delivery)
+            await self._ensure_stream(delivery)
             await self.js.add_consumer(
                 delivery_stream(org),
                 api.ConsumerConfig(

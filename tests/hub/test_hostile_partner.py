@@ -65,7 +65,7 @@ from keys.identity import PartnerIdentity
 from keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
 from keys.statement import sign_statement
 from tests.hub.conftest import World
-from tests.hub.test_isolation import refused
+from tests.hub.test_isolation import partner_connection, refused
 
 POL, OM, ZVH, GEM = (OrgId(o) for o in ("POL.west", "OM.west", "ZVH.west", "GEM.westerstad"))
 PARTNERS = [POL, OM, ZVH, GEM]
@@ -210,24 +210,9 @@ def hub_started(rig: Rig) -> Callable[[], Awaitable[bool]]:
     return started
 
 
-@contextlib.asynccontextmanager
-async def attacker(rig: Rig) -> AsyncIterator[tuple[Client, list[str]]]:
+def attacker(rig: Rig) -> contextlib.AbstractAsyncContextManager[tuple[Client, list[str]]]:
     """A bare connection with the attacker's own credentials, collecting the server's errors."""
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc).lower())
-
-    nc = await nats.connect(
-        rig.server.url,
-        nkeys_seed=str(rig.seed(ATTACKER)),
-        inbox_prefix=inbox_prefix(ATTACKER).encode(),
-        error_cb=on_error,
-    )
-    try:
-        yield nc, errors
-    finally:
-        await nc.close()
+    return partner_connection(rig.server.url, rig.seed(ATTACKER), ATTACKER)
 
 
 async def exchange(

@@ -76,24 +76,28 @@ async def secured(
 
 
 @contextlib.asynccontextmanager
-async def raw_client(secured: Secured, org: OrgId) -> AsyncIterator[tuple[Client, list[str]]]:
+async def partner_connection(
+    url: str, seed: Path, org: OrgId, **options: Any
+) -> AsyncIterator[tuple[Client, list[str]]]:
     """A bare NATS connection with ``org``'s credentials, collecting the server's errors."""
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc).lower())
 
-    nc = await nats.connect(
-        secured.server.url,
-        nkeys_seed=str(secured.seed(org)),
-        inbox_prefix=inbox_prefix(org).encode(),
-        error_cb=on_error,
-        allow_reconnect=False,
-    )
+    nc = await nats.connect(url, nkeys_seed=str(seed), inbox_prefix=inbox_prefix(org).encode(),
+                            error_cb=on_error, **options)  # fmt: skip
     try:
         yield nc, errors
     finally:
         await nc.close()
+
+
+def raw_client(
+    secured: Secured, org: OrgId
+) -> contextlib.AbstractAsyncContextManager[tuple[Client, list[str]]]:
+    """A bare connection with ``org``'s credentials to the secured server, no reconnecting."""
+    return partner_connection(secured.server.url, secured.seed(org), org, allow_reconnect=False)
 
 
 async def refused(url: str, **options: Any) -> BaseException:
