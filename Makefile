@@ -37,10 +37,10 @@ bench: $(STAMP)
 
 ## schemas / vectors: regenerate the committed JSON Schemas and known-answer vectors
 schemas: $(STAMP)
-	$(BIN)/python -m contracts.schema
+	$(BIN)/python -m schakel.contracts.schema
 
 vectors: $(STAMP)
-	$(BIN)/python -m keys.vectors
+	$(BIN)/python -m schakel.keys.vectors
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

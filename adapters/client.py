@@ -29,28 +29,32 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import nats.errors
-import nats.js.errors
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from adapters.seen import SeenStore
-from bus import Credentials, DirectoryFollower, connect, follow_directory
-from contracts.bodies import Body
-from contracts.enums import OrgType
-from contracts.errors import EnvelopeError, SchakelError
-from contracts.header import EnvelopeHeader, MessageDraft
-from contracts.ids import KeyId, MessageId, OrgId, new_message_id, org_type_of
-from contracts.notice import (
+from schakel.adapters.seen import SeenStore
+from schakel.bus import (
+    Bus,
+    Credentials,
+    DirectoryFollower,
+    Pulled,
+    Puller,
+    StreamFull,
+    TransportError,
+    follow_directory,
+)
+from schakel.contracts.bodies import Body
+from schakel.contracts.enums import OrgType
+from schakel.contracts.errors import EnvelopeError, SchakelError
+from schakel.contracts.header import EnvelopeHeader, MessageDraft
+from schakel.contracts.ids import KeyId, MessageId, OrgId, new_message_id, org_type_of
+from schakel.contracts.notice import (
     RECEIPT_LABEL,
     REFUSAL_LABEL,
     DeliveryState,
     Receipt,
     RefusalNotice,
 )
-from contracts.topology import (
+from schakel.contracts.topology import (
     HEADER_KIND,
     KIND_RECEIPT,
     KIND_REFUSAL,
@@ -60,17 +64,16 @@ from contracts.topology import (
     inbox_prefix,
     status_subject,
 )
-from keys.crypto import VerifyKey
-from keys.directory import KeyDirectory
-from keys.envelope import open_envelope, seal
-from keys.identity import PartnerIdentity
-from keys.keylog import KeyLog
-from keys.statement import claimed_statement, sign_statement, verify_statement
+from schakel.keys.crypto import VerifyKey
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import open_envelope, seal
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import KeyLog
+from schakel.keys.statement import claimed_statement, sign_statement, verify_statement
 
 __all__ = ["Delivery", "DirectoryStale", "InboundFull", "PartnerClient", "Refusal", "Rejected"]
 
 # JetStream's answer when a stream with ``discard: new`` is at its message or byte limit.
-_STREAM_FULL = 10077
 
 _log = structlog.get_logger("schakel.adapter")
 
@@ -81,7 +84,7 @@ class Delivery:
 
     header: EnvelopeHeader
     body: Body
-    _msg: Msg = field(repr=False)
+    _msg: Pulled = field(repr=False)
     _seen: SeenStore = field(repr=False)
     _after_ack: Callable[[Delivery], Awaitable[None]] | None = field(default=None, repr=False)
 
@@ -101,7 +104,7 @@ class Delivery:
         """The back office could not process it now: have it redelivered after ``delay``
         seconds (default: 5 s doubling per attempt, at most an hour). After the consumer's last
         attempt the hub moves it to the dead-letter stream and tells the sender."""
-        attempt = self._msg.metadata.num_delivered or 1
+        attempt = self._msg.attempt
         await self._msg.nak(
             delay=delay if delay is not None else min(3600.0, 5.0 * 2 ** (attempt - 1))
         )
@@ -112,7 +115,7 @@ class Refusal:
     """The hub refused one of this partner's messages."""
 
     notice: RefusalNotice
-    _msg: Msg = field(repr=False)
+    _msg: Pulled = field(repr=False)
 
     async def ack(self) -> None:
         """Acknowledge the notice."""
@@ -173,10 +176,10 @@ class PartnerClient:
         )
         self.directory = KeyDirectory()
         self._stack = contextlib.AsyncExitStack()
-        self._nc: Client | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._bus: Bus | None = None
+        self._sub: Puller | None = None
         self._seen = SeenStore(state_dir / f"{identity.org}.seen" if state_dir else None)
-        self._buffer: list[Msg] = []
+        self._buffer: list[Pulled] = []
         self._state = "unopened"
         self._alarmed: set[bytes] = set()
         self.duplicates_suppressed = 0
@@ -191,27 +194,25 @@ class PartnerClient:
             raise RuntimeError("a PartnerClient can be opened only once")
         self._state = "open"
         try:
-            self._nc = await connect(self.url, f"schakel-adapter-{self.org}", self._credentials)
+            bus = Bus(self.url, name=f"schakel-adapter-{self.org}", credentials=self._credentials)
+            self._bus = await bus.__aenter__()
             self._stack.push_async_callback(self._close)
             self.directory_follower = await self._stack.enter_async_context(
                 follow_directory(
-                    self._nc,
+                    bus,
                     self.directory,
                     self._authority,
                     resync_every=self._resync_every,
                     on_change=self._check_own_keys,
                 )
             )
-            js = self._nc.jetstream()
-            try:
-                self._sub = await js.pull_subscribe_bind(
-                    delivery_consumer(self.org), stream=delivery_stream(self.org)
-                )
-            except nats.js.errors.NotFoundError as exc:
-                raise SchakelError(f"{self.org} is not registered at the hub") from exc
+            self._sub = await bus.pull(delivery_stream(self.org), delivery_consumer(self.org))
         except BaseException:
             await self._stack.aclose()
             raise
+        if self._sub is None:
+            await self._stack.aclose()
+            raise SchakelError(f"{self.org} is not registered at the hub")
         return self
 
     async def _close(self) -> None:
@@ -222,13 +223,9 @@ class PartnerClient:
         # Pending fetch-timeout status messages would make drain wait for ever: unsubscribe
         # the pull subscription first (unacknowledged messages are redelivered later).
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-        if self._nc is not None and not self._nc.is_closed:
-            try:
-                await self._nc.drain()
-            except Exception:
-                await self._nc.close()
+            await self._sub.close()
+        if self._bus is not None:
+            await self._bus.close()
 
     async def __aexit__(
         self,
@@ -269,10 +266,10 @@ class PartnerClient:
                 f"key directory view is older than {self._max_age}; refusing to send"
             )
 
-    def _require_open(self) -> Client:
-        if self._state != "open" or self._nc is None:
+    def _require_open(self) -> Bus:
+        if self._state != "open" or self._bus is None:
             raise RuntimeError("the client is not open")
-        return self._nc
+        return self._bus
 
     async def send(
         self,
@@ -289,31 +286,27 @@ class PartnerClient:
             KeyDirectoryError: a recipient is unknown or has no valid key.
             InboundFull: the hub holds as many unprocessed messages of ours as it accepts.
         """
-        nc = self._require_open()
+        self._require_open()
         self._require_fresh_directory()
         message_id = message_id or new_message_id()
         records = [self.directory.record(org) for org in to]
         raw = await asyncio.to_thread(
             seal, body, draft, sender=self.identity, recipients=records, message_id=message_id
         )
-        await self.publish_raw(raw, message_id, nc=nc)
+        await self.publish_raw(raw, message_id)
         return message_id
 
-    async def publish_raw(self, raw: bytes, message_id: str, *, nc: Client | None = None) -> None:
+    async def publish_raw(self, raw: bytes, message_id: str) -> None:
         """Publish envelope bytes as they are (for tests of the hub's defences).
 
         Raises:
             InboundFull: the hub holds as many unprocessed messages of ours as it accepts.
         """
-        nc = nc or self._require_open()
+        bus = self._require_open()
         try:
-            await nc.jetstream().publish(
-                inbound_subject(self.org), raw, headers={"Nats-Msg-Id": message_id}
-            )
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _STREAM_FULL:
-                raise InboundFull("the hub's inbound queue for us is full; send later") from exc
-            raise
+            await bus.publish(inbound_subject(self.org), raw, {"Nats-Msg-Id": message_id})
+        except StreamFull as exc:
+            raise InboundFull("the hub's inbound queue for us is full; send later") from exc
 
     async def receive(self, timeout: float = 5.0) -> Incoming | None:
         """The next incoming item, or ``None`` when nothing arrives within ``timeout``."""
@@ -326,10 +319,8 @@ class PartnerClient:
                     return None
                 try:
                     self._buffer = await self._sub.fetch(16, timeout=min(remaining, 1.0))
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:  # failover, reconnect: transient, try again
-                    _log.warning("fetch_failed", error=type(exc).__name__)
+                except TransportError as exc:  # failover, reconnect: transient, try again
+                    _log.warning("fetch_failed", error=type(exc.__cause__).__name__)
                     await asyncio.sleep(min(0.2, max(remaining, 0)))
                     continue
                 if not self._buffer:
@@ -349,8 +340,8 @@ class PartnerClient:
                 continue
             yield item
 
-    async def _interpret(self, msg: Msg) -> Incoming | None:
-        kind = (msg.headers or {}).get(HEADER_KIND)
+    async def _interpret(self, msg: Pulled) -> Incoming | None:
+        kind = msg.headers.get(HEADER_KIND)
         if kind == KIND_REFUSAL:
             return await self._refusal(msg)
         if kind == KIND_RECEIPT:
@@ -397,13 +388,13 @@ class PartnerClient:
         task.add_done_callback(self._receipt_tasks.discard)
 
     async def _publish_receipt(self, raw: bytes, dedupe: str) -> None:
-        nc = self._require_open()
+        bus = self._require_open()
         for attempt in range(30):
             try:
-                await nc.jetstream().publish(
+                await bus.publish(
                     inbound_subject(self.org),
                     raw,
-                    headers={"Nats-Msg-Id": dedupe, HEADER_KIND: KIND_RECEIPT},
+                    {"Nats-Msg-Id": dedupe, HEADER_KIND: KIND_RECEIPT},
                 )
             except Exception as exc:  # NATS unavailable: wait and try again
                 _log.warning("receipt_retry", attempt=attempt, error=type(exc).__name__)
@@ -428,11 +419,11 @@ class PartnerClient:
 
     async def status(self, message_id: MessageId, timeout: float = 5.0) -> DeliveryState:
         """Ask the hub what became of one of our messages (metadata only)."""
-        nc = self._require_open()
-        reply = await nc.request(status_subject(self.org), message_id.encode(), timeout=timeout)
-        return DeliveryState.model_validate_json(reply.data)
+        bus = self._require_open()
+        reply = await bus.request(status_subject(self.org), message_id.encode(), timeout=timeout)
+        return DeliveryState.model_validate_json(reply)
 
-    async def _refusal(self, msg: Msg) -> Incoming:
+    async def _refusal(self, msg: Pulled) -> Incoming:
         hubs = [r for r in self.directory if org_type_of(r.org) is OrgType.HUB]
         for record in hubs:
             try:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters.simulation import Step
-from contracts.enums import CaseState, DataCategory, Decision, InvitationScope, MelderStatus
-from contracts.enums import MessageType as M
-from contracts.enums import ReasonCode as R
+from schakel.adapters.simulation import Step
+from schakel.contracts.enums import CaseState, DataCategory, Decision, InvitationScope, MelderStatus
+from schakel.contracts.enums import MessageType as M
+from schakel.contracts.enums import ReasonCode as R
 
 __all__ = ["PARTNERS", "SCENARIOS", "Scenario"]
 

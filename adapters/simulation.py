@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from adapters.client import Delivery, PartnerClient, Refusal
-from contracts.bodies import Body, categories_of
-from contracts.enums import (
+from schakel.adapters.client import Delivery, PartnerClient, Refusal
+from schakel.contracts.bodies import Body, categories_of
+from schakel.contracts.enums import (
     CaseState,
     DataCategory,
     Decision,
@@ -27,11 +27,11 @@ from contracts.enums import (
     Purpose,
     ReasonCode,
 )
-from contracts.errors import ContractError, SchakelError
-from contracts.examples import example_body
-from contracts.header import InvitationRef, MessageDraft
-from contracts.ids import CaseId, MessageId, OrgId, new_case_id, new_message_id, org_type_of
-from contracts.policy import Policy
+from schakel.contracts.errors import ContractError, SchakelError
+from schakel.contracts.examples import example_body
+from schakel.contracts.header import InvitationRef, MessageDraft
+from schakel.contracts.ids import CaseId, MessageId, OrgId, new_case_id, new_message_id, org_type_of
+from schakel.contracts.policy import Policy
 
 __all__ = ["ScenarioFailure", "ScenarioRunner", "Step", "StepResult"]
 

@@ -32,19 +32,19 @@ import nats
 from nats.aio.msg import Msg
 from nats.js import api
 
-from adapters.client import Delivery, PartnerClient
-from adapters.scenarios import GEM, OM, POL, ZVH
-from adapters.simulation import ScenarioRunner, Step
-from contracts.enums import CaseState, Decision, MessageType
-from contracts.examples import example_body, example_draft
-from contracts.ids import CaseId, OrgId
-from contracts.policy import default_policy_text, parse_policy, with_limits
-from hub.logconfig import configure_logging
-from hub.natsserver import NatsServer
-from hub.service import provision, registration
-from keys.crypto import SigningKey
-from keys.envelope import seal, split_envelope
-from keys.identity import PartnerIdentity
+from schakel.adapters.client import Delivery, PartnerClient
+from schakel.adapters.scenarios import GEM, OM, POL, ZVH
+from schakel.adapters.simulation import ScenarioRunner, Step
+from schakel.contracts.enums import CaseState, Decision, MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import CaseId, OrgId
+from schakel.contracts.policy import default_policy_text, parse_policy, with_limits
+from schakel.hub.logconfig import configure_logging
+from schakel.hub.natsserver import NatsServer
+from schakel.hub.service import provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.envelope import seal, split_envelope
+from schakel.keys.identity import PartnerIdentity
 
 CASES = 64
 
@@ -212,7 +212,7 @@ async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
             relay = spawn(
                 [sys.executable, __file__, "--relay", server.url], Path(tmp) / "relay.log"
             )
-            hub_cmd = [sys.executable, "-m", "hub", "hub", "run", "--nats", server.url,
+            hub_cmd = [sys.executable, "-m", "schakel", "hub", "run", "--nats", server.url,
                        "--authority-public", public, "--policy", str(policy_path),
                        "--data-dir", str(Path(tmp) / "hub")]  # fmt: skip
             hubs = [spawn(hub_cmd, Path(tmp) / f"hub{n}.log") for n in range(hub_count)]

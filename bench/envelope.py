@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import nacl.bindings as sodium
 
-from contracts.enums import MessageType
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId
-from keys.directory import KeyDirectory
-from keys.envelope import open_envelope, padded_length, seal, verify
-from keys.identity import PartnerIdentity
+from schakel.contracts.enums import MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import open_envelope, padded_length, seal, verify
+from schakel.keys.identity import PartnerIdentity
 
 ROUNDS = 5
 TARGET_SECONDS = 0.25

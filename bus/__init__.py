@@ -1,18 +1,53 @@
-"""The one home of ``nats`` for connecting and for the key log (more of the NATS layer is to move
-here: hub/transport.py, the stream access in hub/service.py, hub/audit.py, hub/cli.py and the
-SDK's pull subscription).
+"""The one home of ``nats``: connections, stream and KV access, topology, the key log.
 
 Depends on ``contracts`` and ``keys``; ``hub`` and ``adapters`` use it, never each other.
+Above this package nobody imports ``nats`` or catches a NATS error: operations raise
+:class:`TransportError`, and :func:`is_transient` tells a lost connection from a refusal.
 """
 
-from bus.connection import Credentials, connect
-from bus.keylog import DirectoryFollower, append_key_event, follow_directory, read_keylog
+from schakel.bus.connection import (
+    Bus,
+    Credentials,
+    Kv,
+    KvEntry,
+    Message,
+    Pulled,
+    Puller,
+    Stored,
+    Subscription,
+)
+from schakel.bus.errors import StreamFull, TransportError, is_transient
+from schakel.bus.keylog import DirectoryFollower, append_key_event, follow_directory, read_keylog
+from schakel.bus.topology import (
+    ACK_WAIT,
+    INBOUND_ATTEMPTS,
+    INBOUND_DELIVERIES,
+    MAX_DELIVERIES_ADVISORY,
+    REDELIVERY,
+    Topology,
+)
 
 __all__ = [
+    "ACK_WAIT",
+    "INBOUND_ATTEMPTS",
+    "INBOUND_DELIVERIES",
+    "MAX_DELIVERIES_ADVISORY",
+    "REDELIVERY",
+    "Bus",
     "Credentials",
     "DirectoryFollower",
+    "Kv",
+    "KvEntry",
+    "Message",
+    "Pulled",
+    "Puller",
+    "Stored",
+    "StreamFull",
+    "Subscription",
+    "Topology",
+    "TransportError",
     "append_key_event",
-    "connect",
     "follow_directory",
+    "is_transient",
     "read_keylog",
 ]

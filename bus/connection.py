@@ -1,23 +1,54 @@
-"""Connecting to NATS: credentials, reconnection, and asynchronous errors logged in counts.
+"""Connecting to NATS, and every operation Schakel does on it, as :class:`Bus`.
 
 Every client of NATS connects here: the hub, the partner SDK and the operator's commands.
+What the layers above see are Schakel's own types (:class:`Message`, :class:`Stored`,
+:class:`Pulled`, :class:`Kv`) and errors (:class:`~schakel.bus.errors.TransportError`);
+``nats`` is imported nowhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Final, Self
 
 import nats
+import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import (
+    DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    DEFAULT_SUB_PENDING_MSGS_LIMIT,
+)
+from nats.aio.subscription import Subscription as _NatsSubscription
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.kv import KeyValue
 
-__all__ = ["Credentials", "connect"]
+from schakel.bus.errors import TransportError, error_code, mapped
+
+__all__ = [
+    "Bus",
+    "Credentials",
+    "Kv",
+    "KvEntry",
+    "Message",
+    "Pulled",
+    "Puller",
+    "Stored",
+    "Subscription",
+]
 
 _log = structlog.get_logger("schakel.nats")
+_WRONG_LAST_SEQUENCE: Final = 10071
+_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +61,158 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"Credentials(nkey_seed={self.nkey_seed}, tls_ca={self.tls_ca})"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message on a subject (not stored): a question, an advisory, an event."""
+
+    subject: str
+    data: bytes
+    reply: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message as a stream stores it."""
+
+    stream: str
+    seq: int
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Pulled:
+    """A message a durable consumer handed out; it comes back unless acknowledged."""
+
+    __slots__ = ("_msg", "attempt", "data", "headers", "seq", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.subject: str = msg.subject
+        self.data: bytes = msg.data
+        self.headers: Mapping[str, str] = msg.headers or {}
+        metadata = msg.metadata
+        self.seq: int = int(metadata.sequence.stream)
+        self.attempt: int = int(metadata.num_delivered or 1)
+
+    async def ack(self) -> None:
+        """Done with it: the stream may forget it (work queue)."""
+        with mapped("ack"):
+            await self._msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Hand it out again, after ``delay`` seconds."""
+        with mapped("nak"):
+            await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        """Never hand it out again."""
+        with mapped("term"):
+            await self._msg.term()
+
+
+class Puller:
+    """Fetches from one durable pull consumer (bound, never created by the caller)."""
+
+    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+        self._subscription = subscription
+
+    async def fetch(self, batch: int, timeout: float) -> list[Pulled]:
+        """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first; an
+        empty list when none came."""
+        try:
+            with mapped("fetch"):
+                messages = await self._subscription.fetch(batch, timeout=timeout)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, (nats.errors.TimeoutError, TimeoutError)):
+                return []
+            raise
+        return [Pulled(msg) for msg in messages]
+
+    async def close(self) -> None:
+        """Stop pulling (what was handed out and not acknowledged comes back later)."""
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
+
+
+class Subscription:
+    """A subscription to a subject; :meth:`close` ends it."""
+
+    def __init__(self, subscription: _NatsSubscription) -> None:
+        self._subscription = subscription
+
+    async def close(self) -> None:
+        """Unsubscribe."""
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry:
+    """A value in a KV bucket and its revision (for compare-and-set)."""
+
+    value: bytes
+    revision: int
+
+
+class Kv:
+    """A KV bucket with compare-and-set; a conflict is an answer (``None``), not an error."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, key: str) -> KvEntry | None:
+        """The live value of ``key``, or ``None``."""
+        try:
+            with mapped("kv get"):
+                entry = await self._kv.get(key)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.KeyNotFoundError):
+                return None
+            raise
+        if not entry.value or entry.operation in ("DEL", "PURGE"):
+            return None
+        return KvEntry(entry.value, int(entry.revision or 0))
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Write ``key`` if it has no live value: its revision, or ``None`` if it has one."""
+        return await self._compare_and_set(key, value, None)
+
+    async def update(self, key: str, value: bytes, last: int) -> int | None:
+        """Write ``key`` if it is still at revision ``last``: the new revision, or ``None``."""
+        return await self._compare_and_set(key, value, last)
+
+    async def _compare_and_set(self, key: str, value: bytes, last: int | None) -> int | None:
+        try:
+            with mapped("kv write"):
+                if last is None:
+                    return int(await self._kv.create(key, value))
+                return int(await self._kv.update(key, value, last=last))
+        except TransportError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, nats.js.errors.KeyWrongLastSequenceError) or (
+                error_code(exc) == _WRONG_LAST_SEQUENCE
+            ):
+                return None
+            raise
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (an operator's repair; the hub itself never deletes)."""
+        with mapped("kv delete"):
+            await self._kv.delete(key)
+
+    async def keys(self) -> list[str]:
+        """Every live key (operators' and tests' use; not for the hot path)."""
+        try:
+            with mapped("kv keys"):
+                return list(await self._kv.keys())
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NoKeysError):
+                return []
+            raise
 
 
 class _ErrorLog:
@@ -53,9 +236,7 @@ class _ErrorLog:
                          count=self._counts.pop(kind))  # fmt: skip
 
 
-async def connect(url: str, name: str, credentials: Credentials | None = None) -> Client:
-    """Connect to NATS (``url`` may list a cluster's servers, comma-separated); after the first
-    connection, reconnect for ever, to whichever server is up."""
+async def _connect(url: str, name: str, credentials: Credentials | None) -> Client:
     creds = credentials or Credentials()
     options: dict[str, Any] = {}
     if creds.nkey_seed is not None:
@@ -77,3 +258,222 @@ async def connect(url: str, name: str, credentials: Credentials | None = None) -
     )
 
 
+def _stored(stream: str, msg: RawStreamMsg) -> Stored:
+    return Stored(stream, int(msg.seq or 0), msg.subject or "", msg.data or b"",
+                  dict(msg.headers or {}))  # fmt: skip
+
+
+class Bus:
+    """One connection to NATS; an async context manager that drains it on exit.
+
+    ``url`` may list a cluster's servers, comma-separated; after the first connection the
+    client reconnects for ever, to whichever server is up.
+    """
+
+    def __init__(self, url: str, *, name: str, credentials: Credentials | None = None) -> None:
+        self.url = url
+        self.name = name
+        self._credentials = credentials
+        self._nc: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        """The NATS client (for the modules of ``bus`` only)."""
+        if self._nc is None:
+            raise TransportError("the connection is not open")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context (for the modules of ``bus`` only)."""
+        return self.client.jetstream()
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._nc = await _connect(self.url, self.name, self._credentials)
+        except Exception as exc:
+            raise TransportError(f"cannot connect to {self.url}: {type(exc).__name__}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Drain the connection (what it holds is sent, subscriptions end), then close it."""
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.drain()
+            except Exception:
+                await nc.close()
+
+    async def flush(self, timeout: int = 5) -> None:
+        """Wait until the server has everything sent so far."""
+        with mapped("flush"):
+            await self.client.flush(timeout=timeout)
+
+    # -- core NATS ---------------------------------------------------------------------
+
+    async def send(self, subject: str, data: bytes, *, reply: str = "") -> None:
+        """Publish ``data`` on ``subject`` (not stored)."""
+        with mapped("send"):
+            await self.client.publish(subject, data, reply=reply)
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        """Ask on ``subject`` and return the answer's data."""
+        with mapped("request"):
+            answer = await self.client.request(subject, data, timeout=timeout)
+        return answer.data
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Callable[[Message], Awaitable[None]],
+        *,
+        queue: str = "",
+        pending: int = DEFAULT_SUB_PENDING_MSGS_LIMIT,
+        pending_bytes: int = DEFAULT_SUB_PENDING_BYTES_LIMIT,
+    ) -> Subscription:
+        """Call ``handler`` for each message on ``subject``; at most ``pending`` messages (and
+        ``pending_bytes``) wait unread, more are dropped by the client."""
+
+        async def on_message(msg: Msg) -> None:
+            await handler(Message(msg.subject, msg.data, msg.reply or "", msg.headers or {}))
+
+        with mapped("subscribe"):
+            subscription = await self.client.subscribe(
+                subject,
+                queue=queue,
+                cb=on_message,
+                pending_msgs_limit=pending,
+                pending_bytes_limit=pending_bytes,
+            )
+        return Subscription(subscription)
+
+    # -- JetStream ------------------------------------------------------------------------
+
+    async def publish(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> int:
+        """Store ``data`` in the stream that takes ``subject``; its sequence there.
+
+        Raises:
+            StreamFull: the stream is at its limits.
+            TransportError: anything else NATS refused or could not do.
+        """
+        with mapped("publish"):
+            ack = await self.js.publish(subject, data, headers=dict(headers or {}))
+        return int(ack.seq)
+
+    async def append(
+        self, subject: str, data: bytes, *, after: int, headers: Mapping[str, str] | None = None
+    ) -> int | None:
+        """Store ``data`` on ``subject`` only if the subject's last message is at sequence
+        ``after`` (0: none yet): its sequence, or ``None`` when someone appended meanwhile."""
+        try:
+            return await self.publish(
+                subject, data, {**(headers or {}), _EXPECTED_LAST_SUBJECT_SEQ: str(after)}
+            )
+        except TransportError as exc:
+            if error_code(exc) == _WRONG_LAST_SEQUENCE:
+                return None
+            raise
+
+    async def get(
+        self, stream: str, seq: int, *, subject: str | None = None, or_after: bool = False
+    ) -> Stored | None:
+        """The message at ``seq`` (or, with ``or_after``, the first at or after it on
+        ``subject``), or ``None``."""
+        try:
+            with mapped("get"):
+                msg = await self.js.get_msg(stream, seq, subject=subject, next=or_after)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+                return None
+            raise
+        return _stored(stream, msg)
+
+    async def last(self, stream: str, subject: str) -> Stored | None:
+        """The last message on ``subject``, or ``None``."""
+        try:
+            with mapped("get last"):
+                msg = await self.js.get_last_msg(stream, subject)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+                return None
+            raise
+        return _stored(stream, msg)
+
+    async def scan(
+        self, stream: str, *, subject: str | None = None, start: int = 0
+    ) -> AsyncIterator[Stored]:
+        """Every message of ``stream`` (on ``subject``, a filter that may hold wildcards)
+        from sequence ``start`` to the last one stored when the scan began, in order; gaps
+        (deleted messages) are jumped over with one request."""
+        first, last, _ = await self.state(stream)
+        seq = max(first, start, 1)
+        while seq <= last:
+            message = await self.get(stream, seq, subject=subject or ">", or_after=True)
+            if message is None or message.seq > last:
+                return
+            yield message
+            seq = message.seq + 1
+
+    async def delete(self, stream: str, seq: int) -> bool:
+        """Remove the message at ``seq``; ``False`` if it was not there."""
+        try:
+            with mapped("delete"):
+                return bool(await self.js.delete_msg(stream, seq))
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+                return False
+            raise
+
+    async def state(self, stream: str) -> tuple[int, int, int]:
+        """First and last sequence of ``stream`` and how many messages it holds.
+
+        Raises:
+            TransportError: there is no such stream (or NATS failed).
+        """
+        with mapped("stream info"):
+            info = await self.js.stream_info(stream)
+        state = info.state
+        return int(state.first_seq or 0), int(state.last_seq or 0), int(state.messages or 0)
+
+    async def exists(self, stream: str) -> bool:
+        """Whether ``stream`` exists."""
+        try:
+            await self.state(stream)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+                return False
+            raise
+        return True
+
+    async def counts(self, stream: str, subjects: str) -> dict[str, int]:
+        """Messages stored per subject of ``stream`` matching the filter ``subjects``."""
+        with mapped("stream info"):
+            info = await self.js.stream_info(stream, subjects_filter=subjects)
+        return dict(info.state.subjects or {})
+
+    async def kv(self, bucket: str) -> Kv:
+        """A handle on an existing KV bucket."""
+        with mapped("kv bucket"):
+            return Kv(await self.js.key_value(bucket))
+
+    async def pull(self, stream: str, durable: str) -> Puller | None:
+        """Bind to the durable consumer ``durable`` of ``stream``; ``None`` if there is none
+        (the caller is not provisioned, or no longer)."""
+        try:
+            with mapped("bind"):
+                subscription = await self.js.pull_subscribe_bind(durable, stream=stream)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+                return None
+            raise
+        return Puller(subscription)

@@ -13,17 +13,16 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
-import nats.js.errors
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from contracts.canonical import canonical_json
-from contracts.keyevents import KeyEventRequest, SignedKeyEvent
-from contracts.topology import KEYLOG_STREAM, KEYLOG_SUBJECT
-from keys.crypto import SigningKey, VerifyKey
-from keys.directory import KeyDirectory
-from keys.keylog import KeyLog, KeyLogError, countersign
+from schakel.bus.connection import Bus, Message
+from schakel.bus.errors import mapped
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.keyevents import KeyEventRequest, SignedKeyEvent
+from schakel.contracts.topology import KEYLOG_STREAM, KEYLOG_SUBJECT
+from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.keylog import KeyLog, KeyLogError, countersign
 
 __all__ = [
     "DirectoryFollower",
@@ -34,11 +33,10 @@ __all__ = [
 
 _log = structlog.get_logger("schakel.directory")
 _DIRECT_GET: Final = f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}"
-_WRONG_LAST_SEQUENCE: Final = 10071
 
 
 async def read_keylog(
-    nc: Client, from_seq: int, *, timeout: float = 5.0
+    bus: Bus, from_seq: int, *, timeout: float = 5.0
 ) -> list[tuple[int, bytes]]:
     """Entries of the key log from stream sequence ``from_seq`` on, with their sequences, read
     with one batched direct get.
@@ -47,15 +45,19 @@ async def read_keylog(
     created, so partners need no right to create or inspect consumers. Entries are returned
     as stored; :meth:`KeyLog.offer` decides which are valid events.
     """
+    nc = bus.client
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
+    with mapped("key log read"):
+        sub = await nc.subscribe(inbox)
     try:
-        await nc.publish(
-            _DIRECT_GET, json.dumps({"seq": from_seq, "batch": 100_000}).encode(), reply=inbox
-        )
+        with mapped("key log read"):
+            await nc.publish(
+                _DIRECT_GET, json.dumps({"seq": from_seq, "batch": 100_000}).encode(), reply=inbox
+            )
         entries: list[tuple[int, bytes]] = []
         while True:
-            msg = await sub.next_msg(timeout=timeout)
+            with mapped("key log read"):
+                msg = await sub.next_msg(timeout=timeout)
             headers = msg.headers or {}
             if headers.get("Status") in ("204", "404"):  # end of batch / none
                 return entries
@@ -104,17 +106,17 @@ class DirectoryFollower:
         self.directory.load(self.log)
         self._on_change(self.log)
 
-    async def sync(self, nc: Client) -> None:
+    async def sync(self, bus: Bus) -> None:
         """Read everything after what was read; mark the view fresh."""
         async with self._lock:
-            for seq, raw in await read_keylog(nc, self.next_seq):
+            for seq, raw in await read_keylog(bus, self.next_seq):
                 self.feed(seq, raw)
             self.directory.synced_at = dt.datetime.now(dt.UTC)
 
 
 @contextlib.asynccontextmanager
 async def follow_directory(
-    nc: Client,
+    bus: Bus,
     directory: KeyDirectory,
     authority: VerifyKey,
     *,
@@ -131,32 +133,31 @@ async def follow_directory(
     """
     follower = DirectoryFollower(directory, authority, on_change, on_skip)
 
-    async def on_event(_: Msg) -> None:
+    async def on_event(_: Message) -> None:
         with contextlib.suppress(Exception):
-            await follower.sync(nc)
+            await follower.sync(bus)
 
-    sub = await nc.subscribe(KEYLOG_SUBJECT, cb=on_event)
+    sub = await bus.subscribe(KEYLOG_SUBJECT, on_event)
 
     async def resync() -> None:
         while True:
             await asyncio.sleep(resync_every)
             with contextlib.suppress(Exception):
-                await follower.sync(nc)
+                await follower.sync(bus)
 
     task = asyncio.create_task(resync(), name="directory-resync")
     try:
-        await follower.sync(nc)
+        await follower.sync(bus)
         yield follower
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await sub.close()
 
 
 async def append_key_event(
-    nc: Client, request: KeyEventRequest, authority: SigningKey
+    bus: Bus, request: KeyEventRequest, authority: SigningKey
 ) -> SignedKeyEvent:
     """Countersign ``request`` and append it to the key log (the directory authority's job).
 
@@ -167,24 +168,15 @@ async def append_key_event(
     Raises:
         KeyLogError: the event does not apply.
     """
-    js = nc.jetstream()
     for _ in range(20):
         log = KeyLog(authority.public)
         last_seq = 0
-        for seq, raw in await read_keylog(nc, 1):
+        for seq, raw in await read_keylog(bus, 1):
             log.offer(raw)
             last_seq = seq
         signed = countersign(request, index=log.length, prev=log.head, authority=authority)
         log.apply(signed)  # raises if it does not apply
-        try:
-            await js.publish(
-                KEYLOG_SUBJECT,
-                canonical_json(signed),
-                headers={"Nats-Expected-Last-Subject-Sequence": str(last_seq)},
-            )
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:  # someone appended meanwhile: read again
-                continue
-            raise
+        if await bus.append(KEYLOG_SUBJECT, canonical_json(signed), after=last_seq) is None:
+            continue  # someone appended meanwhile: read again
         return signed
     raise KeyLogError(-1, "the key log kept changing")

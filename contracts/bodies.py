@@ -17,9 +17,15 @@ from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.enums import DataCategory, Decision, InvitationScope, MelderStatus, MessageType
-from contracts.errors import ContractError
-from contracts.ids import OrgIdField
+from schakel.contracts.enums import (
+    DataCategory,
+    Decision,
+    InvitationScope,
+    MelderStatus,
+    MessageType,
+)
+from schakel.contracts.errors import ContractError
+from schakel.contracts.ids import OrgIdField
 
 __all__ = [
     "BODIES",

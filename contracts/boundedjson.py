@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic_core import from_json
 
-from contracts.errors import ContractError
+from schakel.contracts.errors import ContractError
 
 __all__ = ["MAX_DEPTH", "JsonTooDeep", "check_bounds", "loads"]
 

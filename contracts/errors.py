@@ -17,7 +17,8 @@ Every error Schakel raises on purpose derives from :class:`SchakelError`
     │   │   └── WrongPassphrase  the passphrase does not open the keystore
     │   ├── KeyDirectoryError    a key is unknown, revoked or outside its validity window
     │   └── KeyLogError          (keys.keylog) an entry of the key log is not a valid event
-    ├── TransportError           (hub.transport) NATS could not do what the hub asked
+    ├── TransportError           (bus.errors) NATS could not do what was asked
+    │   └── StreamFull           JetStream refused a publish: the stream is at its limits
     ├── AuditError               (hub.audit) the audit trail could not store a record
     ├── RetryLater               (hub.router) not decidable yet; try the message again soon
     ├── DirectoryStale           (adapters.client) the SDK's key directory view is too old
@@ -30,7 +31,7 @@ itself raises plus the root, so that every package can depend on it.
 
 from __future__ import annotations
 
-from contracts.enums import ReasonCode
+from schakel.contracts.enums import ReasonCode
 
 __all__ = ["ContractError", "EnvelopeError", "PolicyFileError", "SchakelError"]
 

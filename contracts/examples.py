@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from contracts.bodies import (
+from schakel.contracts.bodies import (
     Actie,
     Advies,
     Ambtsbericht,
@@ -32,7 +32,7 @@ from contracts.bodies import (
     VerzoekInformatieWeging,
     Voortgang,
 )
-from contracts.enums import (
+from schakel.contracts.enums import (
     CaseState,
     DataCategory,
     Decision,
@@ -43,9 +43,9 @@ from contracts.enums import (
     MelderStatus,
     MessageType,
 )
-from contracts.header import InvitationRef, MessageDraft
-from contracts.ids import CaseId, MessageId, OrgId, new_case_id
-from contracts.policy import default_policy
+from schakel.contracts.header import InvitationRef, MessageDraft
+from schakel.contracts.ids import CaseId, MessageId, OrgId, new_case_id
+from schakel.contracts.policy import default_policy
 
 __all__ = ["example_body", "example_draft", "example_person", "section"]
 

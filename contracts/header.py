@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.canonical import canonical_json
-from contracts.enums import (
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.enums import (
     CaseState,
     DataCategory,
     Decision,
@@ -37,8 +37,8 @@ from contracts.enums import (
     MessageType,
     Purpose,
 )
-from contracts.errors import ContractError
-from contracts.ids import CaseIdField, KeyIdField, MessageIdField, OrgIdField
+from schakel.contracts.errors import ContractError
+from schakel.contracts.ids import CaseIdField, KeyIdField, MessageIdField, OrgIdField
 
 __all__ = [
     "FORMAT",

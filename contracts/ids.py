@@ -14,7 +14,7 @@ from typing import Annotated, NewType
 
 from pydantic import AfterValidator, StringConstraints
 
-from contracts.enums import OrgType
+from schakel.contracts.enums import OrgType
 
 __all__ = [
     "CASE_ID_PATTERN",

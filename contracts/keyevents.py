@@ -16,8 +16,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.header import Base64Key, Base64Signature, Timestamp
-from contracts.ids import KeyIdField, OrgIdField
+from schakel.contracts.header import Base64Key, Base64Signature, Timestamp
+from schakel.contracts.ids import KeyIdField, OrgIdField
 
 __all__ = [
     "EVENT_LABEL",

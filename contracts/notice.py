@@ -10,9 +10,9 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.enums import ReasonCode
-from contracts.header import Timestamp
-from contracts.ids import KeyIdField, MessageIdField, OrgIdField
+from schakel.contracts.enums import ReasonCode
+from schakel.contracts.header import Timestamp
+from schakel.contracts.ids import KeyIdField, MessageIdField, OrgIdField
 
 __all__ = ["RECEIPT_LABEL", "REFUSAL_LABEL", "DeliveryState", "Receipt", "RefusalNotice"]
 

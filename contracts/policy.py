@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.enums import (
+from schakel.contracts.enums import (
     CaseState,
     DataCategory,
     Decision,
@@ -37,7 +37,7 @@ from contracts.enums import (
     OrgType,
     Purpose,
 )
-from contracts.errors import PolicyFileError
+from schakel.contracts.errors import PolicyFileError
 
 __all__ = [
     "CONDITIONS",
@@ -321,7 +321,7 @@ def load_policy(path: Path) -> Policy:
 
 def default_policy_text() -> str:
     """The policy file shipped with this package (``contracts/policy.toml``)."""
-    return resources.files("contracts").joinpath("policy.toml").read_text("utf-8")
+    return resources.files("schakel.contracts").joinpath("policy.toml").read_text("utf-8")
 
 
 @functools.cache

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contracts.bodies import BODIES
-from contracts.header import EnvelopeHeader
+from schakel.contracts.bodies import BODIES
+from schakel.contracts.header import EnvelopeHeader
 
 __all__ = ["SCHEMA_DIR", "all_schemas", "render"]
 

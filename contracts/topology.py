@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from contracts.ids import OrgId
+from schakel.contracts.ids import OrgId
 
 __all__ = [
     "AUDIT_STREAM",

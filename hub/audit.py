@@ -28,17 +28,23 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import nats.js.errors
 import structlog
-from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from contracts.canonical import canonical_json
-from contracts.enums import CaseState, DataCategory, LegalBasis, MessageType, Purpose, ReasonCode
-from contracts.errors import SchakelError
-from contracts.header import Timestamp
-from contracts.ids import CaseIdField, MessageIdField, OrgIdField
-from contracts.topology import AUDIT_STREAM, AUDIT_SUBJECT
+from schakel.bus import Bus
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.enums import (
+    CaseState,
+    DataCategory,
+    LegalBasis,
+    MessageType,
+    Purpose,
+    ReasonCode,
+)
+from schakel.contracts.errors import SchakelError
+from schakel.contracts.header import Timestamp
+from schakel.contracts.ids import CaseIdField, MessageIdField, OrgIdField
+from schakel.contracts.topology import AUDIT_STREAM, AUDIT_SUBJECT
 
 __all__ = [
     "GENESIS",
@@ -59,7 +65,6 @@ GENESIS: Final = "0" * 64
 MAX_RECORD_BYTES: Final = 64 * 1024
 # One stream message holds a group of records; stay well below the server's max_payload.
 MAX_GROUP_BYTES: Final = 512 * 1024
-_WRONG_LAST_SEQUENCE: Final = 10071
 _log = structlog.get_logger("schakel.audit")
 
 
@@ -127,8 +132,8 @@ class AuditTrail:
     turns one JetStream round trip per message into one per group.
     """
 
-    def __init__(self, js: JetStreamContext, *, max_group: int = 512) -> None:
-        self._js = js
+    def __init__(self, bus: Bus, *, max_group: int = 512) -> None:
+        self._bus = bus
         self._max_group = max_group
         self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[AuditRecord]]] = (
             asyncio.Queue()
@@ -139,14 +144,13 @@ class AuditTrail:
     async def _load_tail(self) -> tuple[int, int, str]:
         """The stream's last sequence and the last sound record (walking back over foreign
         entries)."""
-        try:
-            last = await self._js.get_last_msg(AUDIT_STREAM, AUDIT_SUBJECT)
-        except nats.js.errors.NotFoundError:
+        last = await self._bus.last(AUDIT_STREAM, AUDIT_SUBJECT)
+        if last is None:
             return 0, -1, GENESIS
-        last_seq = seq = int(last.seq or 0)
+        last_seq = seq = last.seq
         message = last
         while True:
-            for line in reversed((message.data or b"").split(b"\n")):
+            for line in reversed(message.data.split(b"\n")):
                 record = parse_record(line)
                 if record is not None and record.compute_hash() == record.hash:
                     return last_seq, record.index, record.hash
@@ -154,10 +158,9 @@ class AuditTrail:
             seq -= 1
             if seq < 1:
                 return last_seq, -1, GENESIS
-            try:
-                message = await self._js.get_msg(AUDIT_STREAM, seq)
-            except nats.js.errors.NotFoundError:
-                continue
+            found = await self._bus.get(AUDIT_STREAM, seq)
+            if found is not None:
+                message = found
 
     async def append(self, record: AuditRecord) -> AuditRecord:
         """Append ``record`` (index, prev and hash are filled in); return it once stored."""
@@ -208,32 +211,25 @@ class AuditTrail:
             lines = [canonical_json(r) for r in placed]
             if any(len(line) > MAX_RECORD_BYTES for line in lines):
                 raise AuditError("an audit record is larger than readers accept")
-            try:
-                ack = await self._js.publish(
-                    AUDIT_SUBJECT,
-                    b"\n".join(lines),
-                    headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
-                )
-            except nats.js.errors.APIError as exc:
-                if exc.err_code != _WRONG_LAST_SEQUENCE:
-                    raise
+            stored = await self._bus.append(AUDIT_SUBJECT, b"\n".join(lines), after=seq)
+            if stored is None:
                 self._tail = None  # another hub appended: re-read the tail and retry
                 continue
-            self._tail = (ack.seq, placed[-1].index, placed[-1].hash)
+            self._tail = (stored, placed[-1].index, placed[-1].hash)
             return placed
         raise AuditError("audit chain: too much contention")
 
 
-async def read_trail(js: JetStreamContext) -> AsyncIterator[tuple[int, bytes]]:
-    """Every audit record as stored (its stream message's sequence, raw bytes), in order."""
-    info = await js.stream_info(AUDIT_STREAM)
-    for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
-        try:
-            message = await js.get_msg(AUDIT_STREAM, seq)
-        except nats.js.errors.NotFoundError:
+async def read_trail(bus: Bus) -> AsyncIterator[tuple[int, bytes]]:
+    """Every audit record as stored (its stream message's sequence, raw bytes), in order; a
+    missing stream message (the stream denies deletes, so it should never be) as ``b""``."""
+    first, last, _ = await bus.state(AUDIT_STREAM)
+    for seq in range(max(first, 1), last + 1):
+        message = await bus.get(AUDIT_STREAM, seq)
+        if message is None:
             yield seq, b""
             continue
-        for line in (message.data or b"").split(b"\n"):
+        for line in message.data.split(b"\n"):
             yield seq, line
 
 

@@ -13,9 +13,9 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
-from contracts.enums import CaseState, InvitationScope
-from contracts.header import Timestamp
-from contracts.ids import CaseIdField, MessageId, MessageIdField, OrgId, OrgIdField
+from schakel.contracts.enums import CaseState, InvitationScope
+from schakel.contracts.header import Timestamp
+from schakel.contracts.ids import CaseIdField, MessageId, MessageIdField, OrgId, OrgIdField
 
 __all__ = ["CLOSED_STATES", "CaseRecord", "Invitation", "InvitationStatus"]
 

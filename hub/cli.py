@@ -15,18 +15,18 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bus import Credentials
-from contracts.enums import OrgType
-from contracts.errors import SchakelError
-from contracts.ids import KeyId, OrgId, org_type_of
-from contracts.keyevents import KeyEventRequest, RevocationReason
-from contracts.policy import default_policy, load_policy
-from hub.registry import default_registry, load_registry
-from hub.service import registration
-from keys.crypto import SigningKey, VerifyKey
-from keys.identity import PartnerIdentity
-from keys.keylog import add_encryption_key_request, revoke_request, sign_request
-from keys.keystore import PASSPHRASE_ENV, load_keystore, save_keystore
+from schakel.bus import Credentials
+from schakel.contracts.enums import OrgType
+from schakel.contracts.errors import SchakelError
+from schakel.contracts.ids import KeyId, OrgId, org_type_of
+from schakel.contracts.keyevents import KeyEventRequest, RevocationReason
+from schakel.contracts.policy import default_policy, load_policy
+from schakel.hub.registry import default_registry, load_registry
+from schakel.hub.service import registration
+from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import add_encryption_key_request, revoke_request, sign_request
+from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore, save_keystore
 
 __all__ = ["main"]
 
@@ -113,21 +113,18 @@ async def _append(
     authority: SigningKey,
     credentials: Credentials | None = None,
 ) -> None:
-    from bus import append_key_event, connect
+    from schakel.bus import Bus, append_key_event
 
-    nc = await connect(url, "schakel-authority", credentials)
-    try:
+    async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
         for request in requests:
-            signed = await append_key_event(nc, request, authority)
+            signed = await append_key_event(bus, request, authority)
             sys.stdout.write(
                 f"key log #{signed.event.index}: {signed.event.kind} {signed.event.org}\n"
             )
-    finally:
-        await nc.close()
 
 
 def _keys_register(args: argparse.Namespace) -> int:
-    from hub.service import provision
+    from schakel.hub.service import provision
 
     requests = [KeyEventRequest.model_validate_json(Path(p).read_text()) for p in args.requests]
     asyncio.run(
@@ -174,15 +171,13 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _verify_directory(args: argparse.Namespace) -> int:
-    from bus import connect, read_keylog
-    from keys.keylog import KeyLog
+    from schakel.bus import Bus, read_keylog
+    from schakel.keys.keylog import KeyLog
 
     async def read() -> list[tuple[int, bytes]]:
-        nc = await connect(_nats_url(args), "schakel-verify-directory", _credentials(args))
-        try:
-            return await read_keylog(nc, 1)
-        finally:
-            await nc.close()
+        url = _nats_url(args)
+        async with Bus(url, name="schakel-verify-directory", credentials=_credentials(args)) as bus:
+            return await read_keylog(bus, 1)
 
     log = KeyLog(_authority_public(args.authority_public))
     skipped = 0
@@ -225,8 +220,8 @@ def _nats_url(args: argparse.Namespace) -> str:
 
 
 def _hub_run(args: argparse.Namespace) -> int:
-    from hub.logconfig import configure_logging
-    from hub.service import Hub, HubSettings
+    from schakel.hub.logconfig import configure_logging
+    from schakel.hub.service import Hub, HubSettings
 
     configure_logging(json=args.log == "json")
     settings = HubSettings(
@@ -267,15 +262,15 @@ def _hub_run(args: argparse.Namespace) -> int:
 async def _read_records(
     url: str, credentials: Credentials | None = None
 ) -> list[tuple[int, bytes]]:
-    from hub.audit import read_trail
-    from hub.transport import Transport
+    from schakel.bus import Bus
+    from schakel.hub.audit import read_trail
 
-    async with Transport(url, name="schakel-audit", credentials=credentials) as transport:
-        return [item async for item in read_trail(transport.js)]
+    async with Bus(url, name="schakel-audit", credentials=credentials) as bus:
+        return [item async for item in read_trail(bus)]
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from hub.audit import verify_chain
+    from schakel.hub.audit import verify_chain
 
     report = verify_chain(asyncio.run(_read_records(_nats_url(args), _credentials(args))))
     for seq in report.foreign:
@@ -291,8 +286,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_show(args: argparse.Namespace) -> int:
-    from hub.audit import parse_record
-    from hub.demo import format_record
+    from schakel.hub.audit import parse_record
+    from schakel.hub.demo import format_record
 
     shown = 0
     for _, raw in asyncio.run(_read_records(_nats_url(args), _credentials(args))):
@@ -306,7 +301,7 @@ def _audit_show(args: argparse.Namespace) -> int:
 
 
 def _nats_config(args: argparse.Namespace) -> int:
-    from hub.natsconfig import ClusterLayout, TlsFiles, write_config
+    from schakel.hub.natsconfig import ClusterLayout, TlsFiles, write_config
 
     registry = load_registry(Path(args.registry)) if args.registry else default_registry()
     tls = None
@@ -338,41 +333,27 @@ def _nats_config(args: argparse.Namespace) -> int:
 
 
 async def _dead_letters(url: str, replay: bool, credentials: Credentials | None = None) -> int:
-    from nats.js.errors import NotFoundError
+    from schakel.bus import Bus
+    from schakel.contracts.topology import DLQ_STREAM, HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE
+    from schakel.hub.service import HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT
 
-    from bus import connect
-    from contracts.topology import DLQ_STREAM, HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE
-    from hub.service import HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT
-
-    nc = await connect(url, "schakel-dlq", credentials)
-    js = nc.jetstream()
-    try:
-        info = await js.stream_info(DLQ_STREAM)
+    async with Bus(url, name="schakel-dlq", credentials=credentials) as bus:
         count = 0
-        for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
-            try:
-                msg = await js.get_msg(DLQ_STREAM, seq)
-            except NotFoundError:
-                continue
-            headers = dict(msg.headers or {})
-            original = headers.get(HEADER_ORIGINAL_SUBJECT, "")
+        async for msg in bus.scan(DLQ_STREAM):
+            original = msg.headers.get(HEADER_ORIGINAL_SUBJECT, "")
             sys.stdout.write(
-                f"#{seq} {msg.subject} from {original} after "
-                f"{headers.get(HEADER_DELIVERIES, '?')} deliveries\n"
+                f"#{msg.seq} {msg.subject} from {original} after "
+                f"{msg.headers.get(HEADER_DELIVERIES, '?')} deliveries\n"
             )
             if replay and original:
-                kind = headers.get(HEADER_KIND, KIND_ENVELOPE)
-                await js.publish(
-                    original,
-                    msg.data or b"",
-                    headers={HEADER_MSG_ID: f"replay:{seq}", HEADER_KIND: kind},
+                kind = msg.headers.get(HEADER_KIND, KIND_ENVELOPE)
+                await bus.publish(
+                    original, msg.data, {HEADER_MSG_ID: f"replay:{msg.seq}", HEADER_KIND: kind}
                 )
-                await js.delete_msg(DLQ_STREAM, seq)
+                await bus.delete(DLQ_STREAM, msg.seq)
             count += 1
         sys.stdout.write(f"{count} dead letter(s){' replayed' if replay and count else ''}\n")
         return count
-    finally:
-        await nc.close()
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -382,7 +363,7 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from hub.demo import run_demo
+    from schakel.hub.demo import run_demo
 
     return 0 if asyncio.run(run_demo()) else 1
 

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import structlog
 
-from adapters.client import PartnerClient
-from adapters.scenarios import GEM, IND, KMAR, OM, POL, RVDK, SCENARIOS, ZVH
-from adapters.simulation import ScenarioRunner, Step
-from contracts.enums import MessageType, ReasonCode
-from contracts.ids import OrgId
-from contracts.policy import Policy, default_policy
-from hub.audit import AuditRecord, parse_record, read_trail, verify_chain
-from hub.logconfig import configure_logging
-from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision, registration
-from keys.crypto import SigningKey
-from keys.identity import PartnerIdentity
+from schakel.adapters.client import PartnerClient
+from schakel.adapters.scenarios import GEM, IND, KMAR, OM, POL, RVDK, SCENARIOS, ZVH
+from schakel.adapters.simulation import ScenarioRunner, Step
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.ids import OrgId
+from schakel.contracts.policy import Policy, default_policy
+from schakel.hub.audit import AuditRecord, parse_record, read_trail, verify_chain
+from schakel.hub.logconfig import configure_logging
+from schakel.hub.natsserver import NatsServer
+from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.identity import PartnerIdentity
 
 __all__ = ["run_demo"]
 
@@ -94,8 +94,8 @@ async def _play(data: Path, policy: Policy, out: Callable[[str], None]) -> bool:
             await runner.run(steps)
             await runner.assert_quiet()
             case_id = runner.case_id("A")
-            assert hub.transport is not None
-            trail = [item async for item in read_trail(hub.transport.js)]
+            assert hub.bus is not None
+            trail = [item async for item in read_trail(hub.bus)]
             out(f"\n5. The audit trail of case {case_id} (metadata only, no content):\n")
             for _, raw in trail:
                 record = parse_record(raw)

@@ -35,8 +35,8 @@ from typing import Any, Final
 
 import nkeys
 
-from contracts.ids import OrgId
-from contracts.topology import (
+from schakel.contracts.ids import OrgId
+from schakel.contracts.topology import (
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
     delivery_consumer,
@@ -45,7 +45,7 @@ from contracts.topology import (
     inbox_prefix,
     status_subject,
 )
-from keys.crypto import random_bytes
+from schakel.keys.crypto import random_bytes
 
 __all__ = [
     "HUB_ACCOUNT",
@@ -67,7 +67,7 @@ HUB_USER: Final = "hub"
 HUB_ACCOUNT: Final = "HUB"
 PARTNER_MAX_CONNECTIONS: Final = 8
 # Longer than a pull of deliveries may wait (the SDK asks for at most a second; the consumer
-# caps it, see hub/transport.py) for a stream of answers; a single answer comes at once.
+# caps it, see bus/topology.py) for a stream of answers; a single answer comes at once.
 _RESPONSE_THRESHOLD: Final = {None: "1s", "stream": "2s"}
 
 

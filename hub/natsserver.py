@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from contracts.errors import SchakelError
+from schakel.contracts.errors import SchakelError
 
 __all__ = ["NatsServer", "find_nats_server", "free_port"]
 

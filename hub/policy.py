@@ -13,8 +13,8 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from contracts.bodies import body_contract, contract_categories
-from contracts.enums import (
+from schakel.contracts.bodies import body_contract, contract_categories
+from schakel.contracts.enums import (
     CaseState,
     DataCategory,
     Decision,
@@ -22,12 +22,12 @@ from contracts.enums import (
     OrgType,
     ReasonCode,
 )
-from contracts.errors import ContractError
-from contracts.header import EnvelopeHeader
-from contracts.ids import OrgId, org_type_of
-from contracts.policy import Cell, Condition, MessageRule, Policy
-from hub.cases import CLOSED_STATES, CaseRecord, Invitation, InvitationStatus
-from hub.registry import Registry
+from schakel.contracts.errors import ContractError
+from schakel.contracts.header import EnvelopeHeader
+from schakel.contracts.ids import OrgId, org_type_of
+from schakel.contracts.policy import Cell, Condition, MessageRule, Policy
+from schakel.hub.cases import CLOSED_STATES, CaseRecord, Invitation, InvitationStatus
+from schakel.hub.registry import Registry
 
 __all__ = ["Allow", "Context", "Refuse", "Verdict", "decide"]
 

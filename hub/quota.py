@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contracts.ids import OrgId
+from schakel.contracts.ids import OrgId
 
 __all__ = ["RateLimiter"]
 

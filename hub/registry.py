@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from contracts.enums import OrgType
-from contracts.errors import PolicyFileError
-from contracts.ids import OrgId, OrgIdField, org_type_of
+from schakel.contracts.enums import OrgType
+from schakel.contracts.errors import PolicyFileError
+from schakel.contracts.ids import OrgId, OrgIdField, org_type_of
 
 __all__ = ["Region", "Registry", "default_registry", "load_registry"]
 

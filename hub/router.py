@@ -24,35 +24,35 @@ from typing import Final, Protocol
 
 import structlog
 
-from contracts.enums import REASON_TEXTS, ReasonCode
-from contracts.errors import ContractError, EnvelopeError, SchakelError
-from contracts.header import EnvelopeHeader, decode_header
-from contracts.ids import MESSAGE_ID_PATTERN, CaseId, KeyId, MessageId, OrgId
-from contracts.notice import (
+from schakel.contracts.enums import REASON_TEXTS, ReasonCode
+from schakel.contracts.errors import ContractError, EnvelopeError, SchakelError
+from schakel.contracts.header import EnvelopeHeader, decode_header
+from schakel.contracts.ids import MESSAGE_ID_PATTERN, CaseId, KeyId, MessageId, OrgId
+from schakel.contracts.notice import (
     RECEIPT_LABEL,
     REFUSAL_LABEL,
     DeliveryState,
     Receipt,
     RefusalNotice,
 )
-from contracts.policy import Policy
-from contracts.topology import (
+from schakel.contracts.policy import Policy
+from schakel.contracts.topology import (
     INBOUND_ALLOWED_HEADERS,
     KIND_ENVELOPE,
     KIND_RECEIPT,
     org_of_inbound_subject,
 )
-from hub.audit import AuditRecord
-from hub.cases import CaseRecord
-from hub.policy import Allow, Context, Refuse, decide
-from hub.quota import RateLimiter
-from hub.registry import Registry
-from hub.transport import Backlog, MessageEntry
-from keys.directory import KeyDirectory
-from keys.envelope import split_envelope, verify
-from keys.errors import KeyDirectoryError
-from keys.identity import PartnerIdentity
-from keys.statement import claimed_statement, sign_statement, verify_statement
+from schakel.hub.audit import AuditRecord
+from schakel.hub.cases import CaseRecord
+from schakel.hub.policy import Allow, Context, Refuse, decide
+from schakel.hub.quota import RateLimiter
+from schakel.hub.registry import Registry
+from schakel.hub.stores import Backlog, MessageEntry
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import split_envelope, verify
+from schakel.keys.errors import KeyDirectoryError
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.statement import claimed_statement, sign_statement, verify_statement
 
 __all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "RetryLater", "Router"]
 

@@ -13,39 +13,46 @@ import datetime as dt
 import re
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-import nats.errors
-import nats.js.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
 
-from bus import (
+from schakel.bus import (
+    ACK_WAIT,
+    INBOUND_ATTEMPTS,
+    MAX_DELIVERIES_ADVISORY,
+    REDELIVERY,
+    Bus,
     Credentials,
     DirectoryFollower,
+    Message,
+    Pulled,
+    Topology,
+    TransportError,
     append_key_event,
     follow_directory,
+    is_transient,
 )
-from contracts import boundedjson
-from contracts.enums import OrgType
-from contracts.errors import ContractError, EnvelopeError, SchakelError
-from contracts.header import decode_header
-from contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, org_type_of
-from contracts.keyevents import KeyEventKind, KeyEventRequest
-from contracts.policy import Policy, default_policy
-from contracts.topology import (
+from schakel.contracts import boundedjson
+from schakel.contracts.enums import OrgType
+from schakel.contracts.errors import ContractError, EnvelopeError, SchakelError
+from schakel.contracts.header import decode_header
+from schakel.contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, org_type_of
+from schakel.contracts.keyevents import KeyEventKind, KeyEventRequest
+from schakel.contracts.policy import Policy, default_policy
+from schakel.contracts.topology import (
+    CASES_BUCKET,
     DELIVERY_STREAM_PREFIX,
     DLQ_PREFIX,
     HEADER_KIND,
     HEADER_MSG_ID,
     INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
+    MESSAGES_BUCKET,
     STATUS_PREFIX,
     delivery_filter,
     delivery_stream,
@@ -55,26 +62,17 @@ from contracts.topology import (
     quarantine_subject,
     recipient_of_delivery_subject,
 )
-from hub.audit import AuditTrail
-from hub.natsserver import NatsServer
-from hub.quota import RateLimiter
-from hub.registry import Registry, default_registry
-from hub.router import Inbound, RetryLater, Router
-from hub.transport import (
-    INBOUND_ATTEMPTS,
-    REDELIVERY,
-    KvCaseStore,
-    KvMessageRegistry,
-    Outbox,
-    Transport,
-    header_case_id,
-    is_transient,
-)
-from keys.crypto import SigningKey, VerifyKey
-from keys.directory import KeyDirectory
-from keys.envelope import split_envelope
-from keys.identity import PartnerIdentity
-from keys.keylog import register_request, sign_request
+from schakel.hub.audit import AuditTrail
+from schakel.hub.natsserver import NatsServer
+from schakel.hub.quota import RateLimiter
+from schakel.hub.registry import Registry, default_registry
+from schakel.hub.router import Inbound, RetryLater, Router
+from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox, header_case_id
+from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import split_envelope
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import register_request, sign_request
 
 __all__ = [
     "HEADER_DELIVERIES",
@@ -117,7 +115,7 @@ class HubSettings:
     instance: str = field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
     credentials: Credentials | None = None
     authority: VerifyKey | None = None
-    ack_wait: float = 30.0  # a crashed hub's unfinished messages come back after this
+    ack_wait: float = ACK_WAIT  # a crashed hub's unfinished messages come back after this
     redelivery: tuple[float, ...] = REDELIVERY  # retries of an unacknowledged delivery
     expiry_sweep: float = 60.0  # seconds between sweeps for expired, undelivered messages
     expiry_warning: dt.timedelta = dt.timedelta(days=30)
@@ -136,7 +134,8 @@ class Hub:
         self._runner: asyncio.Task[None] | None = None
         self._state = "unopened"
         self.url = ""
-        self.transport: Transport | None = None
+        self.bus: Bus | None = None
+        self.topology: Topology | None = None
         self.directory_follower: DirectoryFollower | None = None
         self.processed = 0
 
@@ -158,25 +157,23 @@ class Hub:
             server = NatsServer(settings.data_dir / "nats")
             url = (await self._stack.enter_async_context(server)).url
         self.url = url
-        transport = await self._stack.enter_async_context(
-            Transport(
-                url,
-                name=settings.instance,
-                replicas=settings.replicas,
-                credentials=settings.credentials,
-                ack_wait=settings.ack_wait,
-                redelivery=settings.redelivery,
-                inbound_attempts=settings.inbound_attempts,
-            )
+        bus = await self._stack.enter_async_context(
+            Bus(url, name=settings.instance, credentials=settings.credentials)
         )
-        self.transport = transport
+        topology = Topology(
+            bus,
+            settings.policy.limits,
+            replicas=settings.replicas,
+            ack_wait=settings.ack_wait,
+            redelivery=settings.redelivery,
+            inbound_attempts=settings.inbound_attempts,
+        )
+        self.bus, self.topology = bus, topology
         if settings.authority is None:
             raise SchakelError("no directory authority key configured: the hub cannot trust keys")
-        await transport.ensure_topology(settings.policy)
+        await topology.ensure()
         self.directory_follower = await self._stack.enter_async_context(
-            follow_directory(
-                transport.nc, self.directory, settings.authority, on_change=self._warn_expiring
-            )
+            follow_directory(bus, self.directory, settings.authority, on_change=self._warn_expiring)
         )
         self._warn_expiring(None)
         if self.identity.org not in self.directory:
@@ -187,28 +184,28 @@ class Hub:
             )
         # Every partner's streams and consumers, with this hub's policy limits (whoever
         # provisioned them, the running hub's policy is the one that holds).
-        await transport.ensure_partners(sorted({*settings.partners, *await transport.partners()}))
-        audit = AuditTrail(transport.js)
+        await topology.ensure_partners(sorted({*settings.partners, *await topology.partners()}))
+        audit = AuditTrail(bus)
         self._stack.push_async_callback(audit.close)
         router = Router(
             policy=settings.policy,
             registry=settings.registry,
             directory=self.directory,
-            cases=KvCaseStore(await transport.kv("schakel-cases")),
-            messages=KvMessageRegistry(await transport.kv("schakel-messages")),
+            cases=KvCaseStore(await bus.kv(CASES_BUCKET)),
+            messages=KvMessageRegistry(await bus.kv(MESSAGES_BUCKET)),
             audit=audit,
-            outbox=Outbox(transport.js, self.identity.org),
+            outbox=Outbox(bus, self.identity.org),
             identity=self.identity,
             instance=settings.instance,
             clock=settings.clock,
         )
-        await self._watch_dead_letters(router, transport)
-        await self._answer_status(router, transport)
+        await self._watch_dead_letters(router, bus)
+        await self._answer_status(router, url)
         flusher = asyncio.create_task(self._flush_refusals(router), name="refusal-counts")
         self._stack.push_async_callback(self._last_flush, router, flusher)
-        sweeper = asyncio.create_task(self._sweep_expired(router, transport), name="expiry")
+        sweeper = asyncio.create_task(self._sweep_expired(router, topology), name="expiry")
         self._stack.push_async_callback(_cancel, sweeper)
-        self._runner = asyncio.create_task(self._run(router, transport), name="hub-runner")
+        self._runner = asyncio.create_task(self._run(router, topology), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=url)
 
     @staticmethod
@@ -227,51 +224,45 @@ class Hub:
         with contextlib.suppress(Exception):
             await router.flush_refusals()
 
-    async def _sweep_expired(self, router: Router, transport: Transport) -> None:
+    async def _sweep_expired(self, router: Router, topology: Topology) -> None:
         """Remove deliveries whose envelope expired before the recipient took them; tell the
         sender. Delivery streams are work queues, so they hold only what is still waiting
         (bounded by the backlog limits); one pass reads each message once, jumping over gaps,
         and a failure in one partner's stream does not stop the others'."""
-        js = transport.js
+        assert self.bus is not None
+        bus = self.bus
         while True:
             await asyncio.sleep(self.settings.expiry_sweep)
             try:
-                partners = await transport.partners()
+                partners = await topology.partners()
             except Exception as exc:
                 _log.warning("expiry_sweep_failed", error=type(exc).__name__)
                 continue
             now = dt.datetime.now(dt.UTC)
             for org in partners:
                 try:
-                    await self._sweep_one(router, js, org, now)
+                    await self._sweep_one(router, bus, org, now)
                 except Exception as exc:
                     _log.warning("expiry_sweep_failed", recipient=org, error=type(exc).__name__)
 
     @staticmethod
     async def _sweep_one(
-        router: Router, js: JetStreamContext, org: OrgId, now: dt.datetime
+        router: Router, bus: Bus, org: OrgId, now: dt.datetime
     ) -> None:
         stream = delivery_stream(org)
-        info = await js.stream_info(stream)
-        seq, last = int(info.state.first_seq or 1), int(info.state.last_seq or 0)
-        while seq <= last:
-            try:
-                msg = await js.get_msg(stream, seq, subject=delivery_filter(org), next=True)
-            except nats.js.errors.NotFoundError:
-                return
-            seq = int(msg.seq or seq) + 1
-            if (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
+        async for msg in bus.scan(stream, subject=delivery_filter(org)):
+            if msg.headers.get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
                 continue
             try:
-                header = decode_header(split_envelope(msg.data or b"")[0])
+                header = decode_header(split_envelope(msg.data)[0])
             except (EnvelopeError, ContractError):
                 continue
             if header.expires_at > now:
                 continue
-            await js.delete_msg(stream, int(msg.seq or 0))
-            await router.expired(msg.data or b"", org)
+            if await bus.delete(stream, msg.seq):
+                await router.expired(msg.data, org)
 
-    async def _answer_status(self, router: Router, transport: Transport) -> None:
+    async def _answer_status(self, router: Router, url: str) -> None:
         """Answer partners' questions about their own messages (request-reply, metadata).
 
         The answer goes only to the asker's own reply subject: the private ``_R_`` subject
@@ -287,11 +278,11 @@ class Hub:
         settings = self.settings
         name = f"{settings.instance}-status"
         service = await self._stack.enter_async_context(
-            Transport(transport.url, name=name, credentials=settings.credentials)
+            Bus(url, name=name, credentials=settings.credentials)
         )
         budget = RateLimiter(_STATUS_PER_SECOND, _STATUS_BURST)
 
-        async def on_request(msg: Msg) -> None:
+        async def on_request(msg: Message) -> None:
             asker = OrgId(msg.subject.removeprefix(STATUS_PREFIX))
             if asker not in self.directory:
                 # Not a registered partner (without accounts the subject is anyone's text):
@@ -299,7 +290,7 @@ class Hub:
                 return
             if not budget.take(asker):
                 return  # above the asker's share: dropped, unanswered
-            reply = msg.reply or ""
+            reply = msg.reply
             if not reply.startswith((_SERVICE_REPLY_PREFIX, inbox_prefix(asker) + ".")):
                 _log.warning("status_reply_refused", asker=asker)
                 return
@@ -308,20 +299,20 @@ class Hub:
                 return
             try:
                 answer = await router.state(asker, MessageId(msg.data.decode("ascii")))
-                await service.nc.publish(reply, answer.model_dump_json().encode())
+                await service.send(reply, answer.model_dump_json().encode())
             except Exception as exc:
                 _log.warning("status_failed", asker=asker, error=type(exc).__name__)
 
-        subscription = await service.nc.subscribe(
+        subscription = await service.subscribe(
             STATUS_PREFIX + ">",
+            on_request,
             queue="schakel-hub",
-            cb=on_request,
-            pending_msgs_limit=_STATUS_WAITING,
-            pending_bytes_limit=_STATUS_WAITING * 1024,
+            pending=_STATUS_WAITING,
+            pending_bytes=_STATUS_WAITING * 1024,
         )
-        self._stack.push_async_callback(subscription.unsubscribe)
+        self._stack.push_async_callback(subscription.close)
 
-    async def _watch_dead_letters(self, router: Router, transport: Transport) -> None:
+    async def _watch_dead_letters(self, router: Router, bus: Bus) -> None:
         """Handle messages JetStream gave up on after their last delivery attempt.
 
         A delivery nobody took moves to the dead-letter stream and its sender is told; an
@@ -330,9 +321,8 @@ class Hub:
         of them handles each advisory. Advisories come from the server, in the hub's own
         account, and are parsed within bounds all the same.
         """
-        js = transport.js
 
-        async def on_advisory(msg: Msg) -> None:
+        async def on_advisory(msg: Message) -> None:
             try:
                 advisory = boundedjson.loads(msg.data, max_bytes=64 * 1024)
                 stream = str(advisory["stream"])
@@ -350,41 +340,41 @@ class Hub:
                 _log.error("dead_letter_failed", stream=stream, error=type(exc).__name__)
 
         async def quarantine(stream: str, seq: int, deliveries: int) -> None:
-            try:
-                original = await js.get_msg(stream, seq)
-            except nats.js.errors.NotFoundError:
+            original = await bus.get(stream, seq)
+            if original is None:
                 return  # another hub, or the worker itself, already set it aside
-            await self._quarantine(router, original, seq, deliveries)
-            await js.delete_msg(stream, seq)
+            await self._quarantine(
+                router, original.subject, original.data, original.headers, seq, deliveries
+            )
+            await bus.delete(stream, seq)
 
         async def dead_letter(stream: str, seq: int, deliveries: int) -> None:
-            try:
-                original = await js.get_msg(stream, seq)
-            except nats.js.errors.NotFoundError:
+            original = await bus.get(stream, seq)
+            if original is None:
                 return  # another hub already moved it
-            subject = original.subject or ""
+            subject = original.subject
             recipient = recipient_of_delivery_subject(subject)
             if recipient is None:
                 return
-            headers = dict(original.headers or {})
-            await js.publish(
+            headers = original.headers
+            await bus.publish(
                 DLQ_PREFIX + recipient,
-                original.data or b"",
-                headers={
+                original.data,
+                {
                     HEADER_MSG_ID: f"dlq:{recipient}:{seq}",
                     HEADER_ORIGINAL_SUBJECT: subject,
                     HEADER_DELIVERIES: str(deliveries),
                     HEADER_KIND: headers.get(HEADER_KIND, KIND_ENVELOPE),
                 },
             )
-            await js.delete_msg(stream, seq)
+            await bus.delete(stream, seq)
             if headers.get(HEADER_KIND, KIND_ENVELOPE) == KIND_ENVELOPE:
-                await router.dead_letter(original.data or b"", recipient, deliveries)
+                await router.dead_letter(original.data, recipient, deliveries)
 
-        subscription = await transport.nc.subscribe(
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*", queue="schakel-hub", cb=on_advisory
+        subscription = await bus.subscribe(
+            MAX_DELIVERIES_ADVISORY, on_advisory, queue="schakel-hub"
         )
-        self._stack.push_async_callback(subscription.unsubscribe)
+        self._stack.push_async_callback(subscription.close)
 
     def _warn_expiring(self, _: object) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -398,10 +388,10 @@ class Hub:
 
     async def add_partner(self, org: OrgId) -> None:
         """Create the delivery consumer for a partner joining at run time."""
-        assert self.transport is not None
-        await self.transport.ensure_partners([org])
+        assert self.topology is not None
+        await self.topology.ensure_partners([org])
 
-    async def _run(self, router: Router, transport: Transport) -> None:
+    async def _run(self, router: Router, topology: Topology) -> None:
         """Fetch from every partner's inbound stream and hand messages to the workers.
 
         One fetcher per partner, each with at most ``per_sender_inflight`` messages handed out
@@ -409,7 +399,7 @@ class Hub:
         message of another partner waits behind at most one share per worker queue.
         Messages about one case go to one worker, so they are applied in order.
         """
-        queues: list[asyncio.Queue[tuple[Msg, _Share]]] = [
+        queues: list[asyncio.Queue[tuple[Pulled, _Share]]] = [
             asyncio.Queue(maxsize=self.settings.fetch_batch) for _ in range(self.settings.workers)
         ]
         fetchers: dict[OrgId, asyncio.Task[None]] = {}
@@ -420,12 +410,12 @@ class Hub:
             ]
             while not self._stop.is_set():
                 try:
-                    for org in await transport.partners():
+                    for org in await topology.partners():
                         if org not in fetchers:
                             fetchers[org] = group.create_task(
-                                self._fetch(transport, org, queues), name=f"hub-fetch-{org}"
+                                self._fetch(topology, org, queues), name=f"hub-fetch-{org}"
                             )
-                except nats.errors.Error as exc:
+                except TransportError as exc:
                     _log.warning("partner_scan_failed", error=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.settings.partner_scan)
@@ -439,27 +429,28 @@ class Hub:
 
     async def _fetch(
         self,
-        transport: Transport,
+        topology: Topology,
         org: OrgId,
-        queues: list[asyncio.Queue[tuple[Msg, _Share]]],
+        queues: list[asyncio.Queue[tuple[Pulled, _Share]]],
     ) -> None:
         share = _Share(self.settings.per_sender_inflight)
         try:
-            subscription = await transport.pull_inbound(org)
-        except nats.errors.Error as exc:  # removed meanwhile; the next scan tries again
-            _log.warning("inbound_bind_failed", sender=org, error=type(exc).__name__)
+            puller = await topology.pull_inbound(org)
+        except TransportError as exc:
+            _log.warning("inbound_bind_failed", sender=org, error=type(exc.__cause__).__name__)
+            return
+        if puller is None:  # removed meanwhile; the next scan tries again
+            _log.warning("inbound_bind_failed", sender=org, error="NotFound")
             return
         try:
             while not self._stop.is_set():
                 await share.wait_free()
                 try:
-                    batch = await subscription.fetch(
+                    batch = await puller.fetch(
                         min(self.settings.fetch_batch, share.free), timeout=1.0
                     )
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    _log.warning("fetch_failed", sender=org, error=type(exc).__name__)
+                except TransportError as exc:
+                    _log.warning("fetch_failed", sender=org, error=type(exc.__cause__).__name__)
                     await asyncio.sleep(0.2)
                     continue
                 for msg in batch:
@@ -467,10 +458,9 @@ class Hub:
                     shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
                     await queues[shard].put((msg, share))
         finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+            await puller.close()
 
-    async def _work(self, router: Router, queue: asyncio.Queue[tuple[Msg, _Share]]) -> None:
+    async def _work(self, router: Router, queue: asyncio.Queue[tuple[Pulled, _Share]]) -> None:
         while True:
             msg, share = await queue.get()
             try:
@@ -479,18 +469,18 @@ class Hub:
                 share.give()
                 queue.task_done()
 
-    async def _process(self, router: Router, msg: Msg) -> None:
+    async def _process(self, router: Router, msg: Pulled) -> None:
         """Route one inbound message and acknowledge it; on failure retry it later, and after
         the last attempt set it aside in quarantine (never retried for ever)."""
         attempt = 1
         try:
-            attempt = int(msg.metadata.num_delivered or 1)
-            headers = msg.headers or {}
+            attempt = msg.attempt
+            headers = msg.headers
             await router.handle(
                 Inbound(
                     data=msg.data,
                     subject=msg.subject,
-                    seq=msg.metadata.sequence.stream,
+                    seq=msg.seq,
                     msg_id_hint=headers.get(HEADER_MSG_ID),
                     kind=headers.get(HEADER_KIND, KIND_ENVELOPE),
                     header_names=frozenset(headers),
@@ -509,13 +499,21 @@ class Hub:
             )
             with contextlib.suppress(Exception):
                 if attempt >= self.settings.inbound_attempts and not transient:
-                    await self._quarantine(router, msg, msg.metadata.sequence.stream, attempt)
+                    await self._quarantine(
+                        router, msg.subject, msg.data, msg.headers, msg.seq, attempt
+                    )
                     await msg.term()
                 else:  # back off: 2 s, 4 s, ... at most 60 s
                     await msg.nak(delay=min(60.0, 2.0**attempt))
 
     async def _quarantine(
-        self, router: Router, msg: Msg | RawStreamMsg, seq: int, attempts: int
+        self,
+        router: Router,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str],
+        seq: int,
+        attempts: int,
     ) -> None:
         """Park an inbound message the hub cannot process; audit it; tell its sender.
 
@@ -523,20 +521,20 @@ class Hub:
         ``schakel dlq list | replay`` reads, so that an operator can put it back once the
         cause is fixed.
         """
-        sender = org_of_inbound_subject(msg.subject or "")
-        if sender is None or self.transport is None:
+        sender = org_of_inbound_subject(subject)
+        if sender is None or self.bus is None:
             return
-        await self.transport.js.publish(
+        await self.bus.publish(
             quarantine_subject(sender),
-            msg.data or b"",
-            headers={
+            data,
+            {
                 HEADER_MSG_ID: f"quarantine:{sender}:{seq}",
                 HEADER_ORIGINAL_SUBJECT: inbound_subject(sender),
                 HEADER_DELIVERIES: str(attempts),
-                HEADER_KIND: (msg.headers or {}).get(HEADER_KIND, KIND_ENVELOPE),
+                HEADER_KIND: headers.get(HEADER_KIND, KIND_ENVELOPE),
             },
         )
-        await router.quarantined(sender, seq, attempts, msg.data or b"")
+        await router.quarantined(sender, seq, attempts, data)
 
     async def __aexit__(
         self,
@@ -598,31 +596,27 @@ async def provision(
     *,
     replicas: int = 1,
     credentials: Credentials | None = None,
-    ack_wait: float = 30.0,
+    ack_wait: float = ACK_WAIT,
     redelivery: tuple[float, ...] = REDELIVERY,
 ) -> None:
     """Operator step: topology, then each request appended to the key log (registrations of
     organisations already in the log are skipped), then the partners' delivery consumers."""
-    async with Transport(
-        url,
-        name="schakel-operator",
-        replicas=replicas,
-        credentials=credentials,
-        ack_wait=ack_wait,
-        redelivery=redelivery,
-    ) as transport:
-        await transport.ensure_topology(policy)
+    async with Bus(url, name="schakel-operator", credentials=credentials) as bus:
+        topology = Topology(
+            bus, policy.limits, replicas=replicas, ack_wait=ack_wait, redelivery=redelivery
+        )
+        await topology.ensure()
         follower = DirectoryFollower(KeyDirectory(), authority.public)
-        await follower.sync(transport.nc)
+        await follower.sync(bus)
         orgs = []
         for request in requests:
             org = OrgId(request.event.org)
             registered = org in follower.directory
             if not (registered and request.event.kind is KeyEventKind.REGISTER):
-                await append_key_event(transport.nc, request, authority)
+                await append_key_event(bus, request, authority)
             if org_type_of(org) is not OrgType.HUB:
                 orgs.append(org)
-        await transport.ensure_partners(orgs)
+        await topology.ensure_partners(orgs)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -16,7 +16,7 @@ import nacl.exceptions as _nacl_exc
 import nacl.pwhash.argon2id as _argon2id
 import nacl.signing as _signing
 
-from keys.errors import KeyMaterialError, KeysError
+from schakel.keys.errors import KeyMaterialError, KeysError
 
 __all__ = [
     "AEAD_KEY_BYTES",

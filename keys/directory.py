@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 
-from contracts.enums import ReasonCode
-from contracts.ids import KeyId, OrgId
-from keys.crypto import VerifyKey
-from keys.errors import KeyDirectoryError
-from keys.identity import EncryptionKeyCert, PublicKeyRecord
-from keys.keylog import KeyLog, SigningKeyState
+from schakel.contracts.enums import ReasonCode
+from schakel.contracts.ids import KeyId, OrgId
+from schakel.keys.crypto import VerifyKey
+from schakel.keys.errors import KeyDirectoryError
+from schakel.keys.identity import EncryptionKeyCert, PublicKeyRecord
+from schakel.keys.keylog import KeyLog, SigningKeyState
 
 __all__ = ["KeyDirectory"]
 

@@ -15,10 +15,10 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from contracts.bodies import Body, categories_of, contract_categories, parse_body
-from contracts.enums import DataCategory, ReasonCode
-from contracts.errors import ContractError, EnvelopeError
-from contracts.header import (
+from schakel.contracts.bodies import Body, categories_of, contract_categories, parse_body
+from schakel.contracts.enums import DataCategory, ReasonCode
+from schakel.contracts.errors import ContractError, EnvelopeError
+from schakel.contracts.header import (
     EnvelopeHeader,
     MessageDraft,
     Recipient,
@@ -26,8 +26,8 @@ from contracts.header import (
     decode_header,
     encode_header,
 )
-from contracts.ids import KeyId, MessageId, OrgId, new_message_id
-from keys.crypto import (
+from schakel.contracts.ids import KeyId, MessageId, OrgId, new_message_id
+from schakel.keys.crypto import (
     AEAD_KEY_BYTES,
     AEAD_NONCE_BYTES,
     AEAD_TAG_BYTES,
@@ -41,8 +41,8 @@ from keys.crypto import (
     constant_time_equal,
     random_bytes,
 )
-from keys.errors import KeyDirectoryError
-from keys.identity import PartnerIdentity, PublicKeyRecord
+from schakel.keys.errors import KeyDirectoryError
+from schakel.keys.identity import PartnerIdentity, PublicKeyRecord
 
 __all__ = [
     "MAGIC",

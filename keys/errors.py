@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
-from contracts.enums import ReasonCode
-from contracts.errors import SchakelError
+from schakel.contracts.enums import ReasonCode
+from schakel.contracts.errors import SchakelError
 
 __all__ = [
     "KeyDirectoryError",

@@ -15,18 +15,18 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from contracts.canonical import canonical_json
-from contracts.enums import OrgType
-from contracts.header import Base64Key, Base64Signature, Timestamp
-from contracts.ids import KeyId, KeyIdField, OrgId, OrgIdField, org_type_of
-from keys.crypto import (
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.enums import OrgType
+from schakel.contracts.header import Base64Key, Base64Signature, Timestamp
+from schakel.contracts.ids import KeyId, KeyIdField, OrgId, OrgIdField, org_type_of
+from schakel.keys.crypto import (
     EncryptionPrivateKey,
     EncryptionPublicKey,
     SigningKey,
     VerifyKey,
     blake2b,
 )
-from keys.errors import KeyDirectoryError
+from schakel.keys.errors import KeyDirectoryError
 
 __all__ = [
     "DEFAULT_ENCRYPTION_KEY_VALIDITY",

@@ -20,9 +20,9 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from contracts.canonical import canonical_json
-from contracts.ids import KeyId, OrgId
-from contracts.keyevents import (
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.ids import KeyId, OrgId
+from schakel.contracts.keyevents import (
     EVENT_LABEL,
     GENESIS_HASH,
     KeyEvent,
@@ -31,9 +31,9 @@ from contracts.keyevents import (
     SignedKeyEvent,
     SigningKeyGrant,
 )
-from keys.crypto import SigningKey, VerifyKey
-from keys.errors import KeysError
-from keys.identity import (
+from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.errors import KeysError
+from schakel.keys.identity import (
     CertBody,
     EncryptionKeyCert,
     PartnerIdentity,

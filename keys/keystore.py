@@ -22,9 +22,9 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from contracts.header import Base64Key
-from contracts.ids import KeyIdField, OrgId, OrgIdField
-from keys.crypto import (
+from schakel.contracts.header import Base64Key
+from schakel.contracts.ids import KeyIdField, OrgId, OrgIdField
+from schakel.keys.crypto import (
     ARGON2ID_SALT_BYTES,
     CryptoFailure,
     EncryptionPrivateKey,
@@ -34,8 +34,8 @@ from keys.crypto import (
     secretbox_decrypt,
     secretbox_encrypt,
 )
-from keys.errors import KeystoreError, WrongPassphrase
-from keys.identity import EncryptionKeyCert, PartnerIdentity
+from schakel.keys.errors import KeystoreError, WrongPassphrase
+from schakel.keys.identity import EncryptionKeyCert, PartnerIdentity
 
 __all__ = ["PASSPHRASE_ENV", "KdfParams", "load_keystore", "save_keystore"]
 

@@ -11,10 +11,10 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from contracts.boundedjson import loads
-from contracts.canonical import canonical_json
-from contracts.errors import ContractError, EnvelopeError
-from keys.crypto import SigningKey, VerifyKey
+from schakel.contracts.boundedjson import loads
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.errors import ContractError, EnvelopeError
+from schakel.keys.crypto import SigningKey, VerifyKey
 
 __all__ = ["MAX_STATEMENT_BYTES", "claimed_statement", "sign_statement", "verify_statement"]
 

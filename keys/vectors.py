@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contracts.enums import DataCategory, MessageType
-from contracts.examples import example_body, example_draft
-from contracts.header import EnvelopeHeader, encode_header
-from contracts.ids import CaseId, MessageId, OrgId
-from keys.crypto import EncryptionPrivateKey, SigningKey, aead_encrypt, blake2b
-from keys.envelope import MAGIC, _assemble, _commitment, _frame, _pad, seal, split_envelope
-from keys.identity import PartnerIdentity
+from schakel.contracts.enums import DataCategory, MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.header import EnvelopeHeader, encode_header
+from schakel.contracts.ids import CaseId, MessageId, OrgId
+from schakel.keys.crypto import EncryptionPrivateKey, SigningKey, aead_encrypt, blake2b
+from schakel.keys.envelope import MAGIC, _assemble, _commitment, _frame, _pad, seal, split_envelope
+from schakel.keys.identity import PartnerIdentity
 
 __all__ = ["VECTOR_FILE", "identity_from_label", "vector_identities"]
 

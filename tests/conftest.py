@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.ids import OrgId
-from keys.directory import KeyDirectory
-from keys.identity import PartnerIdentity
+from schakel.contracts.ids import OrgId
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.identity import PartnerIdentity
 
 ORGS = ("RVDK.noord", "ZVH.west", "GEM.westerstad", "POL.west", "OM.west", "IND.landelijk")
 

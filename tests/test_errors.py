@@ -8,10 +8,10 @@ import pkgutil
 import re
 from types import ModuleType
 
-import contracts.errors
-from contracts.errors import SchakelError
+import schakel.contracts.errors
+from schakel.contracts.errors import SchakelError
 
-PACKAGES = ("contracts", "keys", "bus", "hub", "adapters")
+PACKAGES = ("schakel.contracts", "schakel.keys", "schakel.bus", "schakel.hub", "schakel.adapters")
 
 
 def _modules() -> list[ModuleType]:
@@ -46,7 +46,7 @@ def test_every_project_exception_is_a_schakel_error() -> None:
 
 def test_the_drawn_tree_is_the_code() -> None:
     """Each class in the drawing exists, sits under the parent drawn, and none is missing."""
-    doc = contracts.errors.__doc__ or ""
+    doc = schakel.contracts.errors.__doc__ or ""
     lines = [line for line in doc.splitlines() if re.search(r"(├──|└──|^\s{4}SchakelError)", line)]
     drawn: dict[str, str | None] = {}
     stack: list[tuple[int, str]] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from adapters.seen import SeenStore
+from schakel.adapters.seen import SeenStore
 
 
 def test_store_forgets_expired_ids(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import typing
 import pytest
 from pydantic import BaseModel
 
-from contracts.bodies import (
+from schakel.contracts.bodies import (
     BODIES,
     CATEGORY_KEY,
     Section,
@@ -16,9 +16,9 @@ from contracts.bodies import (
     contract_categories,
     parse_body,
 )
-from contracts.enums import DataCategory, MessageType
-from contracts.errors import ContractError
-from contracts.examples import example_body
+from schakel.contracts.enums import DataCategory, MessageType
+from schakel.contracts.errors import ContractError
+from schakel.contracts.examples import example_body
 
 
 def test_every_message_type_has_a_contract() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.boundedjson import JsonTooDeep, check_bounds, loads
-from contracts.errors import ContractError
+from schakel.contracts.boundedjson import JsonTooDeep, check_bounds, loads
+from schakel.contracts.errors import ContractError
 
 _TEXT = st.text(alphabet=st.sampled_from('ab"\\[]{}\n\u2028'), max_size=12)
 _VALUES = st.recursive(

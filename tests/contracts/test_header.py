@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from contracts.enums import LegalBasis, MessageType, Purpose
-from contracts.errors import ContractError
-from contracts.header import EnvelopeHeader, Recipient, Sender, decode_header, encode_header
-from contracts.ids import new_case_id, new_message_id, org_type_of
+from schakel.contracts.enums import LegalBasis, MessageType, Purpose
+from schakel.contracts.errors import ContractError
+from schakel.contracts.header import EnvelopeHeader, Recipient, Sender, decode_header, encode_header
+from schakel.contracts.ids import new_case_id, new_message_id, org_type_of
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

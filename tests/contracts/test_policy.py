@@ -6,9 +6,9 @@ from importlib import resources
 
 import pytest
 
-from contracts.enums import LegalBasis, MessageType, OrgType
-from contracts.errors import PolicyFileError
-from contracts.policy import Cell, default_policy, parse_policy
+from schakel.contracts.enums import LegalBasis, MessageType, OrgType
+from schakel.contracts.errors import PolicyFileError
+from schakel.contracts.policy import Cell, default_policy, parse_policy
 
 # The matrix of PROCESS.md ("Message types and who may send (S) or receive (R)"), verbatim.
 PROCESS_MATRIX = """

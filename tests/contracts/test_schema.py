@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.schema import SCHEMA_DIR, all_schemas, render
+from schakel.contracts.schema import SCHEMA_DIR, all_schemas, render
 
 
 def test_committed_schemas_are_fresh() -> None:

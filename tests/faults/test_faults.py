@@ -23,21 +23,22 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from adapters.client import Delivery, PartnerClient
-from adapters.scenarios import GEM, OM, POL, SCENARIOS, ZVH
-from adapters.simulation import ScenarioRunner, Step
-from contracts.enums import CaseState, Decision, MessageType
-from contracts.examples import example_body, example_draft
-from contracts.ids import CaseId, OrgId
-from contracts.policy import default_policy
-from hub.audit import read_trail, verify_chain
-from hub.natsserver import NatsServer, free_port
-from hub.service import provision, registration
-from hub.transport import Transport
-from keys.crypto import SigningKey
-from keys.envelope import seal, split_envelope
-from keys.identity import PartnerIdentity
-from keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
+from schakel.adapters.client import Delivery, PartnerClient
+from schakel.adapters.scenarios import GEM, OM, POL, SCENARIOS, ZVH
+from schakel.adapters.simulation import ScenarioRunner, Step
+from schakel.bus import Bus
+from schakel.contracts.enums import CaseState, Decision, MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import CaseId, OrgId
+from schakel.contracts.policy import default_policy
+from schakel.hub.audit import read_trail, verify_chain
+from schakel.hub.natsserver import NatsServer, free_port
+from schakel.hub.service import provision, registration
+from schakel.hub.stores import KvCaseStore
+from schakel.keys.crypto import SigningKey
+from schakel.keys.envelope import seal, split_envelope
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
 
 ACK_WAIT = 2.0
 CASES = 8
@@ -71,7 +72,7 @@ class Rig:
         public = base64.b64encode(self.authority.public.raw).decode()
         log = (self.tmp / f"hub{len(self.hubs)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "hub", "hub", "run", "--nats", self.url,
+            [sys.executable, "-m", "schakel", "hub", "run", "--nats", self.url,
              "--replicas", str(self.replicas),
              "--authority-public", public, "--ack-wait", str(ACK_WAIT),
              "--identity", str(self.tmp / "hub.keystore"),
@@ -247,17 +248,15 @@ async def test_two_hubs_share_the_work_without_corrupting_cases(rig: Rig) -> Non
     steps = [s for s in SCENARIOS[1].steps if s.sender in ORGS and set(s.to) <= set(ORGS)]
     await runner.run(steps)
     assert runner.believed_state("A") is CaseState.AFGESLOTEN
-    async with Transport(rig.url, name="check") as transport:
-        trail = [item async for item in read_trail(transport.js)]
-        case, _ = await _case(transport, runner.case_id("A"))
+    async with Bus(rig.url, name="check") as bus:
+        trail = [item async for item in read_trail(bus)]
+        case, _ = await _case(bus, runner.case_id("A"))
     assert verify_chain(trail).ok
     assert case == CaseState.AFGESLOTEN
 
 
-async def _case(transport: Transport, case_id: CaseId) -> tuple[CaseState | None, int]:
-    from hub.transport import KvCaseStore
-
-    record, revision = await KvCaseStore(await transport.kv("schakel-cases")).get(case_id)
+async def _case(bus: Bus, case_id: CaseId) -> tuple[CaseState | None, int]:
+    record, revision = await KvCaseStore(await bus.kv("schakel-cases")).get(case_id)
     return (record.state if record else None), revision
 
 

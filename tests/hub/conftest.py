@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from adapters.client import PartnerClient
-from adapters.scenarios import PARTNERS
-from contracts.ids import OrgId
-from contracts.policy import Policy, default_policy
-from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision, registration
-from keys.crypto import SigningKey
-from keys.identity import PartnerIdentity
+from schakel.adapters.client import PartnerClient
+from schakel.adapters.scenarios import PARTNERS
+from schakel.contracts.ids import OrgId
+from schakel.contracts.policy import Policy, default_policy
+from schakel.hub.natsserver import NatsServer
+from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.identity import PartnerIdentity
 
 HUB_ORG = OrgId("HUB.test")
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.client import Delivery, InboundFull, PartnerClient, Refusal
-from adapters.scenarios import POL, ZVH
-from contracts.enums import MessageType, ReasonCode
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId
-from contracts.policy import default_policy
-from hub.natsserver import NatsServer
-from hub.service import provision, registration
-from keys.crypto import SigningKey
-from keys.identity import PartnerIdentity
+from schakel.adapters.client import Delivery, InboundFull, PartnerClient, Refusal
+from schakel.adapters.scenarios import POL, ZVH
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
+from schakel.contracts.policy import default_policy
+from schakel.hub.natsserver import NatsServer
+from schakel.hub.service import provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.identity import PartnerIdentity
 from tests.hub.conftest import PairFactory
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from keys.identity import PublicKeyRecord
-from keys.keystore import PASSPHRASE_ENV, load_keystore
+from schakel.keys.identity import PublicKeyRecord
+from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", "schakel", *args],
+        capture_output=True, text=True, env=env, check=False,
     )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.client import Delivery, Refusal
-from adapters.scenarios import ZVH
-from contracts.enums import MessageType, ReasonCode
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId
-from hub.audit import AuditRecord, read_trail
-from hub.cli import _dead_letters
+from schakel.adapters.client import Delivery, Refusal
+from schakel.adapters.scenarios import ZVH
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
+from schakel.hub.audit import AuditRecord, read_trail
+from schakel.hub.cli import _dead_letters
 from tests.hub.conftest import PairFactory
 
 RETRIES = (0.2, 0.2)  # three deliveries in all
@@ -50,9 +50,9 @@ async def test_poison_message_is_dead_lettered_and_replayable(pair: PairFactory)
         assert isinstance(again, Delivery)
         assert again.message_id == poison
         await again.ack()
-        assert hub.transport is not None
+        assert hub.bus is not None
         records = [
-            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.transport.js)
+            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.bus)
         ]
         dead = [r for r in records if r.event == "dead-lettered"]
         assert [(r.message_id, r.recipients) for r in dead] == [(poison, (ZVH,))]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from adapters.client import Refusal
-from adapters.scenarios import ZVH
-from contracts.enums import MessageType, ReasonCode
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId
-from hub.audit import AuditRecord, read_trail
+from schakel.adapters.client import Refusal
+from schakel.adapters.scenarios import ZVH
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
+from schakel.hub.audit import AuditRecord, read_trail
 from tests.hub.conftest import PairFactory
 
 
@@ -29,9 +29,9 @@ async def test_expired_undelivered_message_is_removed_and_sender_told(pair: Pair
         await notice.ack()
         assert await zvh.receive(timeout=1) is None  # removed, not delivered late
         assert (await pol.status(message_id)).expired_for == (ZVH,)
-        assert hub.transport is not None
+        assert hub.bus is not None
         records = [
-            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.transport.js)
+            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.bus)
         ]
         assert [(r.message_id, r.recipients) for r in records if r.event == "expired"] == [
             (message_id, (ZVH,))

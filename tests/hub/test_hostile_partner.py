@@ -29,14 +29,14 @@ import pytest
 from nats.aio.client import Client
 from pydantic import SecretStr
 
-from adapters.client import Delivery, PartnerClient, Refusal, Rejected
-from bus import Credentials
-from contracts.enums import MessageType, ReasonCode
-from contracts.examples import example_body, example_draft
-from contracts.ids import MessageId, OrgId
-from contracts.notice import RECEIPT_LABEL, Receipt
-from contracts.policy import default_policy, default_policy_text, with_limits
-from contracts.topology import (
+from schakel.adapters.client import Delivery, PartnerClient, Refusal, Rejected
+from schakel.bus import Bus, Credentials
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import MessageId, OrgId
+from schakel.contracts.notice import RECEIPT_LABEL, Receipt
+from schakel.contracts.policy import default_policy, default_policy_text, with_limits
+from schakel.contracts.topology import (
     AUDIT_STREAM,
     AUDIT_SUBJECT,
     CASES_BUCKET,
@@ -55,15 +55,15 @@ from contracts.topology import (
     inbox_prefix,
     quarantine_subject,
 )
-from hub.audit import AuditRecord, parse_record, read_trail, verify_chain
-from hub.natsconfig import PARTNER_MAX_CONNECTIONS, partner_permissions, write_config
-from hub.natsserver import NatsServer, free_port
-from hub.service import provision, registration
-from keys.crypto import SigningKey
-from keys.envelope import MAGIC, seal, split_envelope
-from keys.identity import PartnerIdentity
-from keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
-from keys.statement import sign_statement
+from schakel.hub.audit import AuditRecord, parse_record, read_trail, verify_chain
+from schakel.hub.natsconfig import PARTNER_MAX_CONNECTIONS, partner_permissions, write_config
+from schakel.hub.natsserver import NatsServer, free_port
+from schakel.hub.service import provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.envelope import MAGIC, seal, split_envelope
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
+from schakel.keys.statement import sign_statement
 from tests.hub.conftest import World
 from tests.hub.test_isolation import partner_connection, refused
 
@@ -82,6 +82,7 @@ class Rig:
     authority: SigningKey
     identities: dict[OrgId, PartnerIdentity]
     hub_nc: Client
+    hub_bus: Bus
     hub: subprocess.Popen[bytes]
     clients: dict[OrgId, PartnerClient] = field(default_factory=dict)
 
@@ -90,7 +91,7 @@ class Rig:
 
     async def audit(self) -> list[AuditRecord]:
         """Every audit record that parses."""
-        trail = [raw async for _, raw in read_trail(self.hub_nc.jetstream())]
+        trail = [raw async for _, raw in read_trail(self.hub_bus)]
         return [r for r in map(parse_record, trail) if r is not None]
 
     async def refusals_recorded(self, org: OrgId) -> int:
@@ -176,7 +177,7 @@ async def hostile_rig(tmp: Path, policy: Path = DEFAULT_POLICY) -> AsyncIterator
         await provision(server.url, default_policy(), requests, authority, credentials=hub_creds)
         log = (tmp / "hub.log").open("wb")
         hub = subprocess.Popen(
-            [sys.executable, "-m", "hub", "hub", "run", "--nats", server.url,
+            [sys.executable, "-m", "schakel", "hub", "run", "--nats", server.url,
              "--nkey", str(hub_creds.nkey_seed), "--policy", str(policy),
              "--authority-public", base64.b64encode(authority.public.raw).decode(),
              "--identity", str(tmp / "hub.keystore"), "--data-dir", str(tmp / "hubdata")],
@@ -184,9 +185,11 @@ async def hostile_rig(tmp: Path, policy: Path = DEFAULT_POLICY) -> AsyncIterator
         )  # fmt: skip
         log.close()
         hub_nc = await nats.connect(server.url, nkeys_seed=str(hub_creds.nkey_seed))
-        rig = Rig(tmp, server, authority, identities, hub_nc, hub)
+        hub_bus = Bus(server.url, name="test-hub-reader", credentials=hub_creds)
+        rig = Rig(tmp, server, authority, identities, hub_nc, hub_bus, hub)
         try:
             async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(hub_bus)
                 for org, identity in identities.items():
                     client = PartnerClient(
                         identity, server.url, authority=authority.public, nkey_seed=rig.seed(org)
@@ -332,7 +335,7 @@ async def test_no_answer_lands_outside_the_askers_own_account(tmp_path: Path) ->
         assert after == before
         case_after = await kv.get(case_id)
         assert (case_after.revision, case_after.value) == (case_before.revision, case_before.value)
-        trail = [item async for item in read_trail(rig.hub_nc.jetstream())]
+        trail = [item async for item in read_trail(rig.hub_bus)]
         chain = verify_chain(trail)
         assert chain.ok and not chain.foreign, chain
         new = (await rig.audit())[audited:]
@@ -476,7 +479,7 @@ async def test_deep_wide_and_huge_json_is_refused_and_routing_goes_on(tmp_path: 
         report("deep/wide/huge JSON", attempted, 0)
         print(f"victim delivered after {seconds:.2f} s while the junk was processed; "
               f"{len(individual)} refusals recorded one by one, the rest counted")  # fmt: skip
-        trail = [item async for item in read_trail(rig.hub_nc.jetstream())]
+        trail = [item async for item in read_trail(rig.hub_bus)]
         chain = verify_chain(trail)
         assert chain.ok and not chain.foreign, chain
         assert not any(NAME.encode() in raw or "\u2028".encode() in raw for _, raw in trail)
@@ -659,7 +662,7 @@ async def test_acknowledgements_reveal_only_the_partners_own_traffic(tmp_path: P
             await rig.clients[OM].send(body, example_draft(MessageType.M1, body), [ATTACKER])
             item = await pol.receive(timeout=30)
             assert isinstance(item, Delivery)
-            sequences.append(item._msg.metadata.sequence.stream)
+            sequences.append(item._msg.seq)
             await item.ack()
         report("traffic volume through acknowledgement subjects", 15, sequences[-1] - 3)
         assert sequences == [1, 2, 3]
@@ -723,7 +726,7 @@ async def test_the_repair_commands_reach_a_secured_deployment(tmp_path: Path) ->
         }
         for command, expected in commands.items():
             result = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "hub", *command, *nkey],
+                subprocess.run, [sys.executable, "-m", "schakel", *command, *nkey],
                 capture_output=True, text=True, check=False, timeout=60,
             )  # fmt: skip
             assert result.returncode == 0, (command, result.stdout, result.stderr)

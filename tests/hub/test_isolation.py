@@ -21,18 +21,18 @@ import pytest
 import trustme
 from nats.aio.client import Client
 
-from adapters.client import Delivery, PartnerClient
-from bus import Credentials
-from contracts.enums import MessageType
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId
-from contracts.policy import default_policy
-from contracts.topology import inbox_prefix
-from hub.natsconfig import TlsFiles, write_config
-from hub.natsserver import NatsServer, free_port
-from hub.service import Hub, HubSettings, provision, registration
-from keys.crypto import SigningKey
-from keys.identity import PartnerIdentity
+from schakel.adapters.client import Delivery, PartnerClient
+from schakel.bus import Credentials
+from schakel.contracts.enums import MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
+from schakel.contracts.policy import default_policy
+from schakel.contracts.topology import inbox_prefix
+from schakel.hub.natsconfig import TlsFiles, write_config
+from schakel.hub.natsserver import NatsServer, free_port
+from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.identity import PartnerIdentity
 
 PARTNERS = [
     OrgId(o) for o in ("POL.west", "OM.west", "ZVH.west", "GEM.westerstad", "IND.landelijk")
@@ -220,7 +220,7 @@ async def test_permitted_path_still_works(secured: Secured) -> None:
 
 async def test_unknown_and_anonymous_clients_refused(secured: Secured, tmp_path: Path) -> None:
     """Without a registered NKey nobody connects."""
-    from hub.natsconfig import ensure_seed
+    from schakel.hub.natsconfig import ensure_seed
 
     stranger = tmp_path / "stranger.nk"
     ensure_seed(stranger)

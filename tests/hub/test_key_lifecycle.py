@@ -10,25 +10,31 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from adapters.client import Delivery, DirectoryStale, PartnerClient, Refusal
-from adapters.scenarios import POL, ZVH
-from bus import append_key_event
-from contracts.canonical import canonical_json
-from contracts.enums import MessageType, ReasonCode
-from contracts.examples import example_body, example_draft
-from contracts.ids import KeyId, OrgId
-from contracts.topology import KEYLOG_SUBJECT
-from hub.service import registration
-from keys.crypto import SigningKey
-from keys.envelope import seal
-from keys.identity import PartnerIdentity
-from keys.keylog import add_encryption_key_request, countersign, revoke_request, sign_request
+from schakel.adapters.client import Delivery, DirectoryStale, PartnerClient, Refusal
+from schakel.adapters.scenarios import POL, ZVH
+from schakel.bus import append_key_event
+from schakel.contracts.canonical import canonical_json
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import KeyId, OrgId
+from schakel.contracts.keyevents import KeyEventRequest
+from schakel.contracts.topology import KEYLOG_SUBJECT
+from schakel.hub.service import registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.envelope import seal
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import (
+    add_encryption_key_request,
+    countersign,
+    revoke_request,
+    sign_request,
+)
 from tests.hub.conftest import World
 
 
-async def _append(world: World, request: object) -> None:
-    assert world.hub.transport is not None
-    await append_key_event(world.hub.transport.nc, request, world.authority)  # type: ignore[arg-type]
+async def _append(world: World, request: KeyEventRequest) -> None:
+    assert world.hub.bus is not None
+    await append_key_event(world.hub.bus, request, world.authority)
 
 
 async def _until(predicate: object, timeout: float = 5.0) -> float:
@@ -134,7 +140,7 @@ async def test_refusals_for_revoked_and_expired_recipient_keys(world: World) -> 
 async def test_forged_directory_event_is_skipped_named_and_the_log_goes_on(world: World) -> None:
     """An event not countersigned by the authority is skipped by every reader and named in an
     alarm; it changes no key, and the authority can still append after it (the repair)."""
-    assert world.hub.transport is not None
+    assert world.hub.bus is not None
     pol = world.clients[POL]
     evil = pol.identity.with_new_encryption_key()
     follower = world.clients[ZVH].directory_follower
@@ -144,7 +150,7 @@ async def test_forged_directory_event_is_skipped_named_and_the_log_goes_on(world
         sign_request(add_encryption_key_request(evil, dt.datetime.now(dt.UTC)), evil.signing_key),
         index=length, prev=follower.log.head, authority=SigningKey.generate(),
     )  # fmt: skip
-    await world.hub.transport.nc.jetstream().publish(KEYLOG_SUBJECT, canonical_json(forged))
+    await world.hub.bus.publish(KEYLOG_SUBJECT, canonical_json(forged))
     await _until(lambda: bool(follower.skipped))
     [(_, problem)] = follower.skipped
     assert problem.index == length

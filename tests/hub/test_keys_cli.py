@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub.natsserver import NatsServer
+from schakel.hub.natsserver import NatsServer
 
 
 def _schakel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", "schakel", *args],
+        capture_output=True, text=True, env=env, check=False,
     )
 
 

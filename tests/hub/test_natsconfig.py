@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contracts.ids import OrgId
-from hub.natsconfig import HUB_ACCOUNT, account_name, partner_permissions, write_config
-from hub.registry import default_registry
+from schakel.contracts.ids import OrgId
+from schakel.hub.natsconfig import HUB_ACCOUNT, account_name, partner_permissions, write_config
+from schakel.hub.registry import default_registry
 
 
 def _config(path: Path) -> dict[str, object]:
@@ -42,7 +42,7 @@ def test_cli_writes_config_and_private_seeds(tmp_path: Path) -> None:
     """`schakel nats-config` writes a config with every registry partner and 0600 seeds."""
     out = tmp_path / "nats"
     result = subprocess.run(
-        [sys.executable, "-m", "hub", "nats-config", "--out", str(out), "--port", "4333",
+        [sys.executable, "-m", "schakel", "nats-config", "--out", str(out), "--port", "4333",
          "--store-dir", str(tmp_path / "js"), "--tls-cert", "c.pem", "--tls-key", "k.pem",
          "--tls-ca", "ca.pem", "--cluster-port", "6222", "--route", "nats://10.0.0.2:6222"],
         capture_output=True, text=True, check=False, env=os.environ.copy(),

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from contracts.enums import (
+from schakel.contracts.enums import (
     CaseState,
     Decision,
     InvitationScope,
@@ -16,15 +16,15 @@ from contracts.enums import (
     Purpose,
     ReasonCode,
 )
-from contracts.examples import example_body, example_draft
-from contracts.header import EnvelopeHeader, InvitationRef, decode_header
-from contracts.ids import CaseId, OrgId, new_case_id, new_message_id
-from contracts.policy import Policy, default_policy
-from hub.cases import CaseRecord, Invitation, InvitationStatus
-from hub.policy import Allow, Context, Refuse, decide
-from hub.registry import default_registry
-from keys.envelope import seal, split_envelope
-from keys.identity import PartnerIdentity
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.header import EnvelopeHeader, InvitationRef, decode_header
+from schakel.contracts.ids import CaseId, OrgId, new_case_id, new_message_id
+from schakel.contracts.policy import Policy, default_policy
+from schakel.hub.cases import CaseRecord, Invitation, InvitationStatus
+from schakel.hub.policy import Allow, Context, Refuse, decide
+from schakel.hub.registry import default_registry
+from schakel.keys.envelope import seal, split_envelope
+from schakel.keys.identity import PartnerIdentity
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 ORGS = ("GEM.westerstad", "GEM.oosterdorp", "GEM.zeedorp", "ZVH.west", "ZVH.oost", "POL.west",

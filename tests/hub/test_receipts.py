@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.client import Delivery
-from adapters.scenarios import GEM, OM, POL, ZVH
-from contracts.enums import MessageType
-from contracts.examples import example_body, example_draft
-from contracts.ids import MessageId, OrgId, new_message_id
-from contracts.notice import DeliveryState
-from hub.audit import AuditRecord, read_trail
+from schakel.adapters.client import Delivery
+from schakel.adapters.scenarios import GEM, OM, POL, ZVH
+from schakel.contracts.enums import MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import MessageId, OrgId, new_message_id
+from schakel.contracts.notice import DeliveryState
+from schakel.hub.audit import AuditRecord, read_trail
 from tests.hub.conftest import World
 
 
@@ -49,9 +49,9 @@ async def test_receipts_reach_the_sender_and_the_hub_tracks_state(world: World) 
     # Nobody else may ask about it, and unknown ids are just unknown.
     assert not (await world.clients[OM].status(message_id)).known
     assert not (await pol.status(MessageId(new_message_id()))).known
-    assert world.hub.transport is not None
+    assert world.hub.bus is not None
     records = [
-        AuditRecord.model_validate_json(r) async for _, r in read_trail(world.hub.transport.js)
+        AuditRecord.model_validate_json(r) async for _, r in read_trail(world.hub.bus)
     ]
     receipted = [
         r.recipients for r in records if r.event == "receipted" and r.message_id == message_id

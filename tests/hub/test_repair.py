@@ -16,17 +16,17 @@ import sys
 import time
 from collections.abc import Callable
 
-from adapters.client import Delivery, PartnerClient, Refusal
-from adapters.scenarios import POL, ZVH
-from bus import append_key_event
-from contracts.enums import MessageType, ReasonCode
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId, new_case_id
-from contracts.topology import AUDIT_SUBJECT, CASES_BUCKET, DLQ_STREAM, KEYLOG_SUBJECT
-from hub.audit import parse_record, read_trail, verify_chain
-from hub.cli import _dead_letters
-from keys.identity import PartnerIdentity
-from keys.keylog import add_encryption_key_request, sign_request
+from schakel.adapters.client import Delivery, PartnerClient, Refusal
+from schakel.adapters.scenarios import POL, ZVH
+from schakel.bus import append_key_event
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId, new_case_id
+from schakel.contracts.topology import AUDIT_SUBJECT, CASES_BUCKET, DLQ_STREAM, KEYLOG_SUBJECT
+from schakel.hub.audit import parse_record, read_trail, verify_chain
+from schakel.hub.cli import _dead_letters
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import add_encryption_key_request, sign_request
 from tests.hub.conftest import PairFactory, World
 
 
@@ -52,14 +52,16 @@ async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
     the cause is repaired, the operator's replay routes it."""
     async with pair(inbound_attempts=2) as system:
         pol, zvh, hub = system.pol, system.zvh, system.hub
-        assert hub.transport is not None
+        assert hub.bus is not None
         case_id = new_case_id()
         await _send(pol, case_id)
         item = await zvh.receive(timeout=10)
         assert isinstance(item, Delivery)
         await item.ack()
-        kv = await hub.transport.kv(CASES_BUCKET)
-        await kv.put(case_id, b"not a case record")  # storage corruption
+        kv = await hub.bus.kv(CASES_BUCKET)
+        entry = await kv.get(case_id)
+        assert entry is not None
+        await kv.update(case_id, b"not a case record", entry.revision)  # storage corruption
         poisoned = await _send(pol, case_id)
         notice = await pol.receive(timeout=30)
         assert isinstance(notice, Refusal)
@@ -71,9 +73,9 @@ async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
         assert isinstance(item, Delivery)
         assert item.message_id == healthy
         await item.ack()
-        info = await hub.transport.js.stream_info(DLQ_STREAM, subjects_filter=">")
-        assert info.state.subjects == {f"schakel.quarantine.{POL}": 1}
-        records = [parse_record(raw) async for _, raw in read_trail(hub.transport.js)]
+        info = await hub.bus.counts(DLQ_STREAM, ">")
+        assert info == {f"schakel.quarantine.{POL}": 1}
+        records = [parse_record(raw) async for _, raw in read_trail(hub.bus)]
         quarantined = [r for r in records if r is not None and r.event == "quarantined"]
         assert len(quarantined) == 1
         assert quarantined[0].sender == POL
@@ -97,11 +99,11 @@ async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(
     """Junk in the key log and in the audit stream is skipped by every reader and reported;
     routing, auditing and appending to the key log go on (the documented repair)."""
     hub = world.hub
-    assert hub.transport is not None
-    js = hub.transport.js
+    assert hub.bus is not None
+    bus = hub.bus
     pol, zvh = world.clients[POL], world.clients[ZVH]
-    junk_key = await js.publish(KEYLOG_SUBJECT, b'{"not": "a key event"}')
-    junk_audit = await js.publish(AUDIT_SUBJECT, b"\xff not an audit record")
+    junk_key = await bus.publish(KEYLOG_SUBJECT, b'{"not": "a key event"}')
+    junk_audit = await bus.publish(AUDIT_SUBJECT, b"\xff not an audit record")
     message_id = await _send(pol)
     item = await zvh.receive(timeout=10)
     assert isinstance(item, Delivery)
@@ -109,7 +111,7 @@ async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(
     await item.ack()
     deadline = time.monotonic() + 10  # the delivery goes out before its audit record
     while True:
-        trail = [entry async for entry in read_trail(js)]
+        trail = [entry async for entry in read_trail(bus)]
         records = [parse_record(raw) for _, raw in trail]
         if any(r is not None and r.message_id == message_id for r in records):
             break
@@ -117,12 +119,12 @@ async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(
         await asyncio.sleep(0.02)
     report = verify_chain(trail)
     assert report.ok, report
-    assert report.foreign == (junk_audit.seq,)
+    assert report.foreign == (junk_audit,)
     for client in (pol, zvh):
         follower = client.directory_follower
         assert follower is not None
         await _until(lambda f=follower: bool(f.skipped))  # type: ignore[misc]
-        assert [seq for seq, _ in follower.skipped] == [junk_key.seq]
+        assert [seq for seq, _ in follower.skipped] == [junk_key]
     # The authority appends after the junk; every reader applies it.
     assert pol.directory_follower is not None
     length = pol.directory_follower.log.length
@@ -131,23 +133,23 @@ async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(
         add_encryption_key_request(rotated, rotated.certificates[-1].body.not_before),
         rotated.signing_key,
     )
-    await append_key_event(hub.transport.nc, request, world.authority)
+    await append_key_event(hub.bus, request, world.authority)
     await _until(lambda: pol.directory_follower.log.length == length + 1)  # type: ignore[union-attr]
     public = base64.b64encode(world.authority.public.raw).decode()
     verify = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "hub", "audit", "verify", "--nats", world.server.url],
+        [sys.executable, "-m", "schakel", "audit", "verify", "--nats", world.server.url],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert verify.returncode == 1, verify.stderr
-    assert f"ALARM: entry at stream sequence {junk_audit.seq}" in verify.stdout
+    assert f"ALARM: entry at stream sequence {junk_audit}" in verify.stdout
     assert "audit chain intact" in verify.stdout
     keys = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "hub", "keys", "verify-directory", "--authority-public", public,
+        [sys.executable, "-m", "schakel", "keys", "verify-directory", "--authority-public", public,
          "--nats", world.server.url],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert keys.returncode == 1, keys.stderr
-    assert f"ALARM: entry at stream sequence {junk_key.seq}" in keys.stdout
+    assert f"ALARM: entry at stream sequence {junk_key}" in keys.stdout
     assert f"key log: {length + 1} valid events" in keys.stdout

@@ -6,16 +6,16 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from adapters.client import PartnerClient
-from adapters.scenarios import SCENARIOS
-from adapters.simulation import ScenarioRunner
-from contracts.enums import CaseState
-from contracts.policy import default_policy
-from hub.demo import run_demo
-from hub.natsserver import NatsServer
-from hub.service import Hub, HubSettings, provision, registration
-from keys.crypto import SigningKey
-from keys.identity import PartnerIdentity
+from schakel.adapters.client import PartnerClient
+from schakel.adapters.scenarios import SCENARIOS
+from schakel.adapters.simulation import ScenarioRunner
+from schakel.contracts.enums import CaseState
+from schakel.contracts.policy import default_policy
+from schakel.hub.demo import run_demo
+from schakel.hub.natsserver import NatsServer
+from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.keys.crypto import SigningKey
+from schakel.keys.identity import PartnerIdentity
 
 
 async def test_restart_mid_scenario_keeps_case_state(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.scenarios import SCENARIOS
-from adapters.simulation import ScenarioRunner
-from contracts.policy import default_policy
+from schakel.adapters.scenarios import SCENARIOS
+from schakel.adapters.simulation import ScenarioRunner
+from schakel.contracts.policy import default_policy
 from tests.hub.conftest import World
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.client import Delivery, PartnerClient
-from adapters.scenarios import POL, ZVH
-from contracts.enums import MessageType
-from contracts.examples import example_body, example_draft
-from contracts.ids import OrgId
+from schakel.adapters.client import Delivery, PartnerClient
+from schakel.adapters.scenarios import POL, ZVH
+from schakel.contracts.enums import MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
 from tests.hub.conftest import World
 
 

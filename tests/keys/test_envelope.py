@@ -8,14 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.bodies import categories_of
-from contracts.enums import DataCategory, MessageType
-from contracts.errors import ContractError, EnvelopeError
-from contracts.examples import example_body, example_draft
-from contracts.header import Recipient, decode_header, encode_header
-from contracts.ids import OrgId
-from keys.directory import KeyDirectory
-from keys.envelope import (
+from schakel.contracts.bodies import categories_of
+from schakel.contracts.enums import DataCategory, MessageType
+from schakel.contracts.errors import ContractError, EnvelopeError
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.header import Recipient, decode_header, encode_header
+from schakel.contracts.ids import OrgId
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import (
     _assemble,
     _commitment,
     _frame,
@@ -25,7 +25,7 @@ from keys.envelope import (
     split_envelope,
     verify,
 )
-from keys.identity import PartnerIdentity
+from schakel.keys.identity import PartnerIdentity
 
 SENDER, RECIPIENT, OTHER, OUTSIDER = "GEM.westerstad", "ZVH.west", "POL.west", "OM.west"
 

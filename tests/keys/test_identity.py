@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from contracts.ids import OrgId
-from keys.crypto import SigningKey, VerifyKey
-from keys.errors import KeyMaterialError
-from keys.identity import PartnerIdentity, PublicKeyRecord, signing_key_id
+from schakel.contracts.ids import OrgId
+from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.errors import KeyMaterialError
+from schakel.keys.identity import PartnerIdentity, PublicKeyRecord, signing_key_id
 
 
 def test_key_ids_derive_from_keys() -> None:

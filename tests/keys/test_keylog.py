@@ -6,13 +6,13 @@ import datetime as dt
 
 import pytest
 
-from contracts.ids import KeyId, OrgId
-from contracts.keyevents import KeyEventRequest, SignedKeyEvent
-from keys.crypto import SigningKey
-from keys.directory import KeyDirectory
-from keys.errors import KeyDirectoryError
-from keys.identity import PartnerIdentity
-from keys.keylog import (
+from schakel.contracts.ids import KeyId, OrgId
+from schakel.contracts.keyevents import KeyEventRequest, SignedKeyEvent
+from schakel.keys.crypto import SigningKey
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.errors import KeyDirectoryError
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import (
     KeyLog,
     KeyLogError,
     add_encryption_key_request,

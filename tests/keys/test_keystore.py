@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from contracts.ids import OrgId
-from keys.errors import KeystoreError, WrongPassphrase
-from keys.identity import PartnerIdentity
-from keys.keystore import KdfParams, load_keystore, save_keystore
+from schakel.contracts.ids import OrgId
+from schakel.keys.errors import KeystoreError, WrongPassphrase
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keystore import KdfParams, load_keystore, save_keystore
 
 PASS = SecretStr("correct horse battery staple")
 

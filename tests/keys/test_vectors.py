@@ -9,13 +9,18 @@ from typing import Any
 
 import pytest
 
-from contracts.errors import EnvelopeError
-from contracts.ids import OrgId
-from keys.crypto import EncryptionPrivateKey, SigningKey, aead_encrypt
-from keys.directory import KeyDirectory
-from keys.envelope import _pad, _signed_digest, open_envelope, split_envelope
-from keys.identity import PartnerIdentity, PublicKeyRecord, encryption_key_id, signing_key_id
-from keys.vectors import VECTOR_FILE, vector_identities
+from schakel.contracts.errors import EnvelopeError
+from schakel.contracts.ids import OrgId
+from schakel.keys.crypto import EncryptionPrivateKey, SigningKey, aead_encrypt
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import _pad, _signed_digest, open_envelope, split_envelope
+from schakel.keys.identity import (
+    PartnerIdentity,
+    PublicKeyRecord,
+    encryption_key_id,
+    signing_key_id,
+)
+from schakel.keys.vectors import VECTOR_FILE, vector_identities
 
 DOC: dict[str, Any] = json.loads(VECTOR_FILE.read_text("utf-8"))
 

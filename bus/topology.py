@@ -1,0 +1,254 @@
+"""Topology as code: every stream, bucket and consumer of Schakel, created and kept by the hub.
+
+Everything the hub keeps lives in JetStream, in the hub's own NATS account:
+
+- ``SCHAKEL_IN_<org>`` (work queue, one per partner) what ``org`` publishes to
+  ``schakel.in.<org>``, bounded in count and bytes; the hub's durable consumer ``hub`` on each
+  one retries a message a limited number of times, then the hub quarantines it;
+- ``SCHAKEL_OUT_<org>`` (work queue, one per partner) one delivery per recipient on
+  ``schakel.out.<recipient>.<sender>``, read by the partner's durable consumer
+  ``deliver-<org>``; refusal notices and receipts travel the same way;
+- ``SCHAKEL_AUDIT`` the hash-chained audit trail (``hub/audit.py``);
+- KV ``schakel-cases`` (case metadata), ``schakel-messages`` (message ids seen, for duplicates
+  and no_forward);
+- ``SCHAKEL_KEYLOG`` the key directory (signed key events), ``SCHAKEL_DLQ`` dead letters
+  (deliveries nobody took) and quarantined inbound messages (that the hub could not process).
+
+Only the hub creates or changes these; partners are never given the rights to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import nats.js.errors
+from nats.js import api
+
+from schakel.bus.connection import Bus, Puller
+from schakel.bus.errors import TransportError, mapped
+from schakel.contracts.ids import OrgId
+from schakel.contracts.policy import Limits
+from schakel.contracts.topology import (
+    AUDIT_STREAM,
+    AUDIT_SUBJECT,
+    CASES_BUCKET,
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    HUB_CONSUMER,
+    INBOUND_PREFIX,
+    INBOUND_STREAM_PREFIX,
+    KEYLOG_STREAM,
+    KEYLOG_SUBJECT,
+    LEGACY_DELIVERY_STREAM,
+    LEGACY_INBOUND_STREAM,
+    MESSAGES_BUCKET,
+    QUARANTINE_PREFIX,
+    delivery_consumer,
+    delivery_filter,
+    delivery_stream,
+    inbound_stream,
+    inbound_subject,
+)
+
+__all__ = [
+    "ACK_WAIT",
+    "INBOUND_ATTEMPTS",
+    "INBOUND_DELIVERIES",
+    "MAX_DELIVERIES_ADVISORY",
+    "REDELIVERY",
+    "Topology",
+]
+
+DUPLICATE_WINDOW: Final = 300.0
+# How long a hub instance may hold an inbound message before JetStream hands it to another:
+# a crashed hub's unfinished messages come back after this.
+ACK_WAIT: Final = 30.0
+# Retry schedule of a delivery a partner does not acknowledge; after the last one the message
+# goes to the dead-letter stream and its sender is told.
+REDELIVERY: Final = (30.0, 60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
+# How often the hub tries an inbound message before it quarantines it: a message that makes
+# the hub fail (a bug, a poison input) must never be retried for ever nor block the others.
+INBOUND_ATTEMPTS: Final = 5
+# Deliveries of an inbound message JetStream makes at most. Failures of the connection (not of
+# the message) are retried up to here, riding out an outage of the order of an hour; a hub
+# that crashes on a message each time also ends here. Then the hub quarantines it (advisory).
+INBOUND_DELIVERIES: Final = 60
+# Inbound messages of one partner handed out to the hub and not yet acknowledged.
+INBOUND_ACK_PENDING: Final = 256
+_MAX_WAITING_PULLS: Final = 16
+# The server's word that a consumer gave up on a message after its last delivery.
+MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*"
+
+
+class Topology:
+    """Creates and updates Schakel's streams, buckets and consumers (idempotent), with the
+    limits of the running hub's policy."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        limits: Limits,
+        *,
+        replicas: int = 1,
+        ack_wait: float = ACK_WAIT,
+        redelivery: tuple[float, ...] = REDELIVERY,
+        inbound_attempts: int = INBOUND_ATTEMPTS,
+    ) -> None:
+        self._bus = bus
+        self._limits = limits
+        self._replicas = replicas
+        self._ack_wait = ack_wait
+        self._redelivery = redelivery
+        self._inbound_attempts = inbound_attempts
+
+    async def ensure(self) -> None:
+        """The hub's own streams and buckets."""
+        lifetime = self._limits.max_lifetime_days * 86400.0
+        for legacy in (LEGACY_INBOUND_STREAM, LEGACY_DELIVERY_STREAM):
+            await self._retire_legacy(legacy)
+        streams = [
+            api.StreamConfig(
+                name=KEYLOG_STREAM,
+                subjects=[KEYLOG_SUBJECT],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                allow_direct=True,  # partners read it by direct get only
+                deny_delete=True,
+                deny_purge=True,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
+                name=DLQ_STREAM,
+                subjects=[DLQ_PREFIX + ">", QUARANTINE_PREFIX + ">"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                max_age=lifetime,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
+                name=AUDIT_STREAM,
+                subjects=[AUDIT_SUBJECT],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW,
+                deny_delete=True,
+                deny_purge=True,
+                num_replicas=self._replicas,
+            ),
+        ]
+        for config in streams:
+            await self._ensure_stream(config)
+        for bucket, ttl in ((CASES_BUCKET, None), (MESSAGES_BUCKET, lifetime + 86400)):
+            with mapped("create bucket"):
+                await self._bus.js.create_key_value(
+                    api.KeyValueConfig(
+                        bucket=bucket,
+                        history=1,
+                        ttl=ttl,
+                        storage=api.StorageType.FILE,
+                        replicas=self._replicas,
+                    )
+                )
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        """Create the stream, or bring an existing one to ``config``."""
+        js = self._bus.js
+        with mapped("ensure stream"):
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)
+
+    async def _retire_legacy(self, name: str) -> None:
+        """Delete a stream shared by all partners in earlier versions if it is empty; its
+        subjects overlap the per-partner streams. One that still holds messages stops the
+        start-up: let the previous version (and its partners) finish them first."""
+        if not await self._bus.exists(name):
+            return
+        _, _, messages = await self._bus.state(name)
+        if messages:
+            raise TransportError(
+                f"the shared stream {name} of an earlier version still holds "
+                f"{messages} message(s): let the previous version finish them"
+            )
+        with mapped("delete stream"):
+            await self._bus.js.delete_stream(name)
+
+    async def ensure_partners(self, orgs: Iterable[OrgId]) -> None:
+        """Create each partner's inbound stream with the hub's consumer on it, and its durable
+        delivery consumer (partners never create their own)."""
+        limits = self._limits
+        js = self._bus.js
+        for org in orgs:
+            inbound = api.StreamConfig(
+                name=inbound_stream(org),
+                subjects=[inbound_subject(org)],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                # Bounded per partner: beyond these JetStream refuses the publish, so one
+                # partner's flood can fill only its own stream. No per-message limit below
+                # the server's max_payload: the hub refuses oversized envelopes itself
+                # (TOO_LARGE), so the sender is told and the attempt recorded.
+                max_msgs=limits.max_inbound_pending,
+                max_bytes=limits.max_inbound_bytes,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=DUPLICATE_WINDOW,
+                num_replicas=self._replicas,
+            )
+            await self._ensure_stream(inbound)
+            with mapped("ensure consumer"):
+                await js.add_consumer(
+                    inbound_stream(org),
+                    api.ConsumerConfig(
+                        durable_name=HUB_CONSUMER,
+                        ack_policy=api.AckPolicy.EXPLICIT,
+                        ack_wait=self._ack_wait,
+                        max_deliver=max(INBOUND_DELIVERIES, self._inbound_attempts),
+                        max_ack_pending=INBOUND_ACK_PENDING,
+                    ),
+                )
+            delivery = api.StreamConfig(
+                name=delivery_stream(org),
+                subjects=[delivery_filter(org)],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                max_age=limits.max_lifetime_days * 86400.0,
+                duplicate_window=DUPLICATE_WINDOW,
+                num_replicas=self._replicas,
+            )
+            await self._ensure_stream(delivery)
+            with mapped("ensure consumer"):
+                await js.add_consumer(
+                    delivery_stream(org),
+                    api.ConsumerConfig(
+                        durable_name=delivery_consumer(org),
+                        # A partner pulls one batch at a time; a few waiting pulls are plenty.
+                        max_waiting=_MAX_WAITING_PULLS,
+                        ack_policy=api.AckPolicy.EXPLICIT,
+                        ack_wait=self._redelivery[0],
+                        backoff=list(self._redelivery),
+                        max_deliver=len(self._redelivery) + 1,
+                    ),
+                )
+
+    async def partners(self) -> list[OrgId]:
+        """The partners whose streams exist (the hub reads and sweeps each one's)."""
+        names: list[OrgId] = []
+        offset = 0
+        while True:
+            with mapped("list streams"):
+                infos = await self._bus.js.streams_info(offset=offset)
+            for info in infos:
+                subjects = info.config.subjects or []
+                name = info.config.name or ""
+                if name.startswith(INBOUND_STREAM_PREFIX) and len(subjects) == 1:
+                    names.append(OrgId(subjects[0].removeprefix(INBOUND_PREFIX)))
+            if len(infos) < 256:  # the server's page size
+                return sorted(names)
+            offset += len(infos)
+
+    async def pull_inbound(self, org: OrgId) -> Puller | None:
+        """Bind to the hub's durable consumer on ``org``'s inbound stream (shared by every
+        hub instance); ``None`` if the stream is gone."""
+        return await self._bus.pull(inbound_stream(org), HUB_CONSUMER)
