@@ -33,16 +33,14 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from schakel.adapters.client import Delivery, PartnerClient
-from schakel.adapters.scenarios import GEM, OM, POL, ZVH
-from schakel.adapters.simulation import ScenarioRunner, Step
 from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy_text, parse_policy, with_limits
+from schakel.harness.local import local_hub
+from schakel.harness.scenarios import GEM, OM, POL, ZVH
+from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.logconfig import configure_logging
-from schakel.hub.natsserver import NatsServer
-from schakel.hub.service import provision, registration
-from schakel.keys.crypto import SigningKey
 from schakel.keys.envelope import seal, split_envelope
 from schakel.keys.identity import PartnerIdentity
 
@@ -200,56 +198,43 @@ async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
         policy_path = Path(tmp) / "policy.toml"
         policy_path.write_text(text, encoding="utf-8")
         configure_logging(json=True, stream=sink)  # as in production: JSON lines
-        async with NatsServer(Path(tmp) / "nats") as server:
-            orgs = (GEM, ZVH, POL, OM)
-            ids = {o: PartnerIdentity.generate(OrgId(o)) for o in orgs}
-            authority = SigningKey.generate()
-            hub_id = PartnerIdentity.generate(OrgId("HUB.bench"))
-            requests = [registration(i) for i in (*ids.values(), hub_id)]
-            await provision(server.url, policy, requests, authority)
-            public = base64.b64encode(authority.public.raw).decode()
-            await make_relay_streams(server.url)
-            relay = spawn(
-                [sys.executable, __file__, "--relay", server.url], Path(tmp) / "relay.log"
-            )
-            hub_cmd = [sys.executable, "-m", "schakel", "hub", "run", "--nats", server.url,
+        orgs = (GEM, ZVH, POL, OM)
+        hub_id = PartnerIdentity.generate(OrgId("HUB.bench"))
+        async with local_hub(
+            orgs, data_dir=Path(tmp), policy=policy, hub_identity=hub_id, run_hub=False,
+            receipts=False,  # the figure is send -> yielded, as the issue defines it
+        ) as system, contextlib.AsyncExitStack() as stack:  # fmt: skip
+            url, ids, clients = system.url, system.identities, system.clients
+            public = base64.b64encode(system.authority.public.raw).decode()
+            await make_relay_streams(url)
+            relay = spawn([sys.executable, __file__, "--relay", url], Path(tmp) / "relay.log")
+            stack.callback(relay.terminate)
+            hub_cmd = [sys.executable, "-m", "schakel", "hub", "run", "--nats", url,
                        "--authority-public", public, "--policy", str(policy_path),
                        "--data-dir", str(Path(tmp) / "hub")]  # fmt: skip
-            hubs = [spawn(hub_cmd, Path(tmp) / f"hub{n}.log") for n in range(hub_count)]
-            async with contextlib.AsyncExitStack() as stack:
-                stack.callback(relay.terminate)
-                for process in hubs:
-                    stack.callback(process.terminate)
-                clients = {
-                    o: await stack.enter_async_context(
-                        # Receipts off: the figure is send -> yielded, as the issue defines it.
-                        PartnerClient(
-                            ids[o], server.url, authority=authority.public, receipts=False
-                        )
-                    )
-                    for o in orgs
-                }
-                runner = ScenarioRunner(clients, policy)
-                for n in range(CASES):
-                    alias = f"c{n}"
-                    await runner.run([
-                        Step(POL, MessageType.M1, (GEM, ZVH), case=alias),
-                        Step(ZVH, MessageType.M3, (OM,), case=alias),
-                        Step(GEM, MessageType.M5, (ZVH, POL, OM), case=alias,
-                             decision=Decision.OPSCHALEN),
-                    ])  # fmt: skip
-                cases = [runner.case_id(f"c{n}") for n in range(CASES)]
-                fixed = int(rate * seconds)
-                batches = seal_many(ids[GEM], ids[ZVH].public_record(), cases, count + fixed + 200)
-                warm, batches = batches[:200], batches[200:]
-                await hub_run(clients[GEM], clients[ZVH], warm, None)
-                payloads = [raw for _, raw in batches]
-                relay_tp, _ = await relay_run(server.url, payloads[:count], None)
-                hub_tp, hub_sat = await hub_run(clients[GEM], clients[ZVH], batches[:count], None)
-                relay_fixed_tp, relay_lat = await relay_run(server.url, payloads[count:], rate)
-                hub_fixed_tp, hub_lat = await hub_run(
-                    clients[GEM], clients[ZVH], batches[count:], rate
-                )
+            for n in range(hub_count):
+                stack.callback(spawn(hub_cmd, Path(tmp) / f"hub{n}.log").terminate)
+            runner = ScenarioRunner(clients, policy)
+            for n in range(CASES):
+                alias = f"c{n}"
+                await runner.run([
+                    Step(POL, MessageType.M1, (GEM, ZVH), case=alias),
+                    Step(ZVH, MessageType.M3, (OM,), case=alias),
+                    Step(GEM, MessageType.M5, (ZVH, POL, OM), case=alias,
+                         decision=Decision.OPSCHALEN),
+                ])  # fmt: skip
+            cases = [runner.case_id(f"c{n}") for n in range(CASES)]
+            fixed = int(rate * seconds)
+            batches = seal_many(ids[GEM], ids[ZVH].public_record(), cases, count + fixed + 200)
+            warm, batches = batches[:200], batches[200:]
+            await hub_run(clients[GEM], clients[ZVH], warm, None)
+            payloads = [raw for _, raw in batches]
+            relay_tp, _ = await relay_run(url, payloads[:count], None)
+            hub_tp, hub_sat = await hub_run(clients[GEM], clients[ZVH], batches[:count], None)
+            relay_fixed_tp, relay_lat = await relay_run(url, payloads[count:], rate)
+            hub_fixed_tp, hub_lat = await hub_run(
+                clients[GEM], clients[ZVH], batches[count:], rate
+            )
     report(
         rate, seconds, relay_tp, relay_lat, relay_fixed_tp, hub_tp, hub_sat, hub_lat, hub_fixed_tp
     )

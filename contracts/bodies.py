@@ -29,11 +29,33 @@ from schakel.contracts.ids import OrgIdField
 
 __all__ = [
     "BODIES",
+    "CATEGORY_KEY",
+    "Actie",
+    "Advies",
+    "Ambtsbericht",
+    "AntwoordUitnodiging",
+    "BesluitAfschalenAfsluiten",
+    "BesluitWeging",
     "Body",
+    "Casusinformatie",
+    "DetentieUitstroom",
+    "InformatieWeging",
+    "MarInbreng",
+    "MelderStatusBericht",
+    "OverdrachtCasus",
+    "Persoon",
+    "PlanVanAanpak",
+    "Section",
+    "Signaal",
+    "UitnodigingCasusoverleg",
+    "Veiligheidsmelding",
+    "VerzoekInformatieWeging",
+    "Voortgang",
     "body_contract",
     "categories_of",
     "contract_categories",
     "parse_body",
+    "tagged",
 ]
 
 CATEGORY_KEY: Final = "x-schakel-category"

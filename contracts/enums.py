@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "REASON_TEXTS",
     "CaseState",
     "DataCategory",
     "Decision",

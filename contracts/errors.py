@@ -19,11 +19,12 @@ Every error Schakel raises on purpose derives from :class:`SchakelError`
     │   └── KeyLogError          (keys.keylog) an entry of the key log is not a valid event
     ├── TransportError           (bus.errors) NATS could not do what was asked
     │   └── StreamFull           JetStream refused a publish: the stream is at its limits
+    ├── SettingsError            (bus.settings) a setting (file, environment, flag) is invalid
     ├── AuditError               (hub.audit) the audit trail could not store a record
     ├── RetryLater               (hub.router) not decidable yet; try the message again soon
     ├── DirectoryStale           (adapters.client) the SDK's key directory view is too old
     ├── InboundFull              (adapters.client) the hub's inbound queue for us is full
-    └── ScenarioFailure          (adapters.simulation) a scenario step went otherwise
+    └── ScenarioFailure          (harness.simulation) a scenario step went otherwise
 
 Sub-roots live with the boundary they guard; this module holds the ones that ``contracts``
 itself raises plus the root, so that every package can depend on it.

@@ -41,10 +41,16 @@ from schakel.contracts.errors import PolicyFileError
 
 __all__ = [
     "CONDITIONS",
+    "CategoryRule",
     "Cell",
     "Condition",
+    "Flags",
+    "Kern",
+    "LegalBasisRule",
+    "Limits",
     "MessageRule",
     "Policy",
+    "Retention",
     "Transition",
     "default_policy",
     "default_policy_text",

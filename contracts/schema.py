@@ -15,7 +15,12 @@ from typing import Any
 from schakel.contracts.bodies import BODIES
 from schakel.contracts.header import EnvelopeHeader
 
-__all__ = ["SCHEMA_DIR", "all_schemas", "render"]
+__all__ = [
+    "SCHEMA_DIR",
+    "all_schemas",
+    "main",
+    "render",
+]
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -1,1 +1,26 @@
-"""The hub: policy-checked routing over NATS JetStream (router, policy engine, audit trail)."""
+"""The hub: policy-checked routing over NATS JetStream.
+
+- :mod:`schakel.hub.router`    the router: checks, decides, delivers, audits (ordering rules)
+- :mod:`schakel.hub.policy`    the policy engine: who may send what to whom in which state
+- :mod:`schakel.hub.audit`     the hash-chained audit trail
+- :mod:`schakel.hub.stores`    case records, message ids and the outbox on the bus
+- :mod:`schakel.hub.memory`    the same four stores in memory, for tests of the router
+- :mod:`schakel.hub.service`   the running hub: fetchers, workers, status, dead letters
+- :mod:`schakel.hub.settings`  the one settings model of every command
+"""
+
+from schakel.hub.audit import AuditRecord, AuditTrail, read_trail, verify_chain
+from schakel.hub.router import Router
+from schakel.hub.service import Hub, HubSettings, provision, registration
+
+__all__ = [
+    "AuditRecord",
+    "AuditTrail",
+    "Hub",
+    "HubSettings",
+    "Router",
+    "provision",
+    "read_trail",
+    "registration",
+    "verify_chain",
+]

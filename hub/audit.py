@@ -54,6 +54,7 @@ __all__ = [
     "AuditRecord",
     "AuditTrail",
     "ChainReport",
+    "format_record",
     "parse_record",
     "read_trail",
     "verify_chain",
@@ -273,3 +274,15 @@ def verify_chain(raw_records: list[tuple[int, bytes]]) -> ChainReport:
         prev, expected_index = record.hash, expected_index + 1
         count += 1
     return ChainReport(count, None, None, tuple(foreign))
+
+
+def format_record(record: AuditRecord) -> str:
+    """One audit record as a line for people."""
+    what = f"{record.message_type or '?':<4}"
+    who = f"{record.sender} -> {', '.join(record.recipients) or '-'}"
+    if record.event == "routed":
+        state = f"{record.state_before or 'new'} -> {record.state_after}"
+        outcome = f"routed    {state}"
+    else:
+        outcome = f"REFUSED   {record.reason}"
+    return f"  #{record.index:<3} {record.at:%H:%M:%S}  {what} {who:<58} {outcome}"

@@ -50,6 +50,7 @@ from schakel.keys.crypto import random_bytes
 __all__ = [
     "HUB_ACCOUNT",
     "HUB_USER",
+    "PARTNER_MAX_CONNECTIONS",
     "ClusterLayout",
     "TlsFiles",
     "account_name",

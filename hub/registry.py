@@ -87,4 +87,4 @@ def load_registry(path: Path) -> Registry:
 
 def default_registry() -> Registry:
     """The example registry shipped for the demo and the tests (``hub/registry.toml``)."""
-    return _parse(resources.files("hub").joinpath("registry.toml").read_text("utf-8"))
+    return _parse(resources.files("schakel.hub").joinpath("registry.toml").read_text("utf-8"))

@@ -54,7 +54,17 @@ from schakel.keys.errors import KeyDirectoryError
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.statement import claimed_statement, sign_statement, verify_statement
 
-__all__ = ["REFUSAL_LABEL", "Inbound", "Outcome", "RetryLater", "Router"]
+__all__ = [
+    "REFUSAL_LABEL",
+    "AuditSink",
+    "CaseStore",
+    "Deliverer",
+    "Inbound",
+    "MessageRegistry",
+    "Outcome",
+    "RetryLater",
+    "Router",
+]
 
 _UUID = re.compile(MESSAGE_ID_PATTERN)
 _CAS_ATTEMPTS: Final = 8

@@ -22,6 +22,7 @@ __all__ = [
     "AEAD_KEY_BYTES",
     "AEAD_NONCE_BYTES",
     "AEAD_TAG_BYTES",
+    "ARGON2ID_SALT_BYTES",
     "SEALED_BOX_OVERHEAD",
     "SIGNATURE_BYTES",
     "CryptoFailure",

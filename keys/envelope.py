@@ -50,7 +50,11 @@ __all__ = [
     "Opened",
     "SignerResolver",
     "Verified",
+    "assemble",
+    "commitment",
+    "frame",
     "open_envelope",
+    "pad",
     "padded_length",
     "seal",
     "split_envelope",
@@ -105,7 +109,10 @@ def padded_length(length: int) -> int:
     return (length + mask) & ~mask
 
 
-def _commitment(content_key: bytes) -> bytes:
+def commitment(content_key: bytes) -> bytes:
+    """The key commitment of a content key (ENVELOPE.md 5.3). This and :func:`assemble`,
+    :func:`frame` and :func:`pad` are the steps of :func:`seal`, public for the
+    known-answer vectors (``keys/vectors.py``); applications call :func:`seal`."""
     return blake2b(COMMITMENT_LABEL, size=32, key=content_key)
 
 
@@ -159,13 +166,13 @@ def seal(
             created_at=created,
             expires_at=created + draft.lifetime,
             categories=declared,
-            key_commitment=_commitment(key),
+            key_commitment=commitment(key),
             **fields,
         )
     except ValidationError as exc:
         raise ContractError(f"header: {exc.errors(include_input=False)[0]['msg']}") from exc
     _check_body_against_header(body, header)
-    return _assemble(
+    return assemble(
         encode_header(header),
         raw_body,
         content_key=key,
@@ -174,7 +181,7 @@ def seal(
     )
 
 
-def _assemble(
+def assemble(
     header_bytes: bytes,
     raw_body: bytes,
     *,
@@ -183,11 +190,12 @@ def _assemble(
     signing_key: SigningKey,
 ) -> bytes:
     """Encrypt, sign and frame (ENVELOPE.md 5-7). No checks: callers have made them."""
-    ciphertext = nonce + aead_encrypt(content_key, nonce, _pad(raw_body), header_bytes)
-    return _frame(header_bytes, ciphertext, signing_key)
+    ciphertext = nonce + aead_encrypt(content_key, nonce, pad(raw_body), header_bytes)
+    return frame(header_bytes, ciphertext, signing_key)
 
 
-def _frame(header_bytes: bytes, ciphertext: bytes, signing_key: SigningKey) -> bytes:
+def frame(header_bytes: bytes, ciphertext: bytes, signing_key: SigningKey) -> bytes:
+    """Sign and frame a header and ciphertext (ENVELOPE.md 7)."""
     signature = signing_key.sign(_signed_digest(header_bytes, ciphertext))
     return b"".join(
         (
@@ -226,7 +234,8 @@ def _check_body_against_header(body: Body, header: EnvelopeHeader) -> None:
         raise ContractError(str(exc)) from exc
 
 
-def _pad(raw_body: bytes) -> bytes:
+def pad(raw_body: bytes) -> bytes:
+    """Length-prefix and pad a body to its Padmé length (ENVELOPE.md 5.2)."""
     if len(raw_body) > MAX_BODY_BYTES:
         raise ContractError("body too large")
     framed = _U32.pack(len(raw_body)) + raw_body
@@ -320,7 +329,7 @@ def open_envelope(
         raise EnvelopeError("content key does not unwrap") from None
     if len(key) != AEAD_KEY_BYTES:
         raise EnvelopeError("content key has the wrong length")
-    if not constant_time_equal(_commitment(key), header.key_commitment):
+    if not constant_time_equal(commitment(key), header.key_commitment):
         raise EnvelopeError("content key does not match the commitment")
     nonce, sealed = verified.ciphertext[:AEAD_NONCE_BYTES], verified.ciphertext[AEAD_NONCE_BYTES:]
     try:

@@ -30,6 +30,7 @@ from schakel.keys.errors import KeyDirectoryError
 
 __all__ = [
     "DEFAULT_ENCRYPTION_KEY_VALIDITY",
+    "CertBody",
     "EncryptionKeyCert",
     "PartnerIdentity",
     "PublicKeyRecord",

@@ -21,10 +21,16 @@ from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.header import EnvelopeHeader, encode_header
 from schakel.contracts.ids import CaseId, MessageId, OrgId
 from schakel.keys.crypto import EncryptionPrivateKey, SigningKey, aead_encrypt, blake2b
-from schakel.keys.envelope import MAGIC, _assemble, _commitment, _frame, _pad, seal, split_envelope
+from schakel.keys.envelope import MAGIC, assemble, commitment, frame, pad, seal, split_envelope
 from schakel.keys.identity import PartnerIdentity
 
-__all__ = ["VECTOR_FILE", "identity_from_label", "vector_identities"]
+__all__ = [
+    "VECTOR_FILE",
+    "generate",
+    "identity_from_label",
+    "main",
+    "vector_identities",
+]
 
 VECTOR_FILE = Path(__file__).resolve().parent.parent / "contracts" / "vectors" / "envelope-v1.json"
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
@@ -109,7 +115,7 @@ def generate() -> dict[str, Any]:
         return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
 
     def signed(new_header: bytes, new_body: bytes = body_json, k: bytes = key) -> bytes:
-        return _assemble(
+        return assemble(
             new_header, new_body, content_key=k, nonce=nonce, signing_key=sender.signing_key
         )
 
@@ -136,7 +142,7 @@ def generate() -> dict[str, Any]:
             "duplicate key (validly signed)",
         ),
         "key-commitment-mismatch": (
-            signed(variant(key_commitment=_commitment(b"\x07" * 32))),
+            signed(variant(key_commitment=commitment(b"\x07" * 32))),
             "commitment (validly signed)",
         ),
         "undeclared-category": (
@@ -148,15 +154,15 @@ def generate() -> dict[str, Any]:
             "extra field in the body (validly signed)",
         ),
         "padding-not-zero": (
-            _frame(
+            frame(
                 header_bytes,
-                nonce + aead_encrypt(key, nonce, _pad(body_json)[:-1] + b"\x01", header_bytes),
+                nonce + aead_encrypt(key, nonce, pad(body_json)[:-1] + b"\x01", header_bytes),
                 sender.signing_key,
             ),
             "padding",
         ),
         "forged-by-recipient": (
-            _frame(header_bytes, ciphertext, recipient.signing_key),
+            frame(header_bytes, ciphertext, recipient.signing_key),
             "a recipient re-signed the sender's message",
         ),
         "step-without-case": (

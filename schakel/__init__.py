@@ -11,3 +11,5 @@ import name that cannot collide with a partner application's own modules:
 
 Each entry here is a link to the folder of the same name.
 """
+
+__all__: list[str] = []  # the surface is the subpackages'

@@ -1,5 +1,5 @@
 """``python -m schakel`` is the ``schakel`` command."""
 
-from schakel.hub.cli import main
+from schakel.cli import main
 
 raise SystemExit(main())

@@ -47,7 +47,7 @@ COLUMNS = [
     "DTV",
     "EXT",
 ]
-POLICY_TEXT = resources.files("contracts").joinpath("policy.toml").read_text("utf-8")
+POLICY_TEXT = resources.files("schakel.contracts").joinpath("policy.toml").read_text("utf-8")
 
 
 def _process_rows() -> list[tuple[str, str, str]]:

@@ -24,13 +24,13 @@ import pytest
 from pydantic import SecretStr
 
 from schakel.adapters.client import Delivery, PartnerClient
-from schakel.adapters.scenarios import GEM, OM, POL, SCENARIOS, ZVH
-from schakel.adapters.simulation import ScenarioRunner, Step
 from schakel.bus import Bus
 from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy
+from schakel.harness.scenarios import GEM, OM, POL, SCENARIOS, ZVH
+from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.audit import read_trail, verify_chain
 from schakel.hub.natsserver import NatsServer, free_port
 from schakel.hub.service import provision, registration

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from schakel.adapters.client import PartnerClient
-from schakel.adapters.scenarios import PARTNERS
 from schakel.contracts.ids import OrgId
-from schakel.contracts.policy import Policy, default_policy
+from schakel.contracts.policy import Policy
+from schakel.harness.local import local_hub
+from schakel.harness.scenarios import PARTNERS
 from schakel.hub.natsserver import NatsServer
-from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.hub.service import Hub
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 
@@ -70,19 +71,13 @@ async def world(
     authority: SigningKey,
 ) -> AsyncIterator[World]:
     """A provisioned system with a hub and every partner connected."""
-    requests = [registration(i) for i in (*partner_identities.values(), hub_identity)]
-    await provision(nats_server.url, default_policy(), requests, authority)
-    settings = HubSettings(
-        nats_url=nats_server.url, data_dir=tmp_path, workers=4, authority=authority.public
-    )
-    async with Hub(settings, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
-        clients = {
-            org: await stack.enter_async_context(
-                PartnerClient(identity, nats_server.url, authority=authority.public)
-            )
-            for org, identity in partner_identities.items()
-        }
-        yield World(nats_server, hub, partner_identities, clients, tmp_path, authority)
+    async with local_hub(
+        partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
+        hub_identity=hub_identity, workers=4,
+    ) as system:  # fmt: skip
+        assert system.hub is not None
+        yield World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
+                    authority)  # fmt: skip
 
 
 @dataclass
@@ -110,20 +105,13 @@ def pair(
 
     @contextlib.asynccontextmanager
     async def start(policy: Policy | None = None, **settings: Any) -> AsyncIterator[Pair]:
-        policy = policy or default_policy()
-        ids = [partner_identities[o] for o in ("POL.west", "ZVH.west")]
-        requests = [registration(i) for i in (*ids, hub_identity)]
-        redelivery = {k: v for k, v in settings.items() if k == "redelivery"}
-        await provision(nats_server.url, policy, requests, authority, **redelivery)
-        config = HubSettings(nats_url=nats_server.url, data_dir=tmp_path, policy=policy,
-                             authority=authority.public, **settings)  # fmt: skip
-        async with Hub(config, hub_identity) as hub, contextlib.AsyncExitStack() as stack:
-            pol, zvh = [
-                await stack.enter_async_context(
-                    PartnerClient(i, nats_server.url, authority=authority.public)
-                )
-                for i in ids
-            ]
-            yield Pair(hub, pol, zvh, nats_server.url)
+        ids = {o: partner_identities[o] for o in ("POL.west", "ZVH.west")}
+        async with local_hub(
+            ids, url=nats_server.url, data_dir=tmp_path, policy=policy, authority=authority,
+            hub_identity=hub_identity, **settings,
+        ) as system:  # fmt: skip
+            assert system.hub is not None
+            yield Pair(system.hub, system.client("POL.west"), system.client("ZVH.west"),
+                       system.url)  # fmt: skip
 
     return start

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from schakel.adapters.client import Delivery, InboundFull, PartnerClient, Refusal
-from schakel.adapters.scenarios import POL, ZVH
+from schakel.adapters.client import Delivery, InboundFull, Refusal
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import default_policy
+from schakel.harness.local import local_hub
+from schakel.harness.scenarios import POL, ZVH
 from schakel.hub.natsserver import NatsServer
-from schakel.hub.service import provision, registration
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 from tests.hub.conftest import PairFactory
@@ -55,10 +55,12 @@ async def test_full_inbound_queue_is_a_clear_error_for_the_sender(
     policy = base.model_copy(
         update={"limits": base.limits.model_copy(update={"max_inbound_pending": 2})}
     )
-    pol_id = partner_identities[POL]
-    requests = [registration(i) for i in (pol_id, partner_identities[ZVH], hub_identity)]
-    await provision(nats_server.url, policy, requests, authority)
-    async with PartnerClient(pol_id, nats_server.url, authority=authority.public) as pol:
+    ids = {o: partner_identities[o] for o in (POL, ZVH)}
+    async with local_hub(
+        ids, url=nats_server.url, policy=policy, authority=authority, hub_identity=hub_identity,
+        run_hub=False,
+    ) as system:  # fmt: skip
+        pol = system.client(POL)
         body = example_body(MessageType.M1)
         for _ in range(2):
             await pol.send(body, example_draft(MessageType.M1, body), [OrgId(ZVH)])

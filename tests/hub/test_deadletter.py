@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from schakel.adapters.client import Delivery, Refusal
-from schakel.adapters.scenarios import ZVH
+from schakel.cli import _dead_letters
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
+from schakel.harness.scenarios import ZVH
 from schakel.hub.audit import AuditRecord, read_trail
-from schakel.hub.cli import _dead_letters
 from tests.hub.conftest import PairFactory
 
 RETRIES = (0.2, 0.2)  # three deliveries in all

@@ -11,13 +11,13 @@ import pytest
 import structlog
 
 from schakel.adapters.client import Delivery, PartnerClient, Refusal
-from schakel.adapters.scenarios import GEM, KMAR, OM, POL, RVDK, ZVH
-from schakel.adapters.simulation import ScenarioRunner, Step
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, MessageId, OrgId, new_message_id
 from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import CASES_BUCKET, MESSAGES_BUCKET
+from schakel.harness.scenarios import GEM, KMAR, OM, POL, RVDK, ZVH
+from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.audit import AuditRecord, read_trail, verify_chain
 from schakel.hub.logconfig import configure_logging
 from schakel.keys.envelope import seal, split_envelope
@@ -213,7 +213,7 @@ async def test_audit_verify_names_the_first_broken_link(world: World) -> None:
 
 async def test_recipient_rejects_body_breaking_contract(world: World) -> None:
     """A validly signed message whose body breaks its contract is rejected by the recipient."""
-    from schakel.keys.envelope import _assemble
+    from schakel.keys.envelope import assemble
 
     runner = ScenarioRunner(world.clients, default_policy())
     await runner.run([Step(RVDK, MessageType.M1, (ZVH,))])
@@ -223,7 +223,7 @@ async def test_recipient_rejects_body_breaking_contract(world: World) -> None:
                 sender=zvh.identity, recipients=[world.identities[RVDK].public_record()],
                 content_key=b"\x01" * 32)  # fmt: skip
     header, _, _ = split_envelope(good)
-    bad = _assemble(header, b'{"status":"ONTVANGEN","besluit":"OPSCHALEN"}',
+    bad = assemble(header, b'{"status":"ONTVANGEN","besluit":"OPSCHALEN"}',
                     content_key=b"\x01" * 32, nonce=b"\x02" * 24,
                     signing_key=zvh.identity.signing_key)  # fmt: skip
     await zvh.publish_raw(bad, json.loads(header)["message_id"])

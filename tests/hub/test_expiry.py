@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 from schakel.adapters.client import Refusal
-from schakel.adapters.scenarios import ZVH
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
+from schakel.harness.scenarios import ZVH
 from schakel.hub.audit import AuditRecord, read_trail
 from tests.hub.conftest import PairFactory
 

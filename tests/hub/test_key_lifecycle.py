@@ -11,7 +11,6 @@ import structlog
 from structlog.testing import capture_logs
 
 from schakel.adapters.client import Delivery, DirectoryStale, PartnerClient, Refusal
-from schakel.adapters.scenarios import POL, ZVH
 from schakel.bus import append_key_event
 from schakel.contracts.canonical import canonical_json
 from schakel.contracts.enums import MessageType, ReasonCode
@@ -19,6 +18,7 @@ from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import KeyId, OrgId
 from schakel.contracts.keyevents import KeyEventRequest
 from schakel.contracts.topology import KEYLOG_SUBJECT
+from schakel.harness.scenarios import POL, ZVH
 from schakel.hub.service import registration
 from schakel.keys.crypto import SigningKey
 from schakel.keys.envelope import seal

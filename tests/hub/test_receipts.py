@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from schakel.adapters.client import Delivery
-from schakel.adapters.scenarios import GEM, OM, POL, ZVH
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import MessageId, OrgId, new_message_id
 from schakel.contracts.notice import DeliveryState
+from schakel.harness.scenarios import GEM, OM, POL, ZVH
 from schakel.hub.audit import AuditRecord, read_trail
 from tests.hub.conftest import World
 

@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable
 
 from schakel.adapters.client import Delivery, PartnerClient, Refusal
-from schakel.adapters.scenarios import POL, ZVH
 from schakel.bus import append_key_event
+from schakel.cli import _dead_letters
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId, new_case_id
 from schakel.contracts.topology import AUDIT_SUBJECT, CASES_BUCKET, DLQ_STREAM, KEYLOG_SUBJECT
+from schakel.harness.scenarios import POL, ZVH
 from schakel.hub.audit import parse_record, read_trail, verify_chain
-from schakel.hub.cli import _dead_letters
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import add_encryption_key_request, sign_request
 from tests.hub.conftest import PairFactory, World

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
-from schakel.adapters.client import PartnerClient
-from schakel.adapters.scenarios import SCENARIOS
-from schakel.adapters.simulation import ScenarioRunner
 from schakel.contracts.enums import CaseState
 from schakel.contracts.policy import default_policy
-from schakel.hub.demo import run_demo
+from schakel.harness.demo import run_demo
+from schakel.harness.local import local_hub
+from schakel.harness.scenarios import SCENARIOS
+from schakel.harness.simulation import ScenarioRunner
 from schakel.hub.natsserver import NatsServer
-from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.hub.service import Hub, HubSettings
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 
@@ -26,17 +25,12 @@ async def test_restart_mid_scenario_keeps_case_state(
     authority: SigningKey,
 ) -> None:
     """Scenario 1 completes across a hub restart; a message sent while no hub runs is delivered."""
-    requests = [registration(i) for i in (*partner_identities.values(), hub_identity)]
-    await provision(nats_server.url, default_policy(), requests, authority)
     steps = SCENARIOS[1].steps
-    async with contextlib.AsyncExitStack() as stack:
-        clients = {
-            org: await stack.enter_async_context(
-                PartnerClient(identity, nats_server.url, authority=authority.public)
-            )
-            for org, identity in partner_identities.items()
-        }
-        runner = ScenarioRunner(clients, default_policy())
+    async with local_hub(
+        partner_identities, url=nats_server.url, authority=authority, hub_identity=hub_identity,
+        run_hub=False,
+    ) as system:  # fmt: skip
+        runner = ScenarioRunner(system.clients, default_policy())
         async with Hub(
             HubSettings(nats_url=nats_server.url, data_dir=tmp_path, authority=authority.public),
             hub_identity,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schakel.adapters.scenarios import SCENARIOS
-from schakel.adapters.simulation import ScenarioRunner
 from schakel.contracts.policy import default_policy
+from schakel.harness.scenarios import SCENARIOS
+from schakel.harness.simulation import ScenarioRunner
 from tests.hub.conftest import World
 
 

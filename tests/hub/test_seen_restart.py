@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from schakel.adapters.client import Delivery, PartnerClient
-from schakel.adapters.scenarios import POL, ZVH
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
+from schakel.harness.scenarios import POL, ZVH
 from tests.hub.conftest import World
 
 

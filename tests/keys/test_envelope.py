@@ -16,9 +16,9 @@ from schakel.contracts.header import Recipient, decode_header, encode_header
 from schakel.contracts.ids import OrgId
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import (
-    _assemble,
-    _commitment,
-    _frame,
+    assemble,
+    commitment,
+    frame,
     open_envelope,
     padded_length,
     seal,
@@ -152,7 +152,7 @@ def test_recipient_cannot_forge_as_sender(
     header, ciphertext, _ = split_envelope(raw)
     hdr = decode_header(header)
     assert hdr.sender.org == SENDER
-    resigned = _frame(header, ciphertext, identities[RECIPIENT].signing_key)
+    resigned = frame(header, ciphertext, identities[RECIPIENT].signing_key)
     with pytest.raises(EnvelopeError) as info:
         open_envelope(resigned, identities[OTHER], directory.signer)
     assert info.value.reason == "signature does not verify"
@@ -204,11 +204,11 @@ def test_receiver_rejects_undeclared_categories(
     lying = decode_header(header_bytes).model_copy(
         update={
             "categories": tuple(sorted(declared)),
-            "key_commitment": _commitment(key),
+            "key_commitment": commitment(key),
             "recipients": recipients,
         }
     )
-    raw = _assemble(
+    raw = assemble(
         encode_header(lying),
         body.model_dump_json().encode(),
         content_key=key,

@@ -13,7 +13,7 @@ from schakel.contracts.errors import EnvelopeError
 from schakel.contracts.ids import OrgId
 from schakel.keys.crypto import EncryptionPrivateKey, SigningKey, aead_encrypt
 from schakel.keys.directory import KeyDirectory
-from schakel.keys.envelope import _pad, _signed_digest, open_envelope, split_envelope
+from schakel.keys.envelope import _signed_digest, open_envelope, pad, split_envelope
 from schakel.keys.identity import (
     PartnerIdentity,
     PublicKeyRecord,
@@ -70,7 +70,7 @@ def test_valid_vector_opens_and_recomputes(vector: dict[str, Any]) -> None:
     header, ciphertext, signature = split_envelope(raw)
     assert header.decode("ascii") == vector["header"]
     key, nonce = bytes.fromhex(vector["content_key"]), bytes.fromhex(vector["nonce"])
-    assert ciphertext == nonce + aead_encrypt(key, nonce, _pad(vector["body"].encode()), header)
+    assert ciphertext == nonce + aead_encrypt(key, nonce, pad(vector["body"].encode()), header)
     sender = _identity(opened.header.sender.org)
     assert signature == sender.signing_key.sign(_signed_digest(header, ciphertext))
 

@@ -28,7 +28,7 @@ from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import add_encryption_key_request, revoke_request, sign_request
 from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore, save_keystore
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _passphrase(confirm: bool, env: str = PASSPHRASE_ENV) -> SecretStr:
@@ -286,8 +286,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_show(args: argparse.Namespace) -> int:
-    from schakel.hub.audit import parse_record
-    from schakel.hub.demo import format_record
+    from schakel.hub.audit import format_record, parse_record
 
     shown = 0
     for _, raw in asyncio.run(_read_records(_nats_url(args), _credentials(args))):
@@ -363,7 +362,7 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from schakel.hub.demo import run_demo
+    from schakel.harness.demo import run_demo
 
     return 0 if asyncio.run(run_demo()) else 1
 

@@ -8,12 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schakel.adapters.simulation import Step
 from schakel.contracts.enums import CaseState, DataCategory, Decision, InvitationScope, MelderStatus
 from schakel.contracts.enums import MessageType as M
 from schakel.contracts.enums import ReasonCode as R
+from schakel.harness.simulation import Step
 
-__all__ = ["PARTNERS", "SCENARIOS", "Scenario"]
+__all__ = [
+    "AIVD",
+    "DJI",
+    "GEM",
+    "IND",
+    "KERN_OF_WEST",
+    "KMAR",
+    "LIV",
+    "LSE",
+    "OM",
+    "PARTNERS",
+    "POL",
+    "RN",
+    "RVDK",
+    "SCENARIOS",
+    "SCHOOL",
+    "ZVH",
+    "Scenario",
+]
 
 RVDK, ZVH, GEM, POL, OM = "RVDK.noord", "ZVH.west", "GEM.westerstad", "POL.west", "OM.west"
 IND, KMAR, RN, DJI, AIVD = "IND.landelijk", "KMAR.landelijk", "RN.ter", "DJI.vught", "AIVD.nl"
