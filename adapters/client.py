@@ -23,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import structlog
+from pydantic import SecretStr
 
 from schakel.adapters.seen import SeenStore
 from schakel.bus import (
@@ -42,7 +44,9 @@ from schakel.bus import (
     TransportError,
     follow_directory,
 )
+from schakel.bus.settings import Settings, SettingsError
 from schakel.contracts.bodies import Body
+from schakel.contracts.clock import Clock, system_clock, whole_seconds
 from schakel.contracts.enums import OrgType
 from schakel.contracts.errors import EnvelopeError, SchakelError
 from schakel.contracts.header import EnvelopeHeader, MessageDraft
@@ -69,6 +73,7 @@ from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import open_envelope, seal
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import KeyLog
+from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore
 from schakel.keys.statement import claimed_statement, sign_statement, verify_statement
 
 __all__ = ["Delivery", "DirectoryStale", "InboundFull", "PartnerClient", "Refusal", "Rejected"]
@@ -76,6 +81,7 @@ __all__ = ["Delivery", "DirectoryStale", "InboundFull", "PartnerClient", "Refusa
 # JetStream's answer when a stream with ``discard: new`` is at its message or byte limit.
 
 _log = structlog.get_logger("schakel.adapter")
+_DEFAULTS: Final = Settings.model_construct()  # the defaults, without reading any source
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +159,15 @@ class PartnerClient:
         authority: VerifyKey,
         nkey_seed: Path | None = None,
         tls_ca: Path | None = None,
-        max_directory_age: dt.timedelta = dt.timedelta(seconds=30),
-        resync_every: float = 2.0,
-        state_dir: Path | None = None,
-        receipts: bool = True,
+        max_directory_age: dt.timedelta = dt.timedelta(seconds=_DEFAULTS.max_directory_age),
+        resync_every: float = _DEFAULTS.resync_every,
+        state_dir: Path | None = _DEFAULTS.state_dir,
+        receipts: bool = _DEFAULTS.receipts,
         on_alarm: Callable[[str], None] | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.identity = identity
+        self._clock = clock
         self.url = nats_url
         self._authority = authority
         self._max_age = max_directory_age
@@ -178,11 +186,52 @@ class PartnerClient:
         self._stack = contextlib.AsyncExitStack()
         self._bus: Bus | None = None
         self._sub: Puller | None = None
-        self._seen = SeenStore(state_dir / f"{identity.org}.seen" if state_dir else None)
+        self._seen = SeenStore(state_dir / f"{identity.org}.seen" if state_dir else None, clock)
         self._buffer: list[Pulled] = []
         self._state = "unopened"
         self._alarmed: set[bytes] = set()
         self.duplicates_suppressed = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        identity: PartnerIdentity | None = None,
+        *,
+        on_alarm: Callable[[str], None] | None = None,
+        clock: Clock = system_clock,
+    ) -> PartnerClient:
+        """A client configured by the settings (``bus/settings.py``): NATS URL and credentials,
+        the directory authority's key, the state directory and the SDK's timings; the identity
+        from ``settings.keystore`` (passphrase in ``SCHAKEL_KEYSTORE_PASSPHRASE``) unless given.
+
+        Raises:
+            SettingsError: a required setting is missing or invalid.
+            KeystoreError: the keystore cannot be opened.
+        """
+        authority = settings.authority_key()
+        if settings.nats_url is None or authority is None:
+            raise SettingsError("the SDK needs nats_url and authority_public")
+        if identity is None:
+            if settings.keystore is None:
+                raise SettingsError("the SDK needs keystore (or an identity)")
+            passphrase = os.environ.get(PASSPHRASE_ENV)
+            if not passphrase:
+                raise SettingsError(f"no passphrase for the keystore: set {PASSPHRASE_ENV}")
+            identity = load_keystore(settings.keystore, SecretStr(passphrase))
+        return cls(
+            identity,
+            settings.nats_url,
+            authority=authority,
+            nkey_seed=settings.nats_nkey,
+            tls_ca=settings.nats_tls_ca,
+            max_directory_age=dt.timedelta(seconds=settings.max_directory_age),
+            resync_every=settings.resync_every,
+            state_dir=settings.state_dir,
+            receipts=settings.receipts,
+            on_alarm=on_alarm,
+            clock=clock,
+        )
 
     @property
     def org(self) -> OrgId:
@@ -204,6 +253,7 @@ class PartnerClient:
                     self._authority,
                     resync_every=self._resync_every,
                     on_change=self._check_own_keys,
+                    clock=self._clock,
                 )
             )
             self._sub = await bus.pull(delivery_stream(self.org), delivery_consumer(self.org))
@@ -261,7 +311,7 @@ class PartnerClient:
 
     def _require_fresh_directory(self) -> None:
         synced = self.directory.synced_at
-        if synced is None or dt.datetime.now(dt.UTC) - synced > self._max_age:
+        if synced is None or self._clock() - synced > self._max_age:
             raise DirectoryStale(
                 f"key directory view is older than {self._max_age}; refusing to send"
             )
@@ -436,7 +486,6 @@ class PartnerClient:
         await msg.ack()
         return Rejected(reason="refusal notice not signed by a known hub", message_id=None)
 
-    @staticmethod
-    def now() -> dt.datetime:
-        """The current time (UTC, whole seconds)."""
-        return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    def now(self) -> dt.datetime:
+        """The current time by this client's clock (UTC, whole seconds)."""
+        return whole_seconds(self._clock)

@@ -13,20 +13,23 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from schakel.contracts.clock import Clock, system_clock
+
 __all__ = ["SeenStore"]
 
 
 class SeenStore:
     """Message ids processed by the back office, kept until their messages expire."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, clock: Clock = system_clock) -> None:
         self._path = path
+        self._clock = clock
         self._ids: dict[str, float] = {}
         if path is not None:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        now = dt.datetime.now(dt.UTC).timestamp()
+        now = self._clock().timestamp()
         if path.exists():
             for line in path.read_text("ascii").splitlines():
                 message_id, _, expires = line.partition(" ")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Final
@@ -18,6 +17,7 @@ import structlog
 from schakel.bus.connection import Bus, Message
 from schakel.bus.errors import mapped
 from schakel.contracts.canonical import canonical_json
+from schakel.contracts.clock import Clock, system_clock
 from schakel.contracts.keyevents import KeyEventRequest, SignedKeyEvent
 from schakel.contracts.topology import KEYLOG_STREAM, KEYLOG_SUBJECT
 from schakel.keys.crypto import SigningKey, VerifyKey
@@ -81,8 +81,10 @@ class DirectoryFollower:
         authority: VerifyKey,
         on_change: Callable[[KeyLog], None] | None = None,
         on_skip: Callable[[int, KeyLogError], None] | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.directory = directory
+        self._clock = clock
         self.log = KeyLog(authority)
         self.next_seq = 1
         self.skipped: list[tuple[int, KeyLogError]] = []
@@ -111,7 +113,7 @@ class DirectoryFollower:
         async with self._lock:
             for seq, raw in await read_keylog(bus, self.next_seq):
                 self.feed(seq, raw)
-            self.directory.synced_at = dt.datetime.now(dt.UTC)
+            self.directory.synced_at = self._clock()
 
 
 @contextlib.asynccontextmanager
@@ -123,6 +125,7 @@ async def follow_directory(
     resync_every: float = 2.0,
     on_change: Callable[[KeyLog], None] | None = None,
     on_skip: Callable[[int, KeyLogError], None] | None = None,
+    clock: Clock = system_clock,
 ) -> AsyncIterator[DirectoryFollower]:
     """Fill ``directory`` from the verified key log and keep it current while inside.
 
@@ -131,7 +134,7 @@ async def follow_directory(
     order). A resync every ``resync_every`` seconds fills any gap and refreshes
     ``directory.synced_at``, which adapters use to fail closed when their view is too old.
     """
-    follower = DirectoryFollower(directory, authority, on_change, on_skip)
+    follower = DirectoryFollower(directory, authority, on_change, on_skip, clock)
 
     async def on_event(_: Message) -> None:
         with contextlib.suppress(Exception):

@@ -18,7 +18,8 @@ Every error Schakel raises on purpose derives from :class:`SchakelError`
     │   ├── KeyDirectoryError    a key is unknown, revoked or outside its validity window
     │   └── KeyLogError          (keys.keylog) an entry of the key log is not a valid event
     ├── TransportError           (bus.errors) NATS could not do what was asked
-    │   └── StreamFull           JetStream refused a publish: the stream is at its limits
+    │   ├── StreamFull           JetStream refused a publish: the stream is at its limits
+    │   └── StoreFailure         (hub.memory) an in-memory store told to fail, in tests
     ├── SettingsError            (bus.settings) a setting (file, environment, flag) is invalid
     ├── AuditError               (hub.audit) the audit trail could not store a record
     ├── RetryLater               (hub.router) not decidable yet; try the message again soon

@@ -1,6 +1,6 @@
 """Names on the wire between adapters and the hub: subjects, streams, consumers, buckets.
 
-The hub creates all of these (``hub/transport.py``) in its own NATS account; adapters only
+The hub creates all of these (``bus/topology.py``) in its own NATS account; adapters only
 publish to their inbound subject, pull from their own consumer, ask about their own messages
 and read the key directory, each through an import into their own account
 (``hub/natsconfig.py``). Subjects carry organisation ids only: never a case id, a message type

@@ -18,7 +18,8 @@ from schakel.adapters.client import PartnerClient
 from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import Policy, default_policy
 from schakel.hub.natsserver import NatsServer
-from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.hub.service import Hub, provision, registration
+from schakel.hub.settings import HubSettings
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 

@@ -11,7 +11,8 @@
 
 from schakel.hub.audit import AuditRecord, AuditTrail, read_trail, verify_chain
 from schakel.hub.router import Router
-from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.hub.service import Hub, provision, registration
+from schakel.hub.settings import HubSettings
 
 __all__ = [
     "AuditRecord",

@@ -7,7 +7,6 @@ cannot both apply a transition to the same version of a case.
 
 from __future__ import annotations
 
-import datetime as dt
 from enum import StrEnum
 from typing import Final
 
@@ -78,7 +77,3 @@ class CaseRecord(BaseModel):
         """The applied list with ``message_id`` added, keeping the most recent ones."""
         return (*self.applied, message_id)[-_APPLIED_KEPT:]
 
-    @staticmethod
-    def now() -> dt.datetime:
-        """The current time, whole seconds, UTC."""
-        return dt.datetime.now(dt.UTC).replace(microsecond=0)

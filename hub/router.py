@@ -24,6 +24,7 @@ from typing import Final, Protocol
 
 import structlog
 
+from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import REASON_TEXTS, ReasonCode
 from schakel.contracts.errors import ContractError, EnvelopeError, SchakelError
 from schakel.contracts.header import EnvelopeHeader, decode_header
@@ -154,7 +155,7 @@ class Router:
         self._outbox = outbox
         self._identity = identity
         self._instance = instance
-        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._clock = clock or system_clock
         limits = policy.limits
         self._rate = RateLimiter(limits.max_inbound_per_second, limits.max_inbound_burst)
         self._refusal_budget = RateLimiter(

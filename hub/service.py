@@ -11,11 +11,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
-import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final, Self
 
@@ -23,7 +20,6 @@ import structlog
 
 from schakel.bus import (
     ACK_WAIT,
-    INBOUND_ATTEMPTS,
     MAX_DELIVERIES_ADVISORY,
     REDELIVERY,
     Bus,
@@ -38,12 +34,13 @@ from schakel.bus import (
     is_transient,
 )
 from schakel.contracts import boundedjson
+from schakel.contracts.clock import Clock, system_clock
 from schakel.contracts.enums import OrgType
 from schakel.contracts.errors import ContractError, EnvelopeError, SchakelError
 from schakel.contracts.header import decode_header
 from schakel.contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, org_type_of
 from schakel.contracts.keyevents import KeyEventKind, KeyEventRequest
-from schakel.contracts.policy import Policy, default_policy
+from schakel.contracts.policy import Policy
 from schakel.contracts.topology import (
     CASES_BUCKET,
     DELIVERY_STREAM_PREFIX,
@@ -65,10 +62,10 @@ from schakel.contracts.topology import (
 from schakel.hub.audit import AuditTrail
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.quota import RateLimiter
-from schakel.hub.registry import Registry, default_registry
 from schakel.hub.router import Inbound, RetryLater, Router
+from schakel.hub.settings import HubSettings
 from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox, header_case_id
-from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.crypto import SigningKey
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import split_envelope
 from schakel.keys.identity import PartnerIdentity
@@ -78,7 +75,6 @@ __all__ = [
     "HEADER_DELIVERIES",
     "HEADER_ORIGINAL_SUBJECT",
     "Hub",
-    "HubSettings",
     "provision",
     "registration",
 ]
@@ -94,32 +90,6 @@ _STATUS_WAITING: Final = 1_000  # questions held unread; more are dropped
 _MESSAGE_ID: Final = re.compile(MESSAGE_ID_PATTERN.strip("^$").encode())
 
 _log = structlog.get_logger("schakel.hub")
-
-
-@dataclass(frozen=True, slots=True)
-class HubSettings:
-    """Everything the hub is configured with; built once at the edge (CLI, tests)."""
-
-    nats_url: str | None = None
-    data_dir: Path = Path("schakel-data")
-    workers: int = 32
-    fetch_batch: int = 64
-    per_sender_inflight: int = 64  # one partner's messages in the workers' hands at once
-    inbound_attempts: int = INBOUND_ATTEMPTS  # tries of an inbound message before quarantine
-    partner_scan: float = 2.0  # seconds between looks for new partners' inbound streams
-    shutdown_timeout: float = 10.0
-    replicas: int = 1
-    partners: tuple[OrgId, ...] = ()
-    policy: Policy = field(default_factory=default_policy)
-    registry: Registry = field(default_factory=default_registry)
-    instance: str = field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
-    credentials: Credentials | None = None
-    authority: VerifyKey | None = None
-    ack_wait: float = ACK_WAIT  # a crashed hub's unfinished messages come back after this
-    redelivery: tuple[float, ...] = REDELIVERY  # retries of an unacknowledged delivery
-    expiry_sweep: float = 60.0  # seconds between sweeps for expired, undelivered messages
-    expiry_warning: dt.timedelta = dt.timedelta(days=30)
-    clock: Callable[[], dt.datetime] | None = None
 
 
 class Hub:
@@ -138,6 +108,7 @@ class Hub:
         self.topology: Topology | None = None
         self.directory_follower: DirectoryFollower | None = None
         self.processed = 0
+        self._clock: Clock = settings.clock or system_clock
 
     async def __aenter__(self) -> Self:
         if self._state != "unopened":
@@ -173,7 +144,13 @@ class Hub:
             raise SchakelError("no directory authority key configured: the hub cannot trust keys")
         await topology.ensure()
         self.directory_follower = await self._stack.enter_async_context(
-            follow_directory(bus, self.directory, settings.authority, on_change=self._warn_expiring)
+            follow_directory(
+                bus,
+                self.directory,
+                settings.authority,
+                on_change=self._warn_expiring,
+                clock=self._clock,
+            )
         )
         self._warn_expiring(None)
         if self.identity.org not in self.directory:
@@ -238,7 +215,7 @@ class Hub:
             except Exception as exc:
                 _log.warning("expiry_sweep_failed", error=type(exc).__name__)
                 continue
-            now = dt.datetime.now(dt.UTC)
+            now = self._clock()
             for org in partners:
                 try:
                     await self._sweep_one(router, bus, org, now)
@@ -377,7 +354,7 @@ class Hub:
         self._stack.push_async_callback(subscription.close)
 
     def _warn_expiring(self, _: object) -> None:
-        now = dt.datetime.now(dt.UTC)
+        now = self._clock()
         for cert in self.directory.expiring(now, self.settings.expiry_warning):
             _log.warning(
                 "key_expiring",
@@ -584,7 +561,7 @@ class _Share:
 
 def registration(identity: PartnerIdentity, at: dt.datetime | None = None) -> KeyEventRequest:
     """The signed request that registers ``identity`` in the key log."""
-    when = at or dt.datetime.now(dt.UTC)
+    when = at or system_clock()
     return sign_request(register_request(identity, when), identity.signing_key)
 
 

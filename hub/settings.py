@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schakel.bus import Credentials
 from schakel.bus.settings import Settings
+from schakel.contracts.clock import Clock
 from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import Policy, default_policy, load_policy
 from schakel.hub.registry import Registry, default_registry, load_registry
@@ -50,7 +50,7 @@ class HubSettings(BaseModel):
     instance: str = Field(default_factory=lambda: f"hub-{uuid.uuid4().hex[:8]}")
     credentials: Credentials | None = None
     authority: VerifyKey | None = None
-    clock: Callable[[], dt.datetime] | None = None
+    clock: Clock | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **runtime: Any) -> Self:

@@ -16,6 +16,7 @@ from typing import Final
 from pydantic import ValidationError
 
 from schakel.contracts.bodies import Body, categories_of, contract_categories, parse_body
+from schakel.contracts.clock import system_clock, whole_seconds
 from schakel.contracts.enums import DataCategory, ReasonCode
 from schakel.contracts.errors import ContractError, EnvelopeError
 from schakel.contracts.header import (
@@ -123,7 +124,7 @@ def _signed_digest(header_bytes: bytes, ciphertext: bytes) -> bytes:
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return whole_seconds(system_clock)
 
 
 def seal(

@@ -16,6 +16,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from schakel.contracts.canonical import canonical_json
+from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import OrgType
 from schakel.contracts.header import Base64Key, Base64Signature, Timestamp
 from schakel.contracts.ids import KeyId, KeyIdField, OrgId, OrgIdField, org_type_of
@@ -201,7 +202,7 @@ class PartnerIdentity:
         private: EncryptionPrivateKey | None = None,
     ) -> PartnerIdentity:
         """Return a copy with one more encryption key, certified from ``now`` for ``validity``."""
-        start = _utc_seconds(now or dt.datetime.now(dt.UTC))
+        start = _utc_seconds(now or system_clock())
         key = private or EncryptionPrivateKey.generate()
         body = CertBody(
             org=self.org,

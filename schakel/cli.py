@@ -12,15 +12,18 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
 from schakel.bus import Credentials
+from schakel.bus.settings import CONFIG_ENV, Settings
+from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import OrgType
 from schakel.contracts.errors import SchakelError
 from schakel.contracts.ids import KeyId, OrgId, org_type_of
 from schakel.contracts.keyevents import KeyEventRequest, RevocationReason
-from schakel.contracts.policy import default_policy, load_policy
+from schakel.contracts.policy import default_policy
 from schakel.hub.registry import default_registry, load_registry
 from schakel.hub.service import registration
 from schakel.keys.crypto import SigningKey, VerifyKey
@@ -84,14 +87,6 @@ def _authority_key(path: str) -> SigningKey:
     return load_keystore(Path(path), _passphrase(confirm=False, env=_AUTHORITY_ENV)).signing_key
 
 
-def _authority_public(value: str) -> VerifyKey:
-    raw = Path(value).read_text().strip() if Path(value).is_file() else value
-    try:
-        return VerifyKey(base64.b64decode(raw, validate=True))
-    except (ValueError, SchakelError) as exc:
-        raise SchakelError("--authority-public: base64 of a 32-byte Ed25519 key") from exc
-
-
 def _authority_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,14 +121,15 @@ async def _append(
 def _keys_register(args: argparse.Namespace) -> int:
     from schakel.hub.service import provision
 
+    settings = _settings(args)
     requests = [KeyEventRequest.model_validate_json(Path(p).read_text()) for p in args.requests]
     asyncio.run(
         provision(
-            _nats_url(args),
+            _nats_url(settings),
             default_policy(),
             requests,
             _authority_key(args.authority),
-            credentials=_credentials(args),
+            credentials=settings.credentials(),
         )
     )
     sys.stdout.write(f"registered {len(requests)} organisation(s)\n")
@@ -141,10 +137,11 @@ def _keys_register(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     path = Path(args.keystore)
     passphrase = _passphrase(confirm=False)
     identity = load_keystore(path, passphrase)
-    now = dt.datetime.now(dt.UTC)
+    now = system_clock()
     rotated = identity.with_new_encryption_key(now=now, validity=dt.timedelta(days=args.days))
     # Keep superseded private keys for the overlap plus the longest message lifetime, so that
     # whatever was sealed to them can still be opened; destroy them after that.
@@ -153,19 +150,24 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     save_keystore(rotated, path, passphrase)  # keep the new private key before publishing it
     request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
     asyncio.run(
-        _append(_nats_url(args), [request], _authority_key(args.authority), _credentials(args))
+        _append(
+            _nats_url(settings), [request], _authority_key(args.authority), settings.credentials()
+        )
     )
     sys.stdout.write(f"new encryption key {rotated.certificates[-1].kid} for {identity.org}\n")
     return 0
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     org = _org_id(args.org, None)
     request = sign_request(
-        revoke_request(org, KeyId(args.kid), args.reason, dt.datetime.now(dt.UTC)), None
+        revoke_request(org, KeyId(args.kid), args.reason, system_clock()), None
     )
     asyncio.run(
-        _append(_nats_url(args), [request], _authority_key(args.authority), _credentials(args))
+        _append(
+            _nats_url(settings), [request], _authority_key(args.authority), settings.credentials()
+        )
     )
     return 0
 
@@ -174,12 +176,14 @@ def _verify_directory(args: argparse.Namespace) -> int:
     from schakel.bus import Bus, read_keylog
     from schakel.keys.keylog import KeyLog
 
+    settings = _settings(args)
+
     async def read() -> list[tuple[int, bytes]]:
-        url = _nats_url(args)
-        async with Bus(url, name="schakel-verify-directory", credentials=_credentials(args)) as bus:
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name="schakel-verify-directory", credentials=credentials) as bus:
             return await read_keylog(bus, 1)
 
-    log = KeyLog(_authority_public(args.authority_public))
+    log = KeyLog(_authority_public(settings))
     skipped = 0
     for seq, raw in asyncio.run(read()):
         problem = log.offer(raw)
@@ -196,50 +200,57 @@ def _verify_directory(args: argparse.Namespace) -> int:
     return 0
 
 
-def _credentials(args: argparse.Namespace) -> Credentials | None:
-    """The NKey seed and CA an administrative command connects with (the hub's own NKey in a
-    secured deployment), from ``--nkey``/``--tls-ca`` or ``SCHAKEL_NATS_NKEY``/``_TLS_CA``."""
-    nkey = getattr(args, "nkey", None) or os.environ.get("SCHAKEL_NATS_NKEY")
-    ca = getattr(args, "tls_ca", None) or os.environ.get("SCHAKEL_NATS_TLS_CA")
-    if not nkey and not ca:
-        return None
-    return Credentials(nkey_seed=Path(nkey) if nkey else None, tls_ca=Path(ca) if ca else None)
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings: defaults < ``--config``/``SCHAKEL_CONFIG`` < ``SCHAKEL_*`` < flags."""
+    flags = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    config = getattr(args, "config", None)
+    return Settings.load(Path(config) if config else None, **flags)
+
+
+def _setting(parser: argparse.ArgumentParser, name: str, flag: str = "", **options: Any) -> None:
+    """A flag for the setting ``name``: its help and default are the settings model's."""
+    field = Settings.model_fields[name]
+    default = "" if field.default is None else f"; default {field.default}"
+    parser.add_argument(
+        flag or "--" + name.replace("_", "-"),
+        dest=name,
+        default=None,
+        help=f"{field.description or name} (or SCHAKEL_{name.upper()}{default})",
+        **options,
+    )
 
 
 def _add_nats(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL)")
-    parser.add_argument("--nkey", help="NKey seed file to connect with (or SCHAKEL_NATS_NKEY)")
-    parser.add_argument("--tls-ca", help="CA to verify the server with (or SCHAKEL_NATS_TLS_CA)")
+    _setting(parser, "nats_url", "--nats")
+    _setting(parser, "nats_nkey", "--nkey")
+    _setting(parser, "nats_tls_ca", "--tls-ca")
 
 
-def _nats_url(args: argparse.Namespace) -> str:
-    url: str | None = args.nats or os.environ.get("SCHAKEL_NATS_URL")
-    if not url:
+def _nats_url(settings: Settings) -> str:
+    if not settings.nats_url:
         raise SchakelError("no NATS server: pass --nats URL or set SCHAKEL_NATS_URL")
-    return url
+    return settings.nats_url
+
+
+def _authority_public(settings: Settings) -> VerifyKey:
+    key = settings.authority_key()
+    if key is None:
+        raise SchakelError(
+            "no directory authority key: pass --authority-public or set SCHAKEL_AUTHORITY_PUBLIC"
+        )
+    return key
 
 
 def _hub_run(args: argparse.Namespace) -> int:
     from schakel.hub.logconfig import configure_logging
-    from schakel.hub.service import Hub, HubSettings
+    from schakel.hub.service import Hub
+    from schakel.hub.settings import HubSettings
 
-    configure_logging(json=args.log == "json")
-    settings = HubSettings(
-        nats_url=args.nats or os.environ.get("SCHAKEL_NATS_URL"),
-        data_dir=Path(args.data_dir),
-        workers=args.workers,
-        policy=load_policy(Path(args.policy)) if args.policy else default_policy(),
-        registry=load_registry(Path(args.registry)) if args.registry else default_registry(),
-        authority=_authority_public(args.authority_public),
-        ack_wait=args.ack_wait,
-        replicas=args.replicas,
-        credentials=Credentials(
-            nkey_seed=Path(args.nkey) if args.nkey else None,
-            tls_ca=Path(args.tls_ca) if args.tls_ca else None,
-        ),
-    )
-    if args.identity:
-        identity = load_keystore(Path(args.identity), _passphrase(confirm=False))
+    config = _settings(args)
+    configure_logging(json=config.log == "json")
+    settings = HubSettings.from_settings(config, authority=_authority_public(config))
+    if config.identity is not None:
+        identity = load_keystore(config.identity, _passphrase(confirm=False))
     else:
         identity = PartnerIdentity.generate(OrgId("HUB.local"))
     request = settings.data_dir / f"{identity.org}.register.json"
@@ -272,7 +283,8 @@ async def _read_records(
 def _audit_verify(args: argparse.Namespace) -> int:
     from schakel.hub.audit import verify_chain
 
-    report = verify_chain(asyncio.run(_read_records(_nats_url(args), _credentials(args))))
+    settings = _settings(args)
+    report = verify_chain(asyncio.run(_read_records(_nats_url(settings), settings.credentials())))
     for seq in report.foreign:
         sys.stdout.write(f"ALARM: entry at stream sequence {seq} is not an audit record\n")
     if report.ok:
@@ -288,8 +300,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _audit_show(args: argparse.Namespace) -> int:
     from schakel.hub.audit import format_record, parse_record
 
+    settings = _settings(args)
     shown = 0
-    for _, raw in asyncio.run(_read_records(_nats_url(args), _credentials(args))):
+    for _, raw in asyncio.run(_read_records(_nats_url(settings), settings.credentials())):
         record = parse_record(raw)
         if record is not None and record.case_id == args.case:
             sys.stdout.write(format_record(record) + "\n")
@@ -302,7 +315,8 @@ def _audit_show(args: argparse.Namespace) -> int:
 def _nats_config(args: argparse.Namespace) -> int:
     from schakel.hub.natsconfig import ClusterLayout, TlsFiles, write_config
 
-    registry = load_registry(Path(args.registry)) if args.registry else default_registry()
+    settings = _settings(args)
+    registry = load_registry(settings.registry) if settings.registry else default_registry()
     tls = None
     if args.tls_cert or args.tls_key or args.tls_ca:
         if not (args.tls_cert and args.tls_key and args.tls_ca):
@@ -357,7 +371,9 @@ async def _dead_letters(url: str, replay: bool, credentials: Credentials | None 
 
 def _dlq(args: argparse.Namespace) -> int:
     replay = args.dlq_command == "replay"
-    asyncio.run(_dead_letters(_nats_url(args), replay=replay, credentials=_credentials(args)))
+    settings = _settings(args)
+    url, credentials = _nats_url(settings), settings.credentials()
+    asyncio.run(_dead_letters(url, replay=replay, credentials=credentials))
     return 0
 
 
@@ -370,6 +386,9 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``schakel``."""
     parser = argparse.ArgumentParser(prog="schakel", description=__doc__)
+    parser.add_argument(
+        "--config", help=f"settings file (TOML, keys as the settings' names; or {CONFIG_ENV})"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     keys = commands.add_parser("keys", help="partner keys").add_subparsers(
@@ -406,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(revoke)
     revoke.set_defaults(handler=_keys_revoke)
     vdir = keys.add_parser("verify-directory", help="check every key event and link")
-    vdir.add_argument("--authority-public", required=True, help="base64 key or file")
+    _setting(vdir, "authority_public")
     _add_nats(vdir)
     vdir.set_defaults(handler=_verify_directory)
 
@@ -414,21 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="hub_command", required=True
     )
     run = hub.add_parser("run", help="run the hub (embedded nats-server unless --nats)")
-    run.add_argument("--nats", help="NATS URL (or SCHAKEL_NATS_URL); default: embedded")
-    run.add_argument("--data-dir", default="schakel-data", help="embedded server's storage")
-    run.add_argument("--identity", help="the hub's keystore (default: a fresh identity)")
-    run.add_argument("--policy", help="routing policy TOML (default: the shipped one)")
-    run.add_argument("--registry", help="partner registry TOML (default: the example)")
-    run.add_argument("--workers", type=int, default=32, help="concurrent messages")
-    run.add_argument("--nkey", help="the hub's NKey seed file (from schakel nats-config)")
-    run.add_argument("--replicas", type=int, default=1, help="stream replicas (3 on a cluster)")
-    run.add_argument("--ack-wait", type=float, default=30.0, help="seconds before a crashed "
-                     "hub's unfinished messages are redelivered")  # fmt: skip
-    run.add_argument("--tls-ca", help="CA to verify the NATS server against")
-    run.add_argument(
-        "--authority-public", required=True, help="directory authority key (base64 or file)"
-    )
-    run.add_argument("--log", choices=["json", "console"], default="json")
+    _add_nats(run)  # without a URL: an embedded nats-server under the data directory
+    for name in ("data_dir", "identity", "policy", "registry", "authority_public"):
+        _setting(run, name)
+    for name, kind in (("workers", int), ("replicas", int), ("ack_wait", float)):
+        _setting(run, name, type=kind)
+    _setting(run, "log", choices=["json", "console"])
     run.set_defaults(handler=_hub_run)
 
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
@@ -454,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nats-config", help="write the nats-server configuration with per-partner NKeys"
     )
     natscfg.add_argument("--out", required=True, help="directory for the config and seeds")
-    natscfg.add_argument("--registry", help="partner registry TOML (default: the example)")
+    _setting(natscfg, "registry")
     natscfg.add_argument("--host", default="0.0.0.0", help="client listen address")  # noqa: S104
     natscfg.add_argument("--port", type=int, default=4222)
     natscfg.add_argument("--store-dir", default="/var/lib/schakel/jetstream")

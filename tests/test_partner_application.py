@@ -16,7 +16,7 @@ from schakel.adapters.client import Delivery
 from schakel.contracts.ids import OrgId
 from schakel.harness.local import local_hub
 from schakel.keys.identity import PartnerIdentity
-from schakel.keys.keystore import KdfParams, save_keystore
+from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
 
 POL, ZVH = "POL.west", "ZVH.west"
 GENERIC_NAMES = ("keys", "hub", "contracts", "bus", "adapters")
@@ -29,10 +29,8 @@ MINE = "{name}"
 
 APPLICATION = '''
 import asyncio
-import base64
 import importlib.abc
 import sys
-from pathlib import Path
 
 import keys, hub, contracts, bus, adapters  # the application's own modules
 
@@ -50,21 +48,18 @@ class NoHub(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, NoHub())
 
-from pydantic import SecretStr
-
-from schakel.adapters.client import PartnerClient
+from schakel.adapters import PartnerClient
+from schakel.bus.settings import Settings
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
-from schakel.keys.crypto import VerifyKey
-from schakel.keys.keystore import load_keystore
 
 
 async def main() -> None:
-    url, authority, recipient = sys.argv[1:4]
-    identity = load_keystore(Path("pol.keystore"), SecretStr("app-pass"))
-    key = VerifyKey(base64.b64decode(authority))
-    async with PartnerClient(identity, url, authority=key) as client:
+    recipient = sys.argv[1]
+    # Everything from the settings: SCHAKEL_NATS_URL, SCHAKEL_AUTHORITY_PUBLIC and
+    # SCHAKEL_KEYSTORE in the environment, the passphrase in SCHAKEL_KEYSTORE_PASSPHRASE.
+    async with PartnerClient.from_settings(Settings.load()) as client:
         body = example_body(MessageType.M1)
         draft = example_draft(MessageType.M1, body)
         message_id = await client.send(body, draft, [OrgId(recipient)])
@@ -90,9 +85,12 @@ async def test_an_application_with_generic_module_names_uses_the_sdk(tmp_path: P
     zvh = PartnerIdentity.generate(OrgId(ZVH))
     async with local_hub({POL: pol, ZVH: zvh}, data_dir=tmp_path / "hub") as system:
         authority = base64.b64encode(system.authority.public.raw).decode()
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env = {k: v for k, v in os.environ.items()
+               if k != "PYTHONPATH" and not k.startswith("SCHAKEL_")}  # fmt: skip
+        env |= {"SCHAKEL_NATS_URL": system.url, "SCHAKEL_AUTHORITY_PUBLIC": authority,
+                "SCHAKEL_KEYSTORE": "pol.keystore", PASSPHRASE_ENV: "app-pass"}  # fmt: skip
         result = subprocess.run(
-            [sys.executable, "main.py", system.url, authority, ZVH],
+            [sys.executable, "main.py", ZVH],
             cwd=app, env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr

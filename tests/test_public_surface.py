@@ -96,3 +96,22 @@ def test_each_package_exports_its_entry_points() -> None:
         assert names <= set(getattr(module, "__all__", ())), package
         for name in module.__all__:
             assert hasattr(module, name), (package, name)
+
+
+def test_only_the_clock_reads_the_wall_clock() -> None:
+    """Every component takes a clock (``contracts/clock.py``); none reads the time itself, so
+    tests and simulations can move time. (Monotonic timers for durations are not the time.)"""
+    readers = []
+    clock = ROOT / "contracts" / "clock.py"
+    for path in _sources():
+        if path == clock or ROOT / "tests" in path.parents or ROOT / "bench" in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                name = node.func.attr
+                owner = ast.unparse(node.func.value)
+                if (name in ("now", "utcnow", "today") and "datetime" in owner) or (
+                    name == "time" and owner == "time"
+                ):
+                    readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert readers == []

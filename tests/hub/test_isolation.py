@@ -30,7 +30,8 @@ from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import inbox_prefix
 from schakel.hub.natsconfig import TlsFiles, write_config
 from schakel.hub.natsserver import NatsServer, free_port
-from schakel.hub.service import Hub, HubSettings, provision, registration
+from schakel.hub.service import Hub, provision, registration
+from schakel.hub.settings import HubSettings
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 

@@ -12,7 +12,8 @@ from schakel.harness.local import local_hub
 from schakel.harness.scenarios import SCENARIOS
 from schakel.harness.simulation import ScenarioRunner
 from schakel.hub.natsserver import NatsServer
-from schakel.hub.service import Hub, HubSettings
+from schakel.hub.service import Hub
+from schakel.hub.settings import HubSettings
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 

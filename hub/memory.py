@@ -1,0 +1,168 @@
+"""The router's four stores in memory: the same contracts as ``hub/stores.py`` and the audit
+trail, without NATS. For tests of the router's rules (what it stores, in which order) and for
+simulations; not for production (nothing survives the process).
+
+Every store writes what it does into one shared :class:`Journal`, so a test can assert the
+order of the router's steps across stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schakel.bus import TransportError
+from schakel.contracts.ids import CaseId, MessageId, OrgId
+from schakel.contracts.topology import delivery_subject
+from schakel.hub.audit import GENESIS, AuditRecord
+from schakel.hub.cases import CaseRecord
+from schakel.hub.stores import Backlog, MessageEntry
+
+__all__ = [
+    "Journal",
+    "MemoryAudit",
+    "MemoryCaseStore",
+    "MemoryMessageRegistry",
+    "MemoryOutbox",
+    "StoreFailure",
+]
+
+
+class StoreFailure(TransportError):
+    """A store that was told to fail (as a NATS store does when NATS is unreachable)."""
+
+
+@dataclass
+class Journal:
+    """What the stores did, in order: ``(store, action, subject)`` entries."""
+
+    entries: list[tuple[str, str, str]] = field(default_factory=list)
+    fail_on: set[tuple[str, str]] = field(default_factory=set)
+
+    def write(self, store: str, action: str, subject: str) -> None:
+        """Record an action, or fail it if told to."""
+        if (store, action) in self.fail_on:
+            raise StoreFailure(f"{store} {action} failed")
+        self.entries.append((store, action, subject))
+
+    def actions(self) -> list[str]:
+        """``store.action`` of every entry, in order."""
+        return [f"{store}.{action}" for store, action, _ in self.entries]
+
+
+class MemoryCaseStore:
+    """Case records with compare-and-set on a revision."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.records: dict[CaseId, tuple[CaseRecord, int]] = {}
+
+    async def get(self, case_id: CaseId) -> tuple[CaseRecord | None, int]:
+        """The record and its revision (``None`` and 0 when there is none)."""
+        record, revision = self.records.get(case_id, (None, 0))
+        return record, revision
+
+    async def put(self, record: CaseRecord, revision: int) -> bool:
+        """Write ``record`` if the case is still at ``revision``."""
+        current = self.records.get(record.case_id, (None, 0))[1]
+        if current != revision:
+            return False
+        self._journal.write("cases", "put", record.case_id)
+        self.records[record.case_id] = (record, revision + 1)
+        return True
+
+
+class MemoryMessageRegistry:
+    """Message ids with the claim / settle / update semantics of the KV registry."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.entries: dict[MessageId, tuple[MessageEntry, int]] = {}
+
+    async def get(self, message_id: MessageId) -> MessageEntry | None:
+        """What is known about ``message_id``."""
+        found = self.entries.get(message_id)
+        return None if found is None else found[0]
+
+    async def claim(
+        self, message_id: MessageId, entry: MessageEntry
+    ) -> tuple[MessageEntry | None, int]:
+        """Take ``message_id`` unless taken; else the existing entry and its revision."""
+        if message_id in self.entries:
+            return self.entries[message_id]
+        self._journal.write("messages", "claim", message_id)
+        self.entries[message_id] = (entry, 1)
+        return None, 1
+
+    async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
+        """Replace the claimed entry by its final form (merging the status on a conflict)."""
+        current, current_revision = self.entries[message_id]
+        if current_revision != revision:
+            entry = current.model_copy(update={"status": entry.status})
+        self._journal.write("messages", "settle", f"{message_id} {entry.status}")
+        self.entries[message_id] = (entry, current_revision + 1)
+
+    async def update(
+        self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
+    ) -> MessageEntry | None:
+        """Apply ``change``."""
+        found = self.entries.get(message_id)
+        if found is None:
+            return None
+        entry = change(found[0])
+        self._journal.write("messages", "update", message_id)
+        self.entries[message_id] = (entry, found[1] + 1)
+        return entry
+
+
+class MemoryAudit:
+    """A hash-chained audit trail in a list."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.records: list[AuditRecord] = []
+
+    async def append(self, record: AuditRecord) -> AuditRecord:
+        """Chain and store ``record``."""
+        prev = self.records[-1].hash if self.records else GENESIS
+        sealed = record.sealed(len(self.records), prev)
+        self._journal.write("audit", "append", sealed.event)
+        self.records.append(sealed)
+        return sealed
+
+
+class MemoryOutbox:
+    """Deliveries, relayed receipts and notices, kept per recipient."""
+
+    def __init__(self, journal: Journal, hub: OrgId) -> None:
+        self._journal = journal
+        self._hub = hub
+        self.waiting: dict[str, list[tuple[str, bytes]]] = {}  # subject -> (dedupe id, data)
+
+    def _put(self, subject: str, dedupe_id: str, data: bytes) -> None:
+        queue = self.waiting.setdefault(subject, [])
+        if all(existing != dedupe_id for existing, _ in queue):  # deduplicated by id
+            queue.append((dedupe_id, data))
+
+    async def backlog(self, recipient: OrgId, sender: OrgId) -> Backlog:
+        """Deliveries waiting for ``recipient``, in all and from ``sender``."""
+        prefix = delivery_subject(recipient, sender).rsplit(".", 1)[0] + "."
+        counts = {s: len(q) for s, q in self.waiting.items() if s.startswith(prefix)}
+        return Backlog(sum(counts.values()), counts.get(delivery_subject(recipient, sender), 0))
+
+    async def deliver(
+        self, recipient: OrgId, sender: OrgId, envelope: bytes, message_id: MessageId
+    ) -> None:
+        """One copy of an envelope for one recipient."""
+        self._journal.write("outbox", "deliver", recipient)
+        self._put(delivery_subject(recipient, sender), f"{message_id}:{recipient}", envelope)
+
+    async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
+        """A receipt passed on to ``org``."""
+        self._journal.write("outbox", "relay", org)
+        self._put(delivery_subject(org, self._hub), dedupe_id, receipt)
+
+    async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None:
+        """A refusal notice for ``org``."""
+        self._journal.write("outbox", "notify", org)
+        self._put(delivery_subject(org, self._hub), dedupe_id, notice)

@@ -1,0 +1,174 @@
+"""The router's ordering rules, on the in-memory stores (no NATS): what it stores, in which
+order, and what it does when a store fails in between.
+
+- A routed message: its id is claimed, then the case is committed, the copies delivered, the
+  audit record stored, and only then the message record settled. A crash anywhere leaves the
+  sender's own claim, which the redelivery takes over and finishes (every step idempotent).
+- A refused message: the audit record is stored before the notice goes out; if the record
+  cannot be stored, no notice goes out (the message is retried).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pytest
+
+from schakel.contracts.clock import system_clock, whole_seconds
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import MessageId, OrgId, new_case_id, new_message_id
+from schakel.contracts.policy import default_policy
+from schakel.contracts.topology import HEADER_MSG_ID, inbound_subject
+from schakel.harness.scenarios import GEM, KMAR, OM, POL, ZVH
+from schakel.hub.memory import (
+    Journal,
+    MemoryAudit,
+    MemoryCaseStore,
+    MemoryMessageRegistry,
+    MemoryOutbox,
+    StoreFailure,
+)
+from schakel.hub.registry import default_registry
+from schakel.hub.router import Inbound, Router
+from schakel.keys.directory import KeyDirectory
+from schakel.keys.envelope import seal
+from schakel.keys.identity import PartnerIdentity
+
+HUB = OrgId("HUB.rules")
+
+
+@dataclass
+class Rig:
+    router: Router
+    journal: Journal
+    messages: MemoryMessageRegistry
+    audit: MemoryAudit
+    outbox: MemoryOutbox
+    ids: dict[str, PartnerIdentity]
+    directory: KeyDirectory
+    now: dt.datetime
+    seq: int = 0
+
+    def envelope(self, sender: str, to: tuple[str, ...], kind: MessageType = MessageType.M1,
+                 message_id: MessageId | None = None) -> bytes:  # fmt: skip
+        body = example_body(kind)
+        draft = example_draft(kind, body, case_id=new_case_id())
+        return seal(body, draft, sender=self.ids[sender],
+                    recipients=[self.directory.record(OrgId(o)) for o in to],
+                    now=self.now, message_id=message_id or new_message_id())  # fmt: skip
+
+    def inbound(self, sender: str, data: bytes, *, seq: int | None = None,
+                headers: frozenset[str] = frozenset({HEADER_MSG_ID})) -> Inbound:  # fmt: skip
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        return Inbound(data=data, subject=inbound_subject(OrgId(sender)), seq=seq,
+                       header_names=headers)  # fmt: skip
+
+
+@pytest.fixture
+def rig() -> Rig:
+    # A clock of its own: the router reads no other time (its window checks use this one).
+    now = whole_seconds(system_clock) - dt.timedelta(days=3)
+    ids = {
+        org: PartnerIdentity.generate(OrgId(org), now=now - dt.timedelta(days=1))
+        for org in (POL, GEM, ZVH, OM, KMAR, HUB)
+    }
+    directory = KeyDirectory(i.public_record() for i in ids.values())
+    journal = Journal()
+    messages, audit = MemoryMessageRegistry(journal), MemoryAudit(journal)
+    outbox = MemoryOutbox(journal, HUB)
+    router = Router(
+        policy=default_policy(), registry=default_registry(), directory=directory,
+        cases=MemoryCaseStore(journal), messages=messages, audit=audit, outbox=outbox,
+        identity=ids[HUB], instance="hub-rules", clock=lambda: now,
+    )  # fmt: skip
+    return Rig(router, journal, messages, audit, outbox, ids, directory, now)
+
+
+def _positions(journal: Journal, action: str) -> list[int]:
+    return [n for n, name in enumerate(journal.actions()) if name == action]
+
+
+async def test_a_routed_message_is_claimed_committed_delivered_audited_then_settled(
+    rig: Rig,
+) -> None:
+    outcome = await rig.router.handle(rig.inbound(POL, rig.envelope(POL, (GEM, ZVH))))
+    assert outcome.accepted
+    assert rig.journal.actions() == [
+        "messages.claim", "cases.put", "outbox.deliver", "outbox.deliver", "audit.append",
+        "messages.settle",
+    ]  # fmt: skip
+    assert rig.audit.records[0].event == "routed"
+    assert rig.audit.records[0].at == rig.now  # the injected clock's time
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["foreign header", "not an envelope", "not permitted", "someone else's id", "forged sender"],
+)
+async def test_every_refusal_is_audited_before_its_notice(rig: Rig, attack: str) -> None:
+    if attack == "foreign header":
+        item = rig.inbound(POL, rig.envelope(POL, (GEM, ZVH)),
+                           headers=frozenset({"Nats-Expected-Stream"}))  # fmt: skip
+    elif attack == "not an envelope":
+        item = rig.inbound(POL, b"\x00 not an envelope")
+    elif attack == "not permitted":  # KMar was never invited and may not open a case
+        item = rig.inbound(KMAR, rig.envelope(KMAR, (ZVH,), MessageType.M7))
+    elif attack == "someone else's id":
+        taken = new_message_id()
+        await rig.router.handle(rig.inbound(POL, rig.envelope(POL, (GEM, ZVH), message_id=taken)))
+        rig.journal.entries.clear()
+        item = rig.inbound(OM, rig.envelope(OM, (ZVH,), message_id=taken))
+    else:  # an envelope of POL's, published on GEM's subject
+        item = rig.inbound(GEM, rig.envelope(POL, (GEM, ZVH)))
+    outcome = await rig.router.handle(item)
+    assert not outcome.accepted
+    audits = _positions(rig.journal, "audit.append")
+    notices = _positions(rig.journal, "outbox.notify")
+    assert len(audits) == 1 and len(notices) == 1, rig.journal.actions()
+    assert audits[0] < notices[0]
+    assert "outbox.deliver" not in rig.journal.actions()
+    assert rig.audit.records[-1].event == "refused"
+    assert rig.audit.records[-1].reason is outcome.reason
+
+
+async def test_no_notice_goes_out_for_a_refusal_the_trail_does_not_hold(rig: Rig) -> None:
+    rig.journal.fail_on.add(("audit", "append"))
+    with pytest.raises(StoreFailure):
+        await rig.router.handle(rig.inbound(POL, b"\x00 not an envelope"))
+    assert "outbox.notify" not in rig.journal.actions()
+    rig.journal.fail_on.clear()  # the redelivery, once the store is back
+    outcome = await rig.router.handle(rig.inbound(POL, b"\x00 not an envelope", seq=rig.seq))
+    assert outcome.reason is ReasonCode.MALFORMED
+    assert rig.journal.actions() == ["audit.append", "outbox.notify"]
+
+
+@pytest.mark.parametrize("failing", [("outbox", "deliver"), ("audit", "append")])
+async def test_a_crash_mid_route_is_finished_by_the_redelivery(
+    rig: Rig, failing: tuple[str, str]
+) -> None:
+    data = rig.envelope(POL, (GEM, ZVH))
+    rig.journal.fail_on.add(failing)
+    with pytest.raises(StoreFailure):
+        await rig.router.handle(rig.inbound(POL, data))
+    [(entry, _)] = rig.messages.entries.values()
+    assert entry.status == "claimed"  # not settled: the work is unfinished
+    assert not rig.audit.records or rig.audit.records[-1].event != "routed"
+    rig.journal.fail_on.clear()
+    outcome = await rig.router.handle(rig.inbound(POL, data, seq=rig.seq))
+    assert outcome.accepted
+    [(entry, _)] = rig.messages.entries.values()
+    assert entry.status == "accepted"
+    assert [r.event for r in rig.audit.records] == ["routed"]
+    assert sorted(len(q) for q in rig.outbox.waiting.values()) == [1, 1]  # one copy each
+
+
+async def test_a_finished_message_redelivered_changes_nothing(rig: Rig) -> None:
+    item = rig.inbound(POL, rig.envelope(POL, (GEM, ZVH)))
+    assert (await rig.router.handle(item)).accepted
+    before = list(rig.journal.entries)
+    assert (await rig.router.handle(item)).accepted
+    assert rig.journal.entries == before
