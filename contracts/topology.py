@@ -26,8 +26,10 @@ __all__ = [
     "DELIVERY_STREAM_PREFIX",
     "DLQ_PREFIX",
     "DLQ_STREAM",
+    "HEADER_DELIVERIES",
     "HEADER_KIND",
     "HEADER_MSG_ID",
+    "HEADER_ORIGINAL_SUBJECT",
     "HUB_CONSUMER",
     "INBOUND_ALLOWED_HEADERS",
     "INBOUND_PREFIX",
@@ -78,6 +80,10 @@ KIND_REFUSAL: Final = "refusal"
 KIND_RECEIPT: Final = "receipt"
 STATUS_PREFIX: Final = "schakel.status."
 HEADER_MSG_ID: Final = "Nats-Msg-Id"
+# On a dead letter or a quarantined message: where it came from and how often it was tried
+# (``schakel dlq list | replay`` reads them; only the hub writes them).
+HEADER_ORIGINAL_SUBJECT: Final = "Schakel-Original-Subject"
+HEADER_DELIVERIES: Final = "Schakel-Deliveries"
 # The only headers a partner may put on what it publishes; the hub refuses anything else.
 # ``Nats-Request-Info`` is set by the server itself when the message crosses into the hub's
 # account through the partner's import.

@@ -45,8 +45,10 @@ from schakel.contracts.topology import (
     CASES_BUCKET,
     DELIVERY_STREAM_PREFIX,
     DLQ_PREFIX,
+    HEADER_DELIVERIES,
     HEADER_KIND,
     HEADER_MSG_ID,
+    HEADER_ORIGINAL_SUBJECT,
     INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
     MESSAGES_BUCKET,
@@ -72,15 +74,11 @@ from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import register_request, sign_request
 
 __all__ = [
-    "HEADER_DELIVERIES",
-    "HEADER_ORIGINAL_SUBJECT",
     "Hub",
     "provision",
     "registration",
 ]
 
-HEADER_ORIGINAL_SUBJECT: Final = "Schakel-Original-Subject"
-HEADER_DELIVERIES: Final = "Schakel-Deliveries"
 # The server rewrites the reply subject of a request that crosses an account import to this.
 _SERVICE_REPLY_PREFIX: Final = "_R_."
 _MAX_STATUS_REQUEST: Final = 64

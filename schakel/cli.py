@@ -347,8 +347,14 @@ def _nats_config(args: argparse.Namespace) -> int:
 
 async def _dead_letters(url: str, replay: bool, credentials: Credentials | None = None) -> int:
     from schakel.bus import Bus
-    from schakel.contracts.topology import DLQ_STREAM, HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE
-    from schakel.hub.service import HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT
+    from schakel.contracts.topology import (
+        DLQ_STREAM,
+        HEADER_DELIVERIES,
+        HEADER_KIND,
+        HEADER_MSG_ID,
+        HEADER_ORIGINAL_SUBJECT,
+        KIND_ENVELOPE,
+    )
 
     async with Bus(url, name="schakel-dlq", credentials=credentials) as bus:
         count = 0
