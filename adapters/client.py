@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -260,9 +261,6 @@ class PartnerClient:
         except BaseException:
             await self._stack.aclose()
             raise
-        if self._sub is None:
-            await self._stack.aclose()
-            raise SchakelError(f"{self.org} is not registered at the hub")
         return self
 
     async def _close(self) -> None:
@@ -341,8 +339,11 @@ class PartnerClient:
         message_id = message_id or new_message_id()
         records = [self.directory.record(org) for org in to]
         raw = await asyncio.to_thread(
-            seal, body, draft, sender=self.identity, recipients=records, message_id=message_id
-        )
+            functools.partial(
+                seal, body, draft, sender=self.identity, recipients=records,
+                message_id=message_id, now=self.now(),
+            )
+        )  # fmt: skip
         await self.publish_raw(raw, message_id)
         return message_id
 
@@ -400,7 +401,10 @@ class PartnerClient:
             return None
         try:
             opened = await asyncio.to_thread(
-                open_envelope, msg.data, self.identity, self.directory.signer
+                functools.partial(open_envelope, now=self._clock()),
+                msg.data,
+                self.identity,
+                self.directory.signer,
             )
         except EnvelopeError as exc:
             await msg.ack()

@@ -15,9 +15,11 @@ from schakel.bus.connection import (
     Puller,
     Stored,
     Subscription,
+    redacted,
 )
 from schakel.bus.errors import StreamFull, TransportError, is_transient
 from schakel.bus.keylog import DirectoryFollower, append_key_event, follow_directory, read_keylog
+from schakel.bus.settings import CONFIG_ENV, Settings, SettingsError
 from schakel.bus.topology import (
     ACK_WAIT,
     INBOUND_ATTEMPTS,
@@ -29,6 +31,7 @@ from schakel.bus.topology import (
 
 __all__ = [
     "ACK_WAIT",
+    "CONFIG_ENV",
     "INBOUND_ATTEMPTS",
     "INBOUND_DELIVERIES",
     "MAX_DELIVERIES_ADVISORY",
@@ -41,6 +44,8 @@ __all__ = [
     "Message",
     "Pulled",
     "Puller",
+    "Settings",
+    "SettingsError",
     "Stored",
     "StreamFull",
     "Subscription",
@@ -50,4 +55,5 @@ __all__ = [
     "follow_directory",
     "is_transient",
     "read_keylog",
+    "redacted",
 ]

@@ -44,10 +44,15 @@ __all__ = [
     "Puller",
     "Stored",
     "Subscription",
+    "redacted",
 ]
 
 _log = structlog.get_logger("schakel.nats")
 _WRONG_LAST_SEQUENCE: Final = 10071
+# JetStream's "no message found" (get) and "stream store EOF" (delete of a message that is
+# not there). Any other error, e.g. 10059 "stream not found", is a failure, not an answer.
+_NO_MESSAGE: Final = 10037
+_NO_MESSAGE_TO_DELETE: Final = 10057
 _EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 
 
@@ -89,14 +94,24 @@ class Pulled:
 
     __slots__ = ("_msg", "attempt", "data", "headers", "seq", "subject")
 
-    def __init__(self, msg: Msg) -> None:
+    def __init__(self, msg: Msg, seq: int, attempt: int) -> None:
         self._msg = msg
         self.subject: str = msg.subject
         self.data: bytes = msg.data
         self.headers: Mapping[str, str] = msg.headers or {}
-        metadata = msg.metadata
-        self.seq: int = int(metadata.sequence.stream)
-        self.attempt: int = int(metadata.num_delivered or 1)
+        self.seq = seq
+        self.attempt = attempt
+
+    @classmethod
+    def of(cls, msg: Msg) -> Pulled | None:
+        """``msg`` as handed out by JetStream, or ``None`` if it is not such a message (its
+        reply subject is not a JetStream acknowledgement subject: on a server without
+        accounts anyone who learns a puller's inbox can publish to it)."""
+        try:
+            metadata = msg.metadata
+            return cls(msg, int(metadata.sequence.stream), int(metadata.num_delivered or 1))
+        except Exception:  # whatever the reply subject holds, it is not ours to trust
+            return None
 
     async def ack(self) -> None:
         """Done with it: the stream may forget it (work queue)."""
@@ -119,10 +134,16 @@ class Puller:
 
     def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
         self._subscription = subscription
+        self.foreign = 0  # messages that arrived in the inbox but were not JetStream's
 
     async def fetch(self, batch: int, timeout: float) -> list[Pulled]:
         """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first; an
-        empty list when none came."""
+        empty list when none came. Messages that are not JetStream's are dropped and
+        counted (:attr:`foreign`), never raised.
+
+        Raises:
+            TransportError: the fetch failed (the consumer is gone, NATS is unreachable).
+        """
         try:
             with mapped("fetch"):
                 messages = await self._subscription.fetch(batch, timeout=timeout)
@@ -130,7 +151,12 @@ class Puller:
             if isinstance(exc.__cause__, (nats.errors.TimeoutError, TimeoutError)):
                 return []
             raise
-        return [Pulled(msg) for msg in messages]
+        pulled = [Pulled.of(msg) for msg in messages]
+        taken = [p for p in pulled if p is not None]
+        if len(taken) < len(pulled):
+            self.foreign += len(pulled) - len(taken)
+            _log.warning("foreign_message_in_inbox", dropped=len(pulled) - len(taken))
+        return taken
 
     async def close(self) -> None:
         """Stop pulling (what was handed out and not acknowledged comes back later)."""
@@ -258,6 +284,16 @@ async def _connect(url: str, name: str, credentials: Credentials | None) -> Clie
     )
 
 
+def redacted(url: str) -> str:
+    """``url`` (a list, comma-separated) without user, password or token, for logs."""
+    return ",".join(
+        part.split("://", 1)[0] + "://" + part.rsplit("@", 1)[-1].split("://")[-1]
+        if "@" in part
+        else part
+        for part in url.split(",")
+    )
+
+
 def _stored(stream: str, msg: RawStreamMsg) -> Stored:
     return Stored(stream, int(msg.seq or 0), msg.subject or "", msg.data or b"",
                   dict(msg.headers or {}))  # fmt: skip
@@ -292,7 +328,9 @@ class Bus:
         try:
             self._nc = await _connect(self.url, self.name, self._credentials)
         except Exception as exc:
-            raise TransportError(f"cannot connect to {self.url}: {type(exc).__name__}") from exc
+            raise TransportError(
+                f"cannot connect to {redacted(self.url)}: {type(exc).__name__}"
+            ) from exc
         return self
 
     async def __aexit__(
@@ -384,19 +422,17 @@ class Bus:
                 return None
             raise
 
-    async def get(
-        self, stream: str, seq: int, *, subject: str | None = None, or_after: bool = False
-    ) -> Stored | None:
-        """The message at ``seq`` (or, with ``or_after``, the first at or after it on
-        ``subject``), or ``None``."""
-        try:
-            with mapped("get"):
-                msg = await self.js.get_msg(stream, seq, subject=subject, next=or_after)
-        except TransportError as exc:
-            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
-                return None
-            raise
-        return _stored(stream, msg)
+    async def get(self, stream: str, seq: int) -> Stored | None:
+        """The message at ``seq``, or ``None`` if there is none (deleted, or never).
+
+        Raises:
+            TransportError: anything else, e.g. there is no such stream.
+        """
+        return await self._get(stream, seq)
+
+    async def first_from(self, stream: str, seq: int, subject: str) -> Stored | None:
+        """The first message at or after ``seq`` on ``subject`` (a filter), or ``None``."""
+        return await self._get(stream, seq, subject=subject, after=True)
 
     async def last(self, stream: str, subject: str) -> Stored | None:
         """The last message on ``subject``, or ``None``."""
@@ -404,7 +440,19 @@ class Bus:
             with mapped("get last"):
                 msg = await self.js.get_last_msg(stream, subject)
         except TransportError as exc:
-            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+            if error_code(exc) == _NO_MESSAGE:
+                return None
+            raise
+        return _stored(stream, msg)
+
+    async def _get(
+        self, stream: str, seq: int, *, subject: str | None = None, after: bool = False
+    ) -> Stored | None:
+        try:
+            with mapped("get"):
+                msg = await self.js.get_msg(stream, seq, subject=subject, next=after)
+        except TransportError as exc:
+            if error_code(exc) == _NO_MESSAGE:
                 return None
             raise
         return _stored(stream, msg)
@@ -418,7 +466,7 @@ class Bus:
         first, last, _ = await self.state(stream)
         seq = max(first, start, 1)
         while seq <= last:
-            message = await self.get(stream, seq, subject=subject or ">", or_after=True)
+            message = await self.first_from(stream, seq, subject or ">")
             if message is None or message.seq > last:
                 return
             yield message
@@ -430,7 +478,7 @@ class Bus:
             with mapped("delete"):
                 return bool(await self.js.delete_msg(stream, seq))
         except TransportError as exc:
-            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
+            if error_code(exc) in (_NO_MESSAGE, _NO_MESSAGE_TO_DELETE):
                 return False
             raise
 
@@ -466,14 +514,10 @@ class Bus:
         with mapped("kv bucket"):
             return Kv(await self.js.key_value(bucket))
 
-    async def pull(self, stream: str, durable: str) -> Puller | None:
-        """Bind to the durable consumer ``durable`` of ``stream``; ``None`` if there is none
-        (the caller is not provisioned, or no longer)."""
-        try:
-            with mapped("bind"):
-                subscription = await self.js.pull_subscribe_bind(durable, stream=stream)
-        except TransportError as exc:
-            if isinstance(exc.__cause__, nats.js.errors.NotFoundError):
-                return None
-            raise
+    async def pull(self, stream: str, durable: str) -> Puller:
+        """Bind to the durable consumer ``durable`` of ``stream``. The server is not asked
+        (a partner may not look at consumers): a consumer that does not exist shows as a
+        failing :meth:`Puller.fetch`."""
+        with mapped("bind"):
+            subscription = await self.js.pull_subscribe_bind(durable, stream=stream)
         return Puller(subscription)

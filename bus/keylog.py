@@ -65,7 +65,8 @@ async def read_keylog(
             if seq.isdigit():
                 entries.append((int(seq), msg.data))
     finally:
-        await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 class DirectoryFollower:

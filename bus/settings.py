@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import base64
 import os
+import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -25,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as _SourceError
 
 from schakel.bus.connection import Credentials
 from schakel.bus.topology import ACK_WAIT, INBOUND_ATTEMPTS, INBOUND_DELIVERIES, REDELIVERY
@@ -76,7 +78,7 @@ class Settings(BaseSettings):
         ACK_WAIT, gt=0, le=3600,
         description="seconds before a crashed hub's unfinished messages are redelivered",
     )  # fmt: skip
-    redelivery: tuple[float, ...] = Field(
+    redelivery: tuple[Annotated[float, Field(gt=0, le=86400)], ...] = Field(
         REDELIVERY, min_length=1, max_length=20,
         description="retry schedule (seconds) of a delivery a partner does not acknowledge",
     )  # fmt: skip
@@ -115,7 +117,7 @@ class Settings(BaseSettings):
         """
         path = config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
         if path is not None and not path.is_file():
-            raise SettingsError(f"no settings file {path}")
+            raise SettingsError("the settings file (--config or SCHAKEL_CONFIG) does not exist")
 
         class FromFile(cls):  # type: ignore[valid-type,misc]
             model_config = SettingsConfigDict(toml_file=path)
@@ -124,6 +126,11 @@ class Settings(BaseSettings):
             loaded = FromFile(**{k: v for k, v in flags.items() if v is not None})
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+        except tomllib.TOMLDecodeError:
+            raise SettingsError("the settings file is not valid TOML") from None
+        except (_SourceError, UnicodeDecodeError, OSError) as exc:
+            # e.g. an environment variable that should hold JSON (a list) does not
+            raise SettingsError(f"settings could not be read ({type(exc).__name__})") from None
         return cls.model_validate(loaded.model_dump())
 
     def authority_key(self) -> VerifyKey | None:
@@ -135,11 +142,11 @@ class Settings(BaseSettings):
         value = self.authority_public
         if value is None:
             return None
-        path = Path(value)
-        raw = path.read_text("utf-8").strip() if path.is_file() else value
         try:
+            path = Path(value)
+            raw = path.read_text("utf-8").strip() if path.is_file() else value
             return VerifyKey(base64.b64decode(raw, validate=True))
-        except (ValueError, SchakelError):
+        except (ValueError, OSError, SchakelError):
             raise SettingsError(
                 "authority_public: not the base64 of a 32-byte Ed25519 key, nor a file "
                 "holding one"

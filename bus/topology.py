@@ -248,7 +248,7 @@ class Topology:
                 return sorted(names)
             offset += len(infos)
 
-    async def pull_inbound(self, org: OrgId) -> Puller | None:
+    async def pull_inbound(self, org: OrgId) -> Puller:
         """Bind to the hub's durable consumer on ``org``'s inbound stream (shared by every
-        hub instance); ``None`` if the stream is gone."""
+        hub instance)."""
         return await self._bus.pull(inbound_stream(org), HUB_CONSUMER)

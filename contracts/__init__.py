@@ -11,6 +11,7 @@ The wire format is specified in ``contracts/ENVELOPE.md``.
 """
 
 from schakel.contracts.bodies import Body, parse_body
+from schakel.contracts.boundedjson import JsonTooDeep
 from schakel.contracts.enums import (
     CaseState,
     DataCategory,
@@ -34,6 +35,7 @@ __all__ = [
     "DeliveryState",
     "EnvelopeError",
     "EnvelopeHeader",
+    "JsonTooDeep",
     "KeyId",
     "MessageDraft",
     "MessageId",

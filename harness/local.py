@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from schakel.adapters.client import PartnerClient
+from schakel.contracts.clock import Clock, system_clock
 from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import Policy, default_policy
 from schakel.hub.natsserver import NatsServer
@@ -60,6 +61,7 @@ async def local_hub(
     run_hub: bool = True,
     connect: bool = True,
     receipts: bool = True,
+    clock: Clock = system_clock,
     **settings: Any,
 ) -> AsyncIterator[LocalHub]:
     """Start a local Schakel and stop it on exit.
@@ -68,7 +70,8 @@ async def local_hub(
     ``url`` is an existing server (else one is embedded under ``data_dir``, a temporary
     directory when not given); ``settings`` are :class:`HubSettings` fields. With
     ``run_hub=False`` the caller runs the hub (e.g. as processes); with ``connect=False`` no
-    partner client is connected; ``receipts`` is the clients' setting.
+    partner client is connected; ``receipts`` is the clients' setting; ``clock`` is every
+    component's (hub, clients, registrations).
     """
     policy = policy or default_policy()
     authority = authority or SigningKey.generate()
@@ -88,19 +91,22 @@ async def local_hub(
         if url is None:
             server = await stack.enter_async_context(NatsServer(data_dir / "nats"))
             url = server.url
-        requests = [registration(i) for i in (*identities.values(), hub_identity)]
+        now = clock()
+        requests = [registration(i, now) for i in (*identities.values(), hub_identity)]
         topology = {k: v for k, v in settings.items() if k in _TOPOLOGY_SETTINGS}
         await provision(url, policy, requests, authority, **topology)
         system = LocalHub(url, policy, authority, hub_identity, identities, data_dir, server)
         if run_hub:
             config = HubSettings(
                 nats_url=url, data_dir=data_dir, policy=policy, authority=authority.public,
-                **settings,
+                clock=clock, **settings,
             )  # fmt: skip
             system.hub = await stack.enter_async_context(Hub(config, hub_identity))
         if connect:
             for org, identity in identities.items():
                 system.clients[org] = await stack.enter_async_context(
-                    PartnerClient(identity, url, authority=authority.public, receipts=receipts)
+                    PartnerClient(
+                        identity, url, authority=authority.public, receipts=receipts, clock=clock
+                    )
                 )
         yield system

@@ -6,20 +6,24 @@
 - :mod:`schakel.hub.stores`    case records, message ids and the outbox on the bus
 - :mod:`schakel.hub.memory`    the same four stores in memory, for tests of the router
 - :mod:`schakel.hub.service`   the running hub: fetchers, workers, status, dead letters
-- :mod:`schakel.hub.settings`  the one settings model of every command
+- :mod:`schakel.hub.settings`  the settings resolved into the hub's objects
 """
 
-from schakel.hub.audit import AuditRecord, AuditTrail, read_trail, verify_chain
-from schakel.hub.router import Router
+from schakel.hub.audit import AuditError, AuditRecord, AuditTrail, read_trail, verify_chain
+from schakel.hub.memory import StoreFailure
+from schakel.hub.router import RetryLater, Router
 from schakel.hub.service import Hub, provision, registration
 from schakel.hub.settings import HubSettings
 
 __all__ = [
+    "AuditError",
     "AuditRecord",
     "AuditTrail",
     "Hub",
     "HubSettings",
+    "RetryLater",
     "Router",
+    "StoreFailure",
     "provision",
     "read_trail",
     "registration",

@@ -8,6 +8,7 @@ order of the router's steps across stores.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,11 +60,13 @@ class MemoryCaseStore:
 
     async def get(self, case_id: CaseId) -> tuple[CaseRecord | None, int]:
         """The record and its revision (``None`` and 0 when there is none)."""
+        await asyncio.sleep(0)  # a store answers later, as over the network
         record, revision = self.records.get(case_id, (None, 0))
         return record, revision
 
     async def put(self, record: CaseRecord, revision: int) -> bool:
         """Write ``record`` if the case is still at ``revision``."""
+        await asyncio.sleep(0)
         current = self.records.get(record.case_id, (None, 0))[1]
         if current != revision:
             return False
@@ -81,6 +84,7 @@ class MemoryMessageRegistry:
 
     async def get(self, message_id: MessageId) -> MessageEntry | None:
         """What is known about ``message_id``."""
+        await asyncio.sleep(0)
         found = self.entries.get(message_id)
         return None if found is None else found[0]
 
@@ -88,6 +92,7 @@ class MemoryMessageRegistry:
         self, message_id: MessageId, entry: MessageEntry
     ) -> tuple[MessageEntry | None, int]:
         """Take ``message_id`` unless taken; else the existing entry and its revision."""
+        await asyncio.sleep(0)
         if message_id in self.entries:
             return self.entries[message_id]
         self._journal.write("messages", "claim", message_id)
@@ -96,6 +101,9 @@ class MemoryMessageRegistry:
 
     async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
         """Replace the claimed entry by its final form (merging the status on a conflict)."""
+        await asyncio.sleep(0)
+        if message_id not in self.entries:  # gone meanwhile (its lifetime ended): as the KV
+            return
         current, current_revision = self.entries[message_id]
         if current_revision != revision:
             entry = current.model_copy(update={"status": entry.status})
@@ -106,6 +114,7 @@ class MemoryMessageRegistry:
         self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
     ) -> MessageEntry | None:
         """Apply ``change``."""
+        await asyncio.sleep(0)
         found = self.entries.get(message_id)
         if found is None:
             return None
@@ -124,6 +133,8 @@ class MemoryAudit:
 
     async def append(self, record: AuditRecord) -> AuditRecord:
         """Chain and store ``record``."""
+        for _ in range(3):  # the real trail is slower: it stores a group, then answers
+            await asyncio.sleep(0)
         prev = self.records[-1].hash if self.records else GENESIS
         sealed = record.sealed(len(self.records), prev)
         self._journal.write("audit", "append", sealed.event)
@@ -146,6 +157,7 @@ class MemoryOutbox:
 
     async def backlog(self, recipient: OrgId, sender: OrgId) -> Backlog:
         """Deliveries waiting for ``recipient``, in all and from ``sender``."""
+        await asyncio.sleep(0)
         prefix = delivery_subject(recipient, sender).rsplit(".", 1)[0] + "."
         counts = {s: len(q) for s, q in self.waiting.items() if s.startswith(prefix)}
         return Backlog(sum(counts.values()), counts.get(delivery_subject(recipient, sender), 0))
@@ -154,15 +166,18 @@ class MemoryOutbox:
         self, recipient: OrgId, sender: OrgId, envelope: bytes, message_id: MessageId
     ) -> None:
         """One copy of an envelope for one recipient."""
+        await asyncio.sleep(0)
         self._journal.write("outbox", "deliver", recipient)
         self._put(delivery_subject(recipient, sender), f"{message_id}:{recipient}", envelope)
 
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
         """A receipt passed on to ``org``."""
+        await asyncio.sleep(0)
         self._journal.write("outbox", "relay", org)
         self._put(delivery_subject(org, self._hub), dedupe_id, receipt)
 
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None:
         """A refusal notice for ``org``."""
+        await asyncio.sleep(0)
         self._journal.write("outbox", "notify", org)
         self._put(delivery_subject(org, self._hub), dedupe_id, notice)

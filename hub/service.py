@@ -32,6 +32,7 @@ from schakel.bus import (
     append_key_event,
     follow_directory,
     is_transient,
+    redacted,
 )
 from schakel.contracts import boundedjson
 from schakel.contracts.clock import Clock, system_clock
@@ -55,6 +56,7 @@ from schakel.contracts.topology import (
     STATUS_PREFIX,
     delivery_filter,
     delivery_stream,
+    inbound_stream,
     inbound_subject,
     inbox_prefix,
     org_of_inbound_subject,
@@ -181,7 +183,7 @@ class Hub:
         sweeper = asyncio.create_task(self._sweep_expired(router, topology), name="expiry")
         self._stack.push_async_callback(_cancel, sweeper)
         self._runner = asyncio.create_task(self._run(router, topology), name="hub-runner")
-        _log.info("hub_started", instance=settings.instance, nats=url)
+        _log.info("hub_started", instance=settings.instance, nats=redacted(url))
 
     @staticmethod
     async def _flush_refusals(router: Router) -> None:
@@ -386,7 +388,7 @@ class Hub:
             while not self._stop.is_set():
                 try:
                     for org in await topology.partners():
-                        if org not in fetchers:
+                        if org not in fetchers or fetchers[org].done():
                             fetchers[org] = group.create_task(
                                 self._fetch(topology, org, queues), name=f"hub-fetch-{org}"
                             )
@@ -411,12 +413,10 @@ class Hub:
         share = _Share(self.settings.per_sender_inflight)
         try:
             puller = await topology.pull_inbound(org)
-        except TransportError as exc:
+        except TransportError as exc:  # the next partner scan starts a new fetcher
             _log.warning("inbound_bind_failed", sender=org, error=type(exc.__cause__).__name__)
             return
-        if puller is None:  # removed meanwhile; the next scan tries again
-            _log.warning("inbound_bind_failed", sender=org, error="NotFound")
-            return
+        failures = 0
         try:
             while not self._stop.is_set():
                 await share.wait_free()
@@ -424,16 +424,31 @@ class Hub:
                     batch = await puller.fetch(
                         min(self.settings.fetch_batch, share.free), timeout=1.0
                     )
-                except TransportError as exc:
-                    _log.warning("fetch_failed", sender=org, error=type(exc.__cause__).__name__)
-                    await asyncio.sleep(0.2)
+                except Exception as exc:  # nothing a fetch meets may stop the routing
+                    failures += 1
+                    cause = exc.__cause__ if isinstance(exc, TransportError) else exc
+                    _log.warning("fetch_failed", sender=org, error=type(cause).__name__,
+                                 failures=failures)  # fmt: skip
+                    if await self._inbound_gone(org):
+                        return  # the partner was removed; a scan restarts it if it returns
+                    await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
                     continue
+                failures = 0
                 for msg in batch:
                     share.take()
                     shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
                     await queues[shard].put((msg, share))
         finally:
             await puller.close()
+
+    async def _inbound_gone(self, org: OrgId) -> bool:
+        """Whether ``org``'s inbound stream is known to be gone (not: NATS unreachable)."""
+        if self.bus is None:
+            return False
+        try:
+            return not await self.bus.exists(inbound_stream(org))
+        except TransportError:
+            return False
 
     async def _work(self, router: Router, queue: asyncio.Queue[tuple[Pulled, _Share]]) -> None:
         while True:

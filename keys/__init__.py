@@ -6,20 +6,28 @@
 - :mod:`schakel.keys.keystore`   encrypted private keys on disk
 """
 
-from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.crypto import CryptoFailure, SigningKey, VerifyKey
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import Opened, open_envelope, seal, split_envelope, verify
-from schakel.keys.errors import KeyDirectoryError, KeysError, KeystoreError, WrongPassphrase
+from schakel.keys.errors import (
+    KeyDirectoryError,
+    KeyMaterialError,
+    KeysError,
+    KeystoreError,
+    WrongPassphrase,
+)
 from schakel.keys.identity import PartnerIdentity, PublicKeyRecord
 from schakel.keys.keylog import KeyLog, KeyLogError
 from schakel.keys.keystore import KdfParams, load_keystore, save_keystore
 
 __all__ = [
+    "CryptoFailure",
     "KdfParams",
     "KeyDirectory",
     "KeyDirectoryError",
     "KeyLog",
     "KeyLogError",
+    "KeyMaterialError",
     "KeysError",
     "KeystoreError",
     "Opened",

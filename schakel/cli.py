@@ -442,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(run)  # without a URL: an embedded nats-server under the data directory
     for name in ("data_dir", "identity", "policy", "registry", "authority_public"):
         _setting(run, name)
-    for name, kind in (("workers", int), ("replicas", int), ("ack_wait", float)):
-        _setting(run, name, type=kind)
+    for name in ("workers", "replicas", "ack_wait"):
+        _setting(run, name)  # typed and bounded by the model, which names what is wrong
     _setting(run, "log", choices=["json", "console"])
     run.set_defaults(handler=_hub_run)
 

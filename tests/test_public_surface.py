@@ -90,6 +90,21 @@ def test_every_import_takes_an_exported_name() -> None:
     assert wrong == []
 
 
+def test_every_error_is_exported_by_its_package() -> None:
+    """A caller catches Schakel's errors by importing them from the package."""
+    from schakel.contracts.errors import SchakelError
+
+    missing = []
+    for module in _modules():
+        package = ".".join(module.__name__.split(".")[:2])
+        exported = set(getattr(importlib.import_module(package), "__all__", ()))
+        for name, value in vars(module).items():
+            if (inspect.isclass(value) and issubclass(value, SchakelError)
+                    and value.__module__ == module.__name__ and name not in exported):  # fmt: skip
+                missing.append(f"{package}: {name}")
+    assert missing == []
+
+
 def test_each_package_exports_its_entry_points() -> None:
     for package, names in ENTRY_POINTS.items():
         module = importlib.import_module(package)
