@@ -185,7 +185,14 @@ def example_draft(
     with_case = rule.case == "required"
     return MessageDraft.model_validate(
         {
-            "case_id": (case_id or new_case_id()) if with_case else None,
+            # A new signal's case id is derived from its message id when it is sealed.
+            "case_id": (
+                case_id
+                if case_id or rule.creates_case
+                else new_case_id()
+            )
+            if with_case
+            else None,
             "step": (
                 (CaseState.SIGNAAL_ONTVANGEN if rule.creates_case else min(rule.states))
                 if with_case

@@ -7,6 +7,7 @@ short lowercase slug, key ids are hashes of public keys.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import uuid
@@ -29,6 +30,7 @@ __all__ = [
     "MessageIdField",
     "OrgId",
     "OrgIdField",
+    "case_id_for",
     "new_case_id",
     "new_message_id",
     "org_type_of",
@@ -64,6 +66,19 @@ OrgIdStr = Annotated[str, AfterValidator(_check_org)]
 def new_case_id() -> CaseId:
     """Return a fresh opaque case id (128 random bits, base32)."""
     raw = int.from_bytes(secrets.token_bytes(17), "big") >> 6  # 130 bits -> 26 base32 chars
+    chars = []
+    for _ in range(26):
+        chars.append(_B32[raw & 31])
+        raw >>= 5
+    return CaseId("case-" + "".join(chars))
+
+
+def case_id_for(message_id: MessageId | str) -> CaseId:
+    """The id of the case a message opens (an M1 signal, or the new gemeente's case of an M16
+    handover): derived from the message's id, so that no partner chooses a case id and every
+    party (sender, hub, recipients) computes the same one. 130 bits of BLAKE2b, base32."""
+    digest = hashlib.blake2b(message_id.encode("ascii"), digest_size=17, person=b"schakel-case")
+    raw = int.from_bytes(digest.digest(), "big") >> 6
     chars = []
     for _ in range(26):
         chars.append(_B32[raw & 31])

@@ -43,7 +43,9 @@ __all__ = [
     "CONDITIONS",
     "CategoryRule",
     "Cell",
+    "ClosureReason",
     "Condition",
+    "DecidedBy",
     "Flags",
     "Kern",
     "LegalBasisRule",
@@ -158,8 +160,24 @@ class MessageRule(_Frozen):
         return frozenset(t for t, c in self.matrix.items() if c.send)
 
 
+class DecidedBy(StrEnum):
+    """Who may make a transition (PROCESS.md, "who decides")."""
+
+    REGIE_GEMEENTE = "regie-gemeente"  # the case's regie-gemeente
+    PROCESREGIE = "procesregie"  # the regie-gemeente or the ZVH of its region, on its behalf
+    SENDER = "sender"  # whoever may send the message on the case
+
+
+class ClosureReason(StrEnum):
+    """Why a case closed."""
+
+    AFGESLOTEN = "AFGESLOTEN"  # afgeschaald and closed (M10)
+    ZONDER_PGA = "ZONDER_PGA"  # closed without a PGA (M5 GEEN_PGA)
+    OVERGEDRAGEN = "OVERGEDRAGEN"  # handed over to another gemeente (M16)
+
+
 class Transition(_Frozen):
-    """A state change carried by a message (and decision)."""
+    """A state change carried by a message (and decision), and who decides it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -168,7 +186,8 @@ class Transition(_Frozen):
     from_: frozenset[CaseState] = Field(alias="from", min_length=1)
     to: CaseState
     by: frozenset[OrgType] = frozenset()
-    regie_only: bool = False
+    decided_by: DecidedBy  # required: the table must say it for every transition
+    closure: ClosureReason | None = None  # why the case closes, when ``to`` is a closed state
 
 
 class LegalBasisRule(_Frozen):
@@ -226,7 +245,9 @@ class Retention(_Frozen):
     """How long case metadata and audit records are kept."""
 
     years: int = Field(ge=1, le=100)
-    starts: Literal["closure", "last_message"]
+    # Only "closure" is implemented (the hub sets purge_after when a case closes); a policy
+    # that names another start is refused at load rather than silently ignored.
+    starts: Literal["closure"]
 
 
 class Policy(_Frozen):

@@ -24,14 +24,23 @@ from schakel.contracts.enums import (
     LegalBasis,
     MelderStatus,
     MessageType,
+    OrgType,
     Purpose,
     ReasonCode,
 )
 from schakel.contracts.errors import ContractError, SchakelError
 from schakel.contracts.examples import example_body
 from schakel.contracts.header import InvitationRef, MessageDraft
-from schakel.contracts.ids import CaseId, MessageId, OrgId, new_case_id, new_message_id, org_type_of
-from schakel.contracts.policy import Policy
+from schakel.contracts.ids import (
+    CaseId,
+    MessageId,
+    OrgId,
+    case_id_for,
+    new_case_id,
+    new_message_id,
+    org_type_of,
+)
+from schakel.contracts.policy import DecidedBy, Policy
 
 __all__ = ["ScenarioFailure", "ScenarioRunner", "Step", "StepResult"]
 
@@ -60,6 +69,7 @@ class Step:
     legal_basis: LegalBasis | None = None
     regie: str = "GEM.westerstad"
     handover_to: str | None = None
+    opens: str | None = None  # the alias of the case a handover (M16) opens
     extra_decision_in_header: bool = False
     expect_state: CaseState | None = None
 
@@ -82,6 +92,7 @@ class ScenarioFailure(SchakelError):
 class _World:
     cases: dict[str, CaseId] = field(default_factory=dict)
     states: dict[str, CaseState] = field(default_factory=dict)
+    regies: dict[str, str] = field(default_factory=dict)
     invitations: dict[str, MessageId] = field(default_factory=dict)
     messages: dict[str, MessageId] = field(default_factory=dict)
 
@@ -105,7 +116,8 @@ class ScenarioRunner:
         self.results: list[StepResult] = []
 
     def case_id(self, alias: str) -> CaseId:
-        """The case id behind an alias (a fresh one, never used, the first time)."""
+        """The case id behind an alias: the id its opening signal derived, or (for an alias
+        no signal opened) a fresh one that names no case."""
         return self._world.cases.setdefault(alias, new_case_id())
 
     def believed_state(self, alias: str) -> CaseState | None:
@@ -196,6 +208,13 @@ class ScenarioRunner:
     async def play(self, step: Step) -> StepResult:
         """Play one step and check its outcome."""
         client = self._clients[step.sender]
+        message_id = new_message_id()
+        alias = step.case.removeprefix("attach:")
+        if step.message_type is MessageType.M1 and alias not in self._world.cases:
+            # A new signal opens its own case: the id follows from the message id.
+            self._world.cases[alias] = case_id_for(message_id)
+        if step.message_type is MessageType.M16 and step.opens:
+            self._world.cases[step.opens] = case_id_for(message_id)
         body, draft = self._body_and_draft(step)
         label = (
             f"{step.sender} -> {', '.join(step.to)}: {step.message_type} "
@@ -203,12 +222,14 @@ class ScenarioRunner:
         )
         if step.expect == "sdk":
             try:
-                await client.send(body, draft, [OrgId(o) for o in step.to])
+                await client.send(body, draft, [OrgId(o) for o in step.to], message_id=message_id)
             except ContractError as exc:
                 self._narrate(f"  {'refused by the sender SDK':<31}{label}: {exc}")
                 return StepResult(step, None, "sdk")
             raise ScenarioFailure(f"{label}: the SDK sent a message it should refuse")
-        message_id = await client.send(body, draft, [OrgId(o) for o in step.to])
+        message_id = await client.send(
+            body, draft, [OrgId(o) for o in step.to], message_id=message_id
+        )
         if step.name:
             self._world.messages[step.name] = message_id
         if step.expect == "delivered":
@@ -243,13 +264,24 @@ class ScenarioRunner:
         current = self._world.states.get(step.case)
         if current is None:
             self._world.states[step.case] = CaseState.SIGNAAL_ONTVANGEN
+            self._world.regies[step.case] = step.regie
             return
         decision = step.decision
         transition = self._policy.transition(
             step.message_type, decision, current, org_type_of(step.sender)
         )
-        if transition is not None:
+        regie = self._world.regies.get(step.case, step.regie)
+        deciders = {
+            DecidedBy.REGIE_GEMEENTE: step.sender == regie,
+            # the regie-gemeente or its region's ZVH (the scenarios have one ZVH per region)
+            DecidedBy.PROCESREGIE: step.sender == regie or org_type_of(step.sender) is OrgType.ZVH,
+            DecidedBy.SENDER: True,
+        }
+        if transition is not None and deciders[transition.decided_by]:
             self._world.states[step.case] = transition.to
+        if step.message_type is MessageType.M16 and step.opens and step.handover_to:
+            self._world.states[step.opens] = CaseState.INTAKE
+            self._world.regies[step.opens] = step.handover_to
 
     async def assert_quiet(self, seconds: float = 0.3) -> None:
         """Check that no partner has anything left to receive."""

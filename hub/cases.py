@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from schakel.contracts.enums import CaseState, InvitationScope
 from schakel.contracts.header import Timestamp
 from schakel.contracts.ids import CaseIdField, MessageId, MessageIdField, OrgId, OrgIdField
+from schakel.contracts.policy import ClosureReason
 
 __all__ = ["CLOSED_STATES", "CaseRecord", "Invitation", "InvitationStatus"]
 
@@ -56,6 +57,7 @@ class CaseRecord(BaseModel):
     regie_gemeente: OrgIdField
     melder: OrgIdField
     criminal_track: bool = False
+    closure: ClosureReason | None = None
     participants: tuple[OrgIdField, ...] = ()
     invitations: tuple[Invitation, ...] = ()
     created_at: Timestamp

@@ -24,8 +24,15 @@ from schakel.contracts.enums import (
 )
 from schakel.contracts.errors import ContractError
 from schakel.contracts.header import EnvelopeHeader
-from schakel.contracts.ids import OrgId, org_type_of
-from schakel.contracts.policy import Cell, Condition, MessageRule, Policy
+from schakel.contracts.ids import OrgId, case_id_for, org_type_of
+from schakel.contracts.policy import (
+    Cell,
+    ClosureReason,
+    Condition,
+    DecidedBy,
+    MessageRule,
+    Policy,
+)
 from schakel.hub.cases import CLOSED_STATES, CaseRecord, Invitation, InvitationStatus
 from schakel.hub.registry import Registry
 
@@ -44,10 +51,12 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Allow:
-    """Route the message; ``case`` is the new case record (``None`` for case-less types)."""
+    """Route the message; ``case`` is the new case record (``None`` for case-less types);
+    ``opened`` a further case the message opens (the new gemeente's, for a handover)."""
 
     case: CaseRecord | None
     state_before: CaseState | None
+    opened: CaseRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class Refuse:
 
     reason: ReasonCode
     detail: str
+    case_exists: bool = False  # set by the router: the refusal is about an existing case
 
 
 Verdict = Allow | Refuse
@@ -70,7 +80,9 @@ def decide(header: EnvelopeHeader, case: CaseRecord | None, ctx: Context) -> Ver
     if header.case_id is None:
         return Allow(case=None, state_before=None)
     if case is None:
-        if rule.creates_case:
+        # A new signal opens the case whose id is derived from its own message id; any other
+        # id names a case that does not exist, and is refused exactly as a case without access.
+        if rule.creates_case and header.case_id == case_id_for(header.message_id):
             return _new_case(header, ctx)
         return Refuse(ReasonCode.NOT_PERMITTED, "no such case")
     return _on_case(header, rule, case, ctx)
@@ -99,6 +111,13 @@ def _static(header: EnvelopeHeader, rule: MessageRule, ctx: Context) -> Refuse |
     cell = _cell(ctx, header.message_type, sender)
     if cell is None or not cell.send:
         return Refuse(ReasonCode.NOT_PERMITTED, f"{sender_type} may not send {header.message_type}")
+    # Every party is a registered partner: keys in the directory are not enough. (Checked
+    # before any organisation is named in a detail, so that details name registered ones only.)
+    registered = ctx.registry.partners()
+    if sender not in registered:
+        return Refuse(ReasonCode.NOT_PERMITTED, "the sender is not a registered partner")
+    if not {OrgId(o) for o in header.recipient_orgs} <= registered:
+        return Refuse(ReasonCode.NOT_PERMITTED, "a recipient is not a registered partner")
     for org in header.recipient_orgs:
         r_cell = _cell(ctx, header.message_type, OrgId(org))
         if r_cell is None or not r_cell.receive or org == sender:
@@ -132,7 +151,7 @@ def _categories(header: EnvelopeHeader, sender_type: OrgType, ctx: Context) -> R
     try:
         possible = contract_categories(body_contract(header.message_type, header.contract_version))
     except ContractError:
-        return Refuse(ReasonCode.UNSUPPORTED_FORMAT, f"contract v{header.contract_version}")
+        return Refuse(ReasonCode.UNSUPPORTED_FORMAT, "contract version not supported")
     for category in header.categories:
         if category is DataCategory.GEEN:
             continue
@@ -249,18 +268,28 @@ def _recipient_refusal(
 
 
 def _handover_refusal(header: EnvelopeHeader, case: CaseRecord, ctx: Context) -> str | None:
+    """c12: a handover goes to the new gemeente and its region's kern, and to nobody else."""
     target = OrgId(header.handover_to or "")
     new_kern = ctx.registry.kern(target)
     if not new_kern or target == case.regie_gemeente:
         return "handover_to is not another known gemeente"
-    sender = OrgId(header.sender.org)
-    if org_type_of(sender) is OrgType.GEM and sender != case.regie_gemeente:
-        return "only the regie-gemeente hands a case over"
-    old_kern = ctx.registry.kern(OrgId(case.regie_gemeente))
-    for org in map(OrgId, header.recipient_orgs):
-        if org not in new_kern | old_kern:
-            return f"{org} is not in the old or new kern"
+    recipients = {OrgId(o) for o in header.recipient_orgs}
+    if target not in recipients:
+        return "the new gemeente does not receive the handover"
+    if not recipients <= new_kern:
+        return "a handover goes to the new gemeente's kern only"
     return None
+
+
+def _may_decide(decided_by: DecidedBy, sender: OrgId, case: CaseRecord, ctx: Context) -> bool:
+    """Whether ``sender`` may make a transition decided by ``decided_by`` on ``case``."""
+    regie = OrgId(case.regie_gemeente)
+    if decided_by is DecidedBy.REGIE_GEMEENTE:
+        return sender == regie
+    if decided_by is DecidedBy.PROCESREGIE:
+        region = ctx.registry.region_of(regie)
+        return sender == regie or (region is not None and sender in region.zvh)
+    return True
 
 
 def _on_case(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx: Context) -> Verdict:
@@ -268,9 +297,10 @@ def _on_case(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx: C
         return Refuse(ReasonCode.NOT_PERMITTED, "case purged")
     if not _sender_may(header, rule, case, ctx):
         return Refuse(ReasonCode.NOT_PERMITTED, "sender has no access to the case")
-    problem = _recipient_refusal(header, rule, case, ctx)
-    if problem is None and header.message_type is MessageType.M16:
+    if header.message_type is MessageType.M16:
         problem = _handover_refusal(header, case, ctx)
+    else:
+        problem = _recipient_refusal(header, rule, case, ctx)
     if problem:
         return Refuse(ReasonCode.NOT_PERMITTED, problem)
     # Access is established: from here on the sender may learn about the case's state.
@@ -282,10 +312,31 @@ def _on_case(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx: C
     )
     if transition is None and header.decision is not None and _decision_moves(header, ctx):
         return Refuse(ReasonCode.STATE_NOT_ALLOWED, f"{header.decision} in {case.state}")
-    if transition is not None and transition.regie_only and sender != case.regie_gemeente:
-        return Refuse(ReasonCode.NOT_PERMITTED, "only the regie-gemeente decides this")
+    if transition is not None and not _may_decide(transition.decided_by, sender, case, ctx):
+        if header.decision is not None or transition.to in CLOSED_STATES:
+            who = transition.decided_by.value
+            return Refuse(ReasonCode.NOT_PERMITTED, f"only the {who} decides this")
+        transition = None  # routed as a message; the case stays where it is
     new_state = transition.to if transition else case.state
-    return Allow(case=_apply(header, case, new_state, ctx), state_before=case.state)
+    closure = transition.closure if transition else None
+    updated = _apply(header, case, new_state, ctx, closure)
+    opened = _handed_over(header, ctx) if header.message_type is MessageType.M16 else None
+    return Allow(case=updated, state_before=case.state, opened=opened)
+
+
+def _handed_over(header: EnvelopeHeader, ctx: Context) -> CaseRecord:
+    """The new gemeente's case: it inherits nothing but the handover itself (its regie and
+    kern are the new region's; no participants, invitations or flags carry over) and starts
+    at INTAKE (design), its id derived from the handover's message id."""
+    return CaseRecord(
+        case_id=case_id_for(header.message_id),
+        state=CaseState.INTAKE,
+        regie_gemeente=OrgId(header.handover_to or ""),
+        melder=OrgId(header.sender.org),
+        created_at=ctx.now,
+        updated_at=ctx.now,
+        applied=(header.message_id,),
+    )
 
 
 def _decision_moves(header: EnvelopeHeader, ctx: Context) -> bool:
@@ -296,7 +347,11 @@ def _decision_moves(header: EnvelopeHeader, ctx: Context) -> bool:
 
 
 def _apply(
-    header: EnvelopeHeader, case: CaseRecord, new_state: CaseState, ctx: Context
+    header: EnvelopeHeader,
+    case: CaseRecord,
+    new_state: CaseState,
+    ctx: Context,
+    closure: ClosureReason | None = None,
 ) -> CaseRecord:
     sender = OrgId(header.sender.org)
     participants = set(map(OrgId, case.participants))
@@ -328,9 +383,16 @@ def _apply(
         participants |= {OrgId(o) for o in header.recipient_orgs}
     if header.criminal_track:
         changes["criminal_track"] = True
-    if header.message_type is MessageType.M16 and header.handover_to:
-        changes["regie_gemeente"] = header.handover_to
     if new_state in CLOSED_STATES and case.state not in CLOSED_STATES:
+        # Invitations and participation end with the case (PROCESS.md): a former invitee or
+        # participant is denied from now on, also if the case is re-opened. The kern follows
+        # from the registry; the melder stays (it may be told the case is afgehandeld).
+        participants = set()
+        changes["closure"] = closure or (
+            ClosureReason.ZONDER_PGA
+            if new_state is CaseState.AFGESLOTEN_ZONDER_PGA
+            else ClosureReason.AFGESLOTEN
+        )
         invitations = [
             i.model_copy(update={"status": InvitationStatus.ENDED, "at": ctx.now})
             if i.status in (InvitationStatus.OPEN, InvitationStatus.ACCEPTED)
@@ -342,6 +404,7 @@ def _apply(
     elif new_state not in CLOSED_STATES and case.state in CLOSED_STATES:
         changes["closed_at"] = None
         changes["purge_after"] = None
+        changes["closure"] = None
     return case.model_copy(
         update={
             "state": new_state,

@@ -247,8 +247,9 @@ class Router:
         decided = await self._decide(header, now)
         if isinstance(decided, Refuse):
             outcome = await self._refuse(
-                item, sender, now, decided.reason, decided.detail, header
-            )
+                item, sender, now, decided.reason, decided.detail, header,
+                case_exists=decided.case_exists,
+            )  # fmt: skip
             refused = claim.model_copy(update={"status": "refused"})
             await self._messages.settle(message_id, refused, revision)
             return outcome
@@ -261,6 +262,10 @@ class Router:
         await self._audit.append(
             self._record(header, now, "routed", decided.state_before, decided.case, seq=item.seq)
         )
+        if decided.opened is not None:  # the opened case's history starts with this message
+            await self._audit.append(
+                self._record(header, now, "routed", None, decided.opened, seq=item.seq)
+            )
         accepted = claim.model_copy(update={"status": "accepted"})
         await self._messages.settle(message_id, accepted, revision)
         _log.info(
@@ -476,14 +481,27 @@ class Router:
                 return Allow(case=case, state_before=None)  # committed before a crash
             verdict = decide(header, case, ctx)
             if isinstance(verdict, Refuse):
-                return verdict
+                # A refusal about an existing case names it in the audit trail (the privacy
+                # officer sees every attempt on the case); one about a case that does not
+                # exist does not: that id is the sender's text, not a case.
+                return dataclasses.replace(verdict, case_exists=case is not None)
             # Back-pressure before the commit: a refused message never changes the case.
             full = await self._backlog_full(header)
             if full is not None:
                 return full
+            if verdict.opened is not None and not await self._open(verdict.opened, header):
+                return Refuse(ReasonCode.CONFLICT, "the case to open exists")
             if verdict.case is None or await self._cases.put(verdict.case, revision):
                 return verdict
         return Refuse(ReasonCode.CONFLICT, "case kept changing")
+
+    async def _open(self, opened: CaseRecord, header: EnvelopeHeader) -> bool:
+        """Create the case a message opens, before the case it comes from is committed, so a
+        crash in between is finished by the redelivery (the creation is idempotent)."""
+        if await self._cases.put(opened, 0):
+            return True
+        existing, _ = await self._cases.get(CaseId(opened.case_id))
+        return existing is not None and existing.has_applied(MessageId(header.message_id))
 
     async def _backlog_full(self, header: EnvelopeHeader) -> Refuse | None:
         limits = self._policy.limits
@@ -531,14 +549,18 @@ class Router:
         detail: str | None = None,
         message_id: str | None = None,
         seq: int | None = None,
+        case_exists: bool = True,
     ) -> AuditRecord:
         fields: dict[str, object] = {}
         if header is not None:
+            registered = self._registry.partners()
             fields = {
                 "message_id": header.message_id,
                 "message_type": header.message_type,
-                "case_id": header.case_id,
-                "recipients": header.recipient_orgs,
+                # Only what is known to be a case, and only registered organisations: anything
+                # else in a refused header is the sender's text.
+                "case_id": case.case_id if case else header.case_id if case_exists else None,
+                "recipients": tuple(o for o in header.recipient_orgs if o in registered),
                 "purpose": header.purpose,
                 "legal_basis": header.legal_basis,
                 "categories": header.categories,
@@ -571,6 +593,8 @@ class Router:
         reason: ReasonCode,
         detail: str,
         header: EnvelopeHeader | None,
+        *,
+        case_exists: bool = False,
     ) -> Outcome:
         hint = item.msg_id_hint if item.msg_id_hint and _UUID.match(item.msg_id_hint) else None
         message_id = MessageId(header.message_id) if header else MessageId(hint) if hint else None
@@ -593,6 +617,7 @@ class Router:
                 detail=detail,
                 message_id=message_id,
                 seq=item.seq,
+                case_exists=case_exists,
             )
         )
         await self._notify(
@@ -603,7 +628,7 @@ class Router:
             message_id=message_id,
             message_type=header.message_type.value if header else None,
             sender=sender,
-            case_id=header.case_id if header else None,
+            case_id=header.case_id if header and case_exists else None,
             reason=reason.value,
             detail=detail,
         )

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from schakel.contracts.bodies import Body, categories_of, contract_categories, parse_body
 from schakel.contracts.clock import system_clock, whole_seconds
-from schakel.contracts.enums import DataCategory, ReasonCode
+from schakel.contracts.enums import DataCategory, MessageType, ReasonCode
 from schakel.contracts.errors import ContractError, EnvelopeError
 from schakel.contracts.header import (
     EnvelopeHeader,
@@ -27,7 +27,7 @@ from schakel.contracts.header import (
     decode_header,
     encode_header,
 )
-from schakel.contracts.ids import KeyId, MessageId, OrgId, new_message_id
+from schakel.contracts.ids import KeyId, MessageId, OrgId, case_id_for, new_message_id
 from schakel.keys.crypto import (
     AEAD_KEY_BYTES,
     AEAD_NONCE_BYTES,
@@ -157,9 +157,12 @@ def seal(
         cert = record.current_encryption_key(created)
         entries.append(Recipient(org=record.org, kid=cert.kid, wrapped_key=cert.public.seal(key)))
     fields = draft.model_dump(exclude={"categories", "lifetime"})
+    message_id = message_id or new_message_id()
+    if body.MESSAGE_TYPE is MessageType.M1 and draft.case_id is None:
+        fields["case_id"] = case_id_for(message_id)  # a new signal opens its own case
     try:
         header = EnvelopeHeader(
-            message_id=message_id or new_message_id(),
+            message_id=message_id,
             message_type=body.MESSAGE_TYPE,
             contract_version=body.CONTRACT_VERSION,
             sender=Sender(org=sender.org, kid=sender.signing_kid),

@@ -13,7 +13,7 @@ import structlog
 from schakel.adapters.client import Delivery, PartnerClient, Refusal
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
-from schakel.contracts.ids import CaseId, MessageId, OrgId, new_message_id
+from schakel.contracts.ids import CaseId, MessageId, OrgId, case_id_for, new_message_id
 from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import CASES_BUCKET, MESSAGES_BUCKET
 from schakel.harness.scenarios import GEM, KMAR, OM, POL, RVDK, ZVH
@@ -43,8 +43,8 @@ async def _signal(world: World, *, canary: str = "") -> tuple[MessageId, CaseId]
     assert item.message_id == message_id
     assert canary in item.body.model_dump_json()
     await item.ack()
-    assert draft.case_id is not None
-    return message_id, draft.case_id
+    assert item.header.case_id == case_id_for(message_id)  # a signal opens its own case
+    return message_id, case_id_for(message_id)
 
 
 async def _audit(world: World) -> list[AuditRecord]:

@@ -18,8 +18,8 @@ from schakel.contracts.enums import (
 )
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.header import EnvelopeHeader, InvitationRef, decode_header
-from schakel.contracts.ids import CaseId, OrgId, new_case_id, new_message_id
-from schakel.contracts.policy import Policy, default_policy
+from schakel.contracts.ids import CaseId, OrgId, case_id_for, new_case_id, new_message_id
+from schakel.contracts.policy import ClosureReason, Policy, default_policy
 from schakel.hub.cases import CaseRecord, Invitation, InvitationStatus
 from schakel.hub.policy import Allow, Context, Refuse, decide
 from schakel.hub.registry import default_registry
@@ -88,8 +88,9 @@ def test_zvh_gets_veiligheidsmelding_only_as_meldpunt() -> None:
     assert isinstance(decide(melding, None, ctx(with_flags(zvh_meldpunt_mandate=True))), Allow)
 
 
-def test_handover_moves_regie_to_the_new_gemeente() -> None:
-    """c12: the regie hands over to a gemeente in another region and that region's kern."""
+def test_handover_closes_the_case_and_opens_one_for_the_new_gemeente() -> None:
+    """c12: the regie hands over to a gemeente in another region and that region's kern; the
+    old case ends (overgedragen), the new one starts with nothing but the handover."""
     record = case(CaseState.UITVOERING)
     to = ("GEM.oosterdorp", "POL.oost", "OM.oost")
     handover = header(
@@ -97,16 +98,21 @@ def test_handover_moves_regie_to_the_new_gemeente() -> None:
     )
     verdict = decide(handover, record, ctx())
     assert isinstance(verdict, Allow)
-    assert verdict.case is not None
-    assert verdict.case.regie_gemeente == "GEM.oosterdorp"
-    stray = header(
-        "GEM.westerstad",
-        MessageType.M16,
-        ("GEM.oosterdorp", "POL.west", "GEM.zeedorp"),
-        CaseId(record.case_id),
-        handover_to="GEM.oosterdorp",
-    )
-    assert isinstance(decide(stray, record, ctx()), Refuse)
+    assert verdict.case is not None and verdict.opened is not None
+    assert verdict.case.state is CaseState.AFGESLOTEN
+    assert verdict.case.closure is ClosureReason.OVERGEDRAGEN
+    assert verdict.case.participants == ()
+    assert verdict.opened.case_id == case_id_for(handover.message_id)
+    assert verdict.opened.regie_gemeente == "GEM.oosterdorp"
+    assert verdict.opened.state is CaseState.INTAKE
+    assert (verdict.opened.participants, verdict.opened.invitations) == ((), ())
+    for stray_to in (
+        ("GEM.oosterdorp", "POL.west", "GEM.zeedorp"),  # the old region's police
+        ("POL.oost", "OM.oost"),  # without the new gemeente
+    ):
+        stray = header("GEM.westerstad", MessageType.M16, stray_to, CaseId(record.case_id),
+                       handover_to="GEM.oosterdorp")  # fmt: skip
+        assert isinstance(decide(stray, record, ctx()), Refuse)
 
 
 def test_only_the_regie_decides() -> None:
@@ -192,7 +198,7 @@ def test_purpose_and_legal_basis_allow_lists(change: dict[str, Any], reason: Rea
 
 def test_new_signal_only_to_the_regies_kern() -> None:
     """A new case's signal may go only to the kern of the gemeente that will hold regie."""
-    signal = header("POL.west", MessageType.M1, ("POL.oost",), new_case_id())
+    signal = header("POL.west", MessageType.M1, ("POL.oost",), None)
     assert isinstance(decide(signal, None, ctx()), Refuse)
 
 

@@ -21,7 +21,7 @@ from schakel.bus import append_key_event
 from schakel.cli import _dead_letters
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
-from schakel.contracts.ids import OrgId, new_case_id
+from schakel.contracts.ids import MessageId, OrgId, case_id_for, new_message_id
 from schakel.contracts.topology import AUDIT_SUBJECT, CASES_BUCKET, DLQ_STREAM, KEYLOG_SUBJECT
 from schakel.harness.scenarios import POL, ZVH
 from schakel.hub.audit import parse_record, read_trail, verify_chain
@@ -38,10 +38,10 @@ async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _send(client: PartnerClient, case_id: str | None = None) -> str:
+async def _send(client: PartnerClient, message_id: MessageId | None = None) -> str:
     body = example_body(MessageType.M1)
-    draft = example_draft(MessageType.M1, body, case_id=case_id)  # type: ignore[arg-type]
-    return await client.send(body, draft, [OrgId(ZVH)])
+    draft = example_draft(MessageType.M1, body)
+    return await client.send(body, draft, [OrgId(ZVH)], message_id=message_id)
 
 
 async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
@@ -53,16 +53,12 @@ async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
     async with pair(inbound_attempts=2) as system:
         pol, zvh, hub = system.pol, system.zvh, system.hub
         assert hub.bus is not None
-        case_id = new_case_id()
-        await _send(pol, case_id)
-        item = await zvh.receive(timeout=10)
-        assert isinstance(item, Delivery)
-        await item.ack()
+        # Storage corruption under the id the next signal will open (derived from its id).
+        poisoned_id = new_message_id()
+        case_id = case_id_for(poisoned_id)
         kv = await hub.bus.kv(CASES_BUCKET)
-        entry = await kv.get(case_id)
-        assert entry is not None
-        await kv.update(case_id, b"not a case record", entry.revision)  # storage corruption
-        poisoned = await _send(pol, case_id)
+        assert await kv.create(case_id, b"not a case record") is not None
+        poisoned = await _send(pol, message_id=poisoned_id)
         notice = await pol.receive(timeout=30)
         assert isinstance(notice, Refusal)
         assert notice.notice.reason is ReasonCode.PROCESSING_FAILED

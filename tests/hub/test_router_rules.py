@@ -54,7 +54,8 @@ class Rig:
     def envelope(self, sender: str, to: tuple[str, ...], kind: MessageType = MessageType.M1,
                  message_id: MessageId | None = None) -> bytes:  # fmt: skip
         body = example_body(kind)
-        draft = example_draft(kind, body, case_id=new_case_id())
+        # A signal's case id is derived from its message id when it is sealed.
+        draft = example_draft(kind, body, case_id=None if kind is MessageType.M1 else new_case_id())
         return seal(body, draft, sender=self.ids[sender],
                     recipients=[self.directory.record(OrgId(o)) for o in to],
                     now=self.now, message_id=message_id or new_message_id())  # fmt: skip
