@@ -229,7 +229,8 @@ class Router:
             message_type=header.message_type,
             no_forward=header.no_forward,
             sender=sender,
-            recipients=header.recipient_orgs,
+            # registered organisations only: another name in a header is the sender's text
+            recipients=tuple(o for o in header.recipient_orgs if o in self._registry.partners()),
         )
         seen, revision = await self._messages.claim(message_id, claim)
         if seen is not None:
@@ -533,7 +534,8 @@ class Router:
             try:
                 self._directory.encryption_key(OrgId(recipient.org), recipient.kid, now)
             except KeyDirectoryError as exc:  # unknown, revoked or expired: nobody could open it
-                return ReasonCode.RECIPIENT_KEY_STALE, str(exc)
+                # not the message: it names the organisation the sender wrote
+                return ReasonCode.RECIPIENT_KEY_STALE, f"a recipient's key: {exc.code.value}"
         return None
 
     def _record(

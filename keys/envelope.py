@@ -299,7 +299,9 @@ def verify(raw: bytes, resolve_signer: SignerResolver, *, max_bytes: int | None 
     try:
         key = resolve_signer(OrgId(header.sender.org), KeyId(header.sender.kid), header.created_at)
     except KeyDirectoryError as exc:
-        raise EnvelopeError(f"signer: {exc}", exc.code) from exc
+        # The code, not the message: the message names the organisation and key the header
+        # claims, which are the sender's text until the signature is checked.
+        raise EnvelopeError(f"signer: {exc.code.value}", exc.code) from exc
     if not key.verify(_signed_digest(header_bytes, ciphertext), signature):
         raise EnvelopeError("signature does not verify", ReasonCode.BAD_SIGNATURE)
     return Verified(header=header, header_bytes=header_bytes, ciphertext=ciphertext, raw=raw)

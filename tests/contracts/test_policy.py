@@ -159,3 +159,24 @@ def test_toml_syntax_error_names_the_line() -> None:
     with pytest.raises(PolicyFileError) as info:
         parse_policy(text)
     assert info.value.line == _line_of(text, "version = = 1")
+
+
+def test_a_retention_start_the_hub_does_not_implement_is_refused() -> None:
+    """PROCESS.md leaves the start of the retention clock open ("make it configurable"); the
+    hub implements "closure" only, so any other start is refused at load, never ignored."""
+    text = POLICY_TEXT.replace('starts = "closure"', 'starts = "last_message"')
+    assert text != POLICY_TEXT
+    with pytest.raises(PolicyFileError, match="starts"):
+        parse_policy(text)
+
+
+def test_every_transition_says_who_decides_it() -> None:
+    """PROCESS.md's table has a "who decides" column; the policy carries it for each one."""
+    body = POLICY_TEXT[POLICY_TEXT.index("[[transitions]]") : POLICY_TEXT.index("[decisions]")]
+    blocks = body.split("[[transitions]]")[1:]
+    assert blocks
+    assert all("decided_by" in block for block in blocks)
+    start = POLICY_TEXT.index("[[transitions]]")
+    stripped = POLICY_TEXT[:start] + POLICY_TEXT[start:].replace('decided_by = "procesregie"', "", 1)
+    with pytest.raises(PolicyFileError, match="decided_by"):
+        parse_policy(stripped)
