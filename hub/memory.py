@@ -39,11 +39,19 @@ class Journal:
 
     entries: list[tuple[str, str, str]] = field(default_factory=list)
     fail_on: set[tuple[str, str]] = field(default_factory=set)
+    # (store, action) -> how many more times it succeeds before it fails
+    fail_after: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def write(self, store: str, action: str, subject: str) -> None:
         """Record an action, or fail it if told to."""
         if (store, action) in self.fail_on:
             raise StoreFailure(f"{store} {action} failed")
+        left = self.fail_after.get((store, action))
+        if left is not None:
+            if left == 0:
+                del self.fail_after[(store, action)]
+                raise StoreFailure(f"{store} {action} failed")
+            self.fail_after[(store, action)] = left - 1
         self.entries.append((store, action, subject))
 
     def actions(self) -> list[str]:

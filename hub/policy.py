@@ -36,7 +36,7 @@ from schakel.contracts.policy import (
 from schakel.hub.cases import CLOSED_STATES, CaseRecord, Invitation, InvitationStatus
 from schakel.hub.registry import Registry
 
-__all__ = ["Allow", "Context", "Refuse", "Verdict", "decide"]
+__all__ = ["Allow", "Context", "Refuse", "Verdict", "decide", "opened_by"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +320,12 @@ def _on_case(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx: C
     new_state = transition.to if transition else case.state
     closure = transition.closure if transition else None
     updated = _apply(header, case, new_state, ctx, closure)
-    opened = _handed_over(header, ctx) if header.message_type is MessageType.M16 else None
-    return Allow(case=updated, state_before=case.state, opened=opened)
+    return Allow(case=updated, state_before=case.state, opened=opened_by(header, ctx))
+
+
+def opened_by(header: EnvelopeHeader, ctx: Context) -> CaseRecord | None:
+    """The further case an allowed message opens: the new gemeente's, for a handover."""
+    return _handed_over(header, ctx) if header.message_type is MessageType.M16 else None
 
 
 def _handed_over(header: EnvelopeHeader, ctx: Context) -> CaseRecord:

@@ -45,7 +45,7 @@ from schakel.contracts.topology import (
 )
 from schakel.hub.audit import AuditRecord
 from schakel.hub.cases import CaseRecord
-from schakel.hub.policy import Allow, Context, Refuse, decide
+from schakel.hub.policy import Allow, Context, Refuse, decide, opened_by
 from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import Registry
 from schakel.hub.stores import Backlog, MessageEntry
@@ -479,7 +479,11 @@ class Router:
         for _ in range(_CAS_ATTEMPTS):
             case, revision = await self._cases.get(CaseId(header.case_id))
             if case is not None and case.has_applied(MessageId(header.message_id)):
-                return Allow(case=case, state_before=None)  # committed before a crash
+                # committed before a crash: finish what followed the commit
+                opened = opened_by(header, ctx)
+                if opened is not None:
+                    await self._open(opened, header)
+                return Allow(case=case, state_before=None, opened=opened)
             verdict = decide(header, case, ctx)
             if isinstance(verdict, Refuse):
                 # A refusal about an existing case names it in the audit trail (the privacy
@@ -490,19 +494,23 @@ class Router:
             full = await self._backlog_full(header)
             if full is not None:
                 return full
-            if verdict.opened is not None and not await self._open(verdict.opened, header):
-                return Refuse(ReasonCode.CONFLICT, "the case to open exists")
             if verdict.case is None or await self._cases.put(verdict.case, revision):
+                if verdict.opened is not None:
+                    await self._open(verdict.opened, header)
                 return verdict
         return Refuse(ReasonCode.CONFLICT, "case kept changing")
 
-    async def _open(self, opened: CaseRecord, header: EnvelopeHeader) -> bool:
-        """Create the case a message opens, before the case it comes from is committed, so a
-        crash in between is finished by the redelivery (the creation is idempotent)."""
+    async def _open(self, opened: CaseRecord, header: EnvelopeHeader) -> None:
+        """Create the case a message opens, once the case it comes from is committed (a crash
+        in between is finished by the redelivery: the old case has applied the message, and
+        the creation is idempotent)."""
         if await self._cases.put(opened, 0):
-            return True
+            return
         existing, _ = await self._cases.get(CaseId(opened.case_id))
-        return existing is not None and existing.has_applied(MessageId(header.message_id))
+        if existing is None or not existing.has_applied(MessageId(header.message_id)):
+            # Its id is derived from this message's (claimed, unique) id: only a hash
+            # collision gets here. Fail the message rather than merge two cases.
+            raise SchakelError("the case this message opens exists already")
 
     async def _backlog_full(self, header: EnvelopeHeader) -> Refuse | None:
         limits = self._policy.limits

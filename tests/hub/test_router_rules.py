@@ -16,12 +16,20 @@ from dataclasses import dataclass
 import pytest
 
 from schakel.contracts.clock import system_clock, whole_seconds
-from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.enums import CaseState, MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
-from schakel.contracts.ids import MessageId, OrgId, new_case_id, new_message_id
+from schakel.contracts.ids import (
+    CaseId,
+    MessageId,
+    OrgId,
+    case_id_for,
+    new_case_id,
+    new_message_id,
+)
 from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import HEADER_MSG_ID, inbound_subject
 from schakel.harness.scenarios import GEM, KMAR, OM, POL, ZVH
+from schakel.hub.cases import CaseRecord
 from schakel.hub.memory import (
     Journal,
     MemoryAudit,
@@ -37,12 +45,14 @@ from schakel.keys.envelope import seal
 from schakel.keys.identity import PartnerIdentity
 
 HUB = OrgId("HUB.rules")
+NEW_KERN = ("GEM.oosterdorp", "ZVH.oost", "POL.oost", "OM.oost")
 
 
 @dataclass
 class Rig:
     router: Router
     journal: Journal
+    cases: MemoryCaseStore
     messages: MemoryMessageRegistry
     audit: MemoryAudit
     outbox: MemoryOutbox
@@ -75,18 +85,19 @@ def rig() -> Rig:
     now = whole_seconds(system_clock) - dt.timedelta(days=3)
     ids = {
         org: PartnerIdentity.generate(OrgId(org), now=now - dt.timedelta(days=1))
-        for org in (POL, GEM, ZVH, OM, KMAR, HUB)
+        for org in (POL, GEM, ZVH, OM, KMAR, HUB, *NEW_KERN)
     }
     directory = KeyDirectory(i.public_record() for i in ids.values())
     journal = Journal()
     messages, audit = MemoryMessageRegistry(journal), MemoryAudit(journal)
     outbox = MemoryOutbox(journal, HUB)
+    cases = MemoryCaseStore(journal)
     router = Router(
         policy=default_policy(), registry=default_registry(), directory=directory,
-        cases=MemoryCaseStore(journal), messages=messages, audit=audit, outbox=outbox,
+        cases=cases, messages=messages, audit=audit, outbox=outbox,
         identity=ids[HUB], instance="hub-rules", clock=lambda: now,
     )  # fmt: skip
-    return Rig(router, journal, messages, audit, outbox, ids, directory, now)
+    return Rig(router, journal, cases, messages, audit, outbox, ids, directory, now)
 
 
 def _positions(journal: Journal, action: str) -> list[int]:
@@ -173,3 +184,45 @@ async def test_a_finished_message_redelivered_changes_nothing(rig: Rig) -> None:
     before = list(rig.journal.entries)
     assert (await rig.router.handle(item)).accepted
     assert rig.journal.entries == before
+
+
+def _handover(rig: Rig) -> tuple[bytes, CaseId]:
+    """A case at CASUSOVERLEG in the west, and its regie's handover to the oost."""
+    record = CaseRecord(
+        case_id=new_case_id(), state=CaseState.CASUSOVERLEG, regie_gemeente=OrgId(GEM),
+        melder=OrgId(POL), created_at=rig.now, updated_at=rig.now,
+    )  # fmt: skip
+    rig.cases.records[CaseId(record.case_id)] = (record, 1)
+    body = example_body(MessageType.M16).model_copy(update={"nieuwe_gemeente": NEW_KERN[0]})
+    draft = example_draft(MessageType.M16, body, case_id=CaseId(record.case_id)).model_copy(
+        update={"handover_to": NEW_KERN[0], "step": CaseState.CASUSOVERLEG}
+    )
+    raw = seal(body, draft, sender=rig.ids[GEM], now=rig.now,
+               recipients=[rig.directory.record(OrgId(o)) for o in NEW_KERN])  # fmt: skip
+    return raw, CaseId(record.case_id)
+
+
+async def test_a_handover_commits_the_old_case_before_it_opens_the_new_one(rig: Rig) -> None:
+    raw, old = _handover(rig)
+    outcome = await rig.router.handle(rig.inbound(GEM, raw))
+    assert outcome.accepted
+    assert rig.journal.actions() == [
+        "messages.claim", "cases.put", "cases.put", *["outbox.deliver"] * 4,
+        "audit.append", "audit.append", "messages.settle",
+    ]  # fmt: skip
+    new = case_id_for(outcome.message_id or "")
+    assert [e[2] for e in rig.journal.entries if e[:2] == ("cases", "put")] == [old, new]
+    assert [r.case_id for r in rig.audit.records] == [old, new]
+
+
+async def test_a_crash_between_the_two_cases_is_finished_by_the_redelivery(rig: Rig) -> None:
+    raw, old = _handover(rig)
+    rig.journal.fail_after[("cases", "put")] = 1  # the old case is committed, then a crash
+    with pytest.raises(StoreFailure):
+        await rig.router.handle(rig.inbound(GEM, raw))
+    assert rig.cases.records[old][0].state is CaseState.AFGESLOTEN
+    outcome = await rig.router.handle(rig.inbound(GEM, raw, seq=rig.seq))
+    assert outcome.accepted
+    new = case_id_for(outcome.message_id or "")
+    assert rig.cases.records[new][0].state is CaseState.INTAKE
+    assert sorted(len(q) for q in rig.outbox.waiting.values()) == [1, 1, 1, 1]
