@@ -213,7 +213,7 @@ class ScenarioRunner:
         if step.message_type is MessageType.M1 and alias not in self._world.cases:
             # A new signal opens its own case: the id follows from the message id.
             self._world.cases[alias] = case_id_for(message_id)
-        if step.message_type is MessageType.M16 and step.opens:
+        if step.message_type is MessageType.M16 and step.opens and step.expect == "delivered":
             self._world.cases[step.opens] = case_id_for(message_id)
         body, draft = self._body_and_draft(step)
         label = (

@@ -118,6 +118,9 @@ def _static(header: EnvelopeHeader, rule: MessageRule, ctx: Context) -> Refuse |
         return Refuse(ReasonCode.NOT_PERMITTED, "the sender is not a registered partner")
     if not {OrgId(o) for o in header.recipient_orgs} <= registered:
         return Refuse(ReasonCode.NOT_PERMITTED, "a recipient is not a registered partner")
+    named = (header.regie_gemeente, header.plan_part, header.handover_to)
+    if any(org is not None and OrgId(org) not in registered for org in named):
+        return Refuse(ReasonCode.NOT_PERMITTED, "a named organisation is not a registered partner")
     for org in header.recipient_orgs:
         r_cell = _cell(ctx, header.message_type, OrgId(org))
         if r_cell is None or not r_cell.receive or org == sender:
@@ -306,6 +309,12 @@ def _on_case(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx: C
     # Access is established: from here on the sender may learn about the case's state.
     if case.state not in rule.states or header.step not in rule.states:
         return Refuse(ReasonCode.STATE_NOT_ALLOWED, f"{header.message_type} in {case.state}")
+    if case.closure is ClosureReason.OVERGEDRAGEN and header.message_type is not MessageType.M2:
+        # The new gemeente holds the case now: the old one is neither re-opened nor handed
+        # over again; only its melder may still be told how it ended (M2).
+        return Refuse(ReasonCode.STATE_NOT_ALLOWED, "the case was handed over")
+    if header.regie_gemeente is not None and header.regie_gemeente != case.regie_gemeente:
+        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, "regie_gemeente is not the case's")
     sender = OrgId(header.sender.org)
     transition = ctx.policy.transition(
         header.message_type, header.decision, case.state, org_type_of(sender)
@@ -363,12 +372,11 @@ def _apply(
     changes: dict[str, object] = {}
     if header.message_type is MessageType.M6 and header.invitation is not None:
         ref = header.invitation
+        revoking = header.decision is Decision.INTREKKEN
         for org in map(OrgId, header.recipient_orgs):
-            status = (
-                InvitationStatus.REVOKED
-                if header.decision is Decision.INTREKKEN
-                else InvitationStatus.OPEN
-            )
+            status = InvitationStatus.REVOKED if revoking else InvitationStatus.OPEN
+            if revoking:  # a revoked invitee is no longer involved in the case at all
+                participants.discard(org)
             _replace(
                 invitations,
                 Invitation(id=ref.id, org=org, scope=ref.scope, status=status, at=ctx.now),

@@ -245,7 +245,7 @@ class Router:
             # The sender's own claim, the work unfinished: a crash, or the operator replaying a
             # quarantined message. Every step is idempotent; carry on.
             claim = seen
-        decided = await self._decide(header, now)
+        decided = await self._decide(header, now, resumed=seen is not None)
         if isinstance(decided, Refuse):
             outcome = await self._refuse(
                 item, sender, now, decided.reason, decided.detail, header,
@@ -281,8 +281,11 @@ class Router:
         )
         return Outcome(accepted=True, message_id=message_id)
 
-    async def _decide(self, header: EnvelopeHeader, now: dt.datetime) -> Allow | Refuse:
-        """Time window, recipient keys, then the policy against the case (and its commit)."""
+    async def _decide(
+        self, header: EnvelopeHeader, now: dt.datetime, *, resumed: bool
+    ) -> Allow | Refuse:
+        """Time window, recipient keys, then the policy against the case (and its commit).
+        ``resumed``: this message's own unfinished claim was taken over (a redelivery)."""
         problem = self._time_problem(header, now) or self._recipient_key_problem(header, now)
         if problem:
             return Refuse(problem[0], problem[1])
@@ -298,7 +301,7 @@ class Router:
             now=now,
             replies_to_no_forward=replies_to_no_forward,
         )
-        return await self._decide_and_commit(header, ctx)
+        return await self._decide_and_commit(header, ctx, resumed=resumed)
 
     async def _receipt(self, item: Inbound, org: OrgId, now: dt.datetime) -> Outcome:
         """A recipient's signed receipt: record it, audit it, pass it on to the sender."""
@@ -470,7 +473,9 @@ class Router:
                 dedupe_id=dedupe_id,
             )
 
-    async def _decide_and_commit(self, header: EnvelopeHeader, ctx: Context) -> Allow | Refuse:
+    async def _decide_and_commit(
+        self, header: EnvelopeHeader, ctx: Context, *, resumed: bool
+    ) -> Allow | Refuse:
         if header.case_id is None:
             verdict = decide(header, None, ctx)
             if isinstance(verdict, Refuse):
@@ -479,6 +484,10 @@ class Router:
         for _ in range(_CAS_ATTEMPTS):
             case, revision = await self._cases.get(CaseId(header.case_id))
             if case is not None and case.has_applied(MessageId(header.message_id)):
+                if not resumed:
+                    # The case applied this id, but this is no redelivery of ours: the id was
+                    # used before (its registry entry has since expired). Never skip the policy.
+                    return Refuse(ReasonCode.DUPLICATE, "replay", case_exists=True)
                 # committed before a crash: finish what followed the commit
                 opened = opened_by(header, ctx)
                 if opened is not None:
@@ -493,12 +502,12 @@ class Router:
             # Back-pressure before the commit: a refused message never changes the case.
             full = await self._backlog_full(header)
             if full is not None:
-                return full
+                return dataclasses.replace(full, case_exists=case is not None)
             if verdict.case is None or await self._cases.put(verdict.case, revision):
                 if verdict.opened is not None:
                     await self._open(verdict.opened, header)
                 return verdict
-        return Refuse(ReasonCode.CONFLICT, "case kept changing")
+        return Refuse(ReasonCode.CONFLICT, "case kept changing", case_exists=True)
 
     async def _open(self, opened: CaseRecord, header: EnvelopeHeader) -> None:
         """Create the case a message opens, once the case it comes from is committed (a crash

@@ -62,10 +62,13 @@ class Rig:
     seq: int = 0
 
     def envelope(self, sender: str, to: tuple[str, ...], kind: MessageType = MessageType.M1,
-                 message_id: MessageId | None = None) -> bytes:  # fmt: skip
+                 message_id: MessageId | None = None,
+                 case_id: CaseId | None = None) -> bytes:  # fmt: skip
         body = example_body(kind)
         # A signal's case id is derived from its message id when it is sealed.
-        draft = example_draft(kind, body, case_id=None if kind is MessageType.M1 else new_case_id())
+        if case_id is None and kind is not MessageType.M1:
+            case_id = new_case_id()
+        draft = example_draft(kind, body, case_id=case_id)
         return seal(body, draft, sender=self.ids[sender],
                     recipients=[self.directory.record(OrgId(o)) for o in to],
                     now=self.now, message_id=message_id or new_message_id())  # fmt: skip
@@ -226,3 +229,17 @@ async def test_a_crash_between_the_two_cases_is_finished_by_the_redelivery(rig: 
     new = case_id_for(outcome.message_id or "")
     assert rig.cases.records[new][0].state is CaseState.INTAKE
     assert sorted(len(q) for q in rig.outbox.waiting.values()) == [1, 1, 1, 1]
+
+
+async def test_an_old_message_id_on_its_case_is_a_replay_not_a_pass(rig: Rig) -> None:
+    """The case remembers the ids it applied longer than the registry remembers ids: a party
+    that saw a message may not reuse its id, once forgotten, to skip the policy."""
+    first = await rig.router.handle(rig.inbound(POL, rig.envelope(POL, (GEM, ZVH))))
+    assert first.accepted and first.message_id is not None
+    del rig.messages.entries[first.message_id]  # the registry's lifetime ended
+    rig.journal.entries.clear()
+    reused = rig.envelope(OM, (ZVH,), MessageType.M3, message_id=first.message_id,
+                          case_id=case_id_for(first.message_id))  # fmt: skip
+    outcome = await rig.router.handle(rig.inbound(OM, reused))
+    assert outcome.reason is ReasonCode.DUPLICATE
+    assert "outbox.deliver" not in rig.journal.actions()
