@@ -71,7 +71,7 @@ from schakel.contracts.topology import (
 )
 from schakel.keys.crypto import VerifyKey
 from schakel.keys.directory import KeyDirectory
-from schakel.keys.envelope import open_envelope, seal
+from schakel.keys.envelope import MissingPrivateKey, Opened, open_envelope, seal
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import KeyLog
 from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore
@@ -166,9 +166,14 @@ class PartnerClient:
         receipts: bool = _DEFAULTS.receipts,
         on_alarm: Callable[[str], None] | None = None,
         clock: Clock = system_clock,
+        identity_source: Callable[[], PartnerIdentity] | None = None,
     ) -> None:
+        """``identity_source`` reads this partner's identity again (its keystore): when the
+        key directory shows a key of ours we do not hold, or a delivery is for one, the client
+        loads it from there before it calls it a compromise or gives up on the delivery."""
         self.identity = identity
         self._clock = clock
+        self._identity_source = identity_source
         self.url = nats_url
         self._authority = authority
         self._max_age = max_directory_age
@@ -213,13 +218,20 @@ class PartnerClient:
         authority = settings.authority_key()
         if settings.nats_url is None or authority is None:
             raise SettingsError("the SDK needs nats_url and authority_public")
+        reload: Callable[[], PartnerIdentity] | None = None
         if identity is None:
-            if settings.keystore is None:
+            keystore = settings.keystore
+            if keystore is None:
                 raise SettingsError("the SDK needs keystore (or an identity)")
             passphrase = os.environ.get(PASSPHRASE_ENV)
             if not passphrase:
                 raise SettingsError(f"no passphrase for the keystore: set {PASSPHRASE_ENV}")
-            identity = load_keystore(settings.keystore, SecretStr(passphrase))
+            secret = SecretStr(passphrase)
+
+            def reload() -> PartnerIdentity:
+                return load_keystore(keystore, secret)
+
+            identity = reload()
         return cls(
             identity,
             settings.nats_url,
@@ -232,6 +244,7 @@ class PartnerClient:
             receipts=settings.receipts,
             on_alarm=on_alarm,
             clock=clock,
+            identity_source=reload,
         )
 
     @property
@@ -295,9 +308,28 @@ class PartnerClient:
         self.identity = identity
         self._own_keys |= self._public_keys(identity)
 
+    def _reload_identity(self) -> bool:
+        """Read our identity again from its source (a rotation done by the CLI on the
+        keystore); ``True`` if it holds keys we did not have."""
+        if self._identity_source is None:
+            return False
+        try:
+            fresh = self._identity_source()
+        except SchakelError as exc:
+            _log.warning("identity_reload_failed", error=type(exc).__name__)
+            return False
+        if fresh.org != self.org:
+            return False
+        known = set(self._own_keys)
+        self.update_identity(fresh)
+        return self._own_keys != known
+
     def _check_own_keys(self, log: KeyLog) -> None:
-        """Key transparency's self-monitoring: alarm at a key of ours we never held."""
+        """Key transparency's self-monitoring: alarm at a key of ours we never held (after
+        looking in our keystore: the security officer may have rotated it meanwhile)."""
         signing, encryption = log.keys_of(self.org)
+        if (signing | encryption) - self._own_keys:
+            self._reload_identity()
         for foreign in (signing | encryption) - self._own_keys:
             if foreign in self._alarmed:
                 continue
@@ -400,12 +432,13 @@ class PartnerClient:
             await msg.ack()
             return None
         try:
-            opened = await asyncio.to_thread(
-                functools.partial(open_envelope, now=self._clock()),
-                msg.data,
-                self.identity,
-                self.directory.signer,
-            )
+            opened = await self._open(msg.data)
+        except MissingPrivateKey:
+            # Addressed to a key of ours we do not hold: left unacknowledged, so JetStream
+            # hands it out again on the consumer's back-off schedule (never dropped); after the
+            # last attempt the hub dead-letters it and tells the sender.
+            _log.warning("delivery_for_unknown_own_key", attempt=msg.attempt)
+            return None
         except EnvelopeError as exc:
             await msg.ack()
             _log.warning("delivery_rejected", reason=exc.reason, subject=msg.subject)
@@ -421,6 +454,22 @@ class PartnerClient:
             _seen=self._seen,
             _after_ack=self._send_receipt if self._receipts else None,
         )
+
+    async def _open(self, data: bytes) -> Opened:
+        """Open a delivery; once, if it is for a key of ours we do not hold, after reading our
+        identity again."""
+        for attempt in range(2):
+            try:
+                return await asyncio.to_thread(
+                    functools.partial(open_envelope, now=self._clock()),
+                    data,
+                    self.identity,
+                    self.directory.signer,
+                )
+            except MissingPrivateKey:
+                if attempt or not await asyncio.to_thread(self._reload_identity):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _send_receipt(self, delivery: Delivery) -> None:
         """Tell the sender, through the hub, that our back office processed its message.

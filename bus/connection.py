@@ -8,6 +8,7 @@ What the layers above see are Schakel's own types (:class:`Message`, :class:`Sto
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import time
@@ -35,6 +36,7 @@ from nats.js.kv import KeyValue
 from schakel.bus.errors import TransportError, error_code, mapped
 
 __all__ = [
+    "FIRST_CONNECT_TIMEOUT",
     "Bus",
     "Credentials",
     "Kv",
@@ -53,6 +55,9 @@ _WRONG_LAST_SEQUENCE: Final = 10071
 # not there). Any other error, e.g. 10059 "stream not found", is a failure, not an answer.
 _NO_MESSAGE: Final = 10037
 _NO_MESSAGE_TO_DELETE: Final = 10057
+# How long the first connection may take: after it the client reconnects for ever, but a
+# server that was never reached is a configuration error to report, not to wait out.
+FIRST_CONNECT_TIMEOUT: Final = 10.0
 _EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 
 
@@ -306,10 +311,18 @@ class Bus:
     client reconnects for ever, to whichever server is up.
     """
 
-    def __init__(self, url: str, *, name: str, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        credentials: Credentials | None = None,
+        connect_timeout: float = FIRST_CONNECT_TIMEOUT,
+    ) -> None:
         self.url = url
         self.name = name
         self._credentials = credentials
+        self._connect_timeout = connect_timeout
         self._nc: Client | None = None
 
     @property
@@ -326,7 +339,14 @@ class Bus:
 
     async def __aenter__(self) -> Self:
         try:
-            self._nc = await _connect(self.url, self.name, self._credentials)
+            self._nc = await asyncio.wait_for(
+                _connect(self.url, self.name, self._credentials), self._connect_timeout
+            )
+        except TimeoutError as exc:
+            raise TransportError(
+                f"cannot connect to {redacted(self.url)} within {self._connect_timeout:g} s "
+                "(is the server up, the URL right, TLS and credentials as configured?)"
+            ) from exc
         except Exception as exc:
             raise TransportError(
                 f"cannot connect to {redacted(self.url)}: {type(exc).__name__}"

@@ -8,8 +8,9 @@ Every error Schakel raises on purpose derives from :class:`SchakelError`
     │   ├── PolicyFileError      the routing policy file is invalid (names the line)
     │   └── JsonTooDeep          untrusted JSON too large or too deeply nested (boundedjson)
     ├── EnvelopeError            an envelope or statement could not be sealed, verified or
-    │                            opened; deliberately opaque: ``reason`` is for logs and
-    │                            audit only, ``code`` is the refusal reason for the sender
+    │   │                        opened; deliberately opaque: ``reason`` is for logs and
+    │   │                        audit only, ``code`` is the refusal reason for the sender
+    │   └── MissingPrivateKey    (keys.envelope) for a key of ours not held: retry, never drop
     ├── KeysError                (keys.errors) key material, keystores, the key directory
     │   ├── KeyMaterialError     a key or signature of the wrong length or form
     │   ├── CryptoFailure        (keys.crypto) a primitive rejected its input

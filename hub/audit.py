@@ -283,6 +283,8 @@ def format_record(record: AuditRecord) -> str:
     if record.event == "routed":
         state = f"{record.state_before or 'new'} -> {record.state_after}"
         outcome = f"routed    {state}"
-    else:
+    elif record.event == "refused":
         outcome = f"REFUSED   {record.reason}"
+    else:  # receipted, dead-lettered, expired, quarantined
+        outcome = f"{record.event:<9} {record.reason or ''}".rstrip()
     return f"  #{record.index:<3} {record.at:%H:%M:%S}  {what} {who:<58} {outcome}"

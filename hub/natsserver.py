@@ -49,6 +49,25 @@ def free_port() -> int:
         return port
 
 
+def _kept_port(data_dir: Path) -> int:
+    """The port recorded for ``data_dir`` if it is still free, else a new one (recorded)."""
+    record = data_dir / "port"
+    if record.is_file():
+        text = record.read_text("ascii").strip()
+        if text.isdigit():
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", int(text)))
+                except OSError:
+                    pass
+                else:
+                    return int(text)
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(f"{port}\n", "ascii")
+    return port
+
+
 class NatsServer:
     """A ``nats-server`` child process with JetStream; an async context manager."""
 
@@ -61,9 +80,12 @@ class NatsServer:
         cluster: tuple[int, list[int]] | None = None,
         config: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        keep_port: bool = False,
     ) -> None:
+        """``keep_port``: use the port this data directory used before (written beside it),
+        so that partners of an embedded server find it again after a restart."""
         self.data_dir = data_dir
-        self.port = port or free_port()
+        self.port = port or (_kept_port(data_dir) if keep_port else free_port())
         self.name = name
         self._cluster = cluster
         self._config = config

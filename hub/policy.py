@@ -66,6 +66,7 @@ class Refuse:
     reason: ReasonCode
     detail: str
     case_exists: bool = False  # set by the router: the refusal is about an existing case
+    fields: tuple[str, ...] = ()  # names of the header fields at fault, told to the sender
 
 
 Verdict = Allow | Refuse
@@ -126,18 +127,26 @@ def _static(header: EnvelopeHeader, rule: MessageRule, ctx: Context) -> Refuse |
         if r_cell is None or not r_cell.receive or org == sender:
             return Refuse(ReasonCode.NOT_PERMITTED, f"{org} may not receive")
     present = header.present_fields()
-    if not rule.required_fields <= present or not present <= (
-        rule.required_fields | rule.optional_fields
-    ):
-        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, f"fields {sorted(present)}")
+    missing = rule.required_fields - present
+    extra = present - rule.required_fields - rule.optional_fields
+    if missing or extra:
+        names = ", ".join(
+            [f"{f.value} missing" for f in sorted(missing)]
+            + [f"{f.value} not allowed" for f in sorted(extra)]
+        )
+        at_fault = tuple(sorted(f.value for f in missing | extra))
+        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, names, fields=at_fault)
     if (header.case_id is not None) != (rule.case == "required"):
-        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, f"case binding is {rule.case}")
+        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, f"case binding is {rule.case}",
+                      fields=("case_id",))  # fmt: skip
     if header.decision is not None and header.decision not in policy.decisions.get(
         header.message_type, frozenset()
     ):
-        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, f"decision {header.decision}")
+        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, f"decision {header.decision}",
+                      fields=("decision",))  # fmt: skip
     if rule.force_no_forward and not header.no_forward:
-        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, "no_forward is required")
+        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, "no_forward is required",
+                      fields=("no_forward",))  # fmt: skip
     if header.purpose not in rule.purposes:
         return Refuse(ReasonCode.PURPOSE_NOT_ALLOWED, str(header.purpose))
     if not policy.legal_basis_allowed(header.legal_basis, sender_type, header.message_type):
@@ -314,7 +323,8 @@ def _on_case(header: EnvelopeHeader, rule: MessageRule, case: CaseRecord, ctx: C
         # over again; only its melder may still be told how it ended (M2).
         return Refuse(ReasonCode.STATE_NOT_ALLOWED, "the case was handed over")
     if header.regie_gemeente is not None and header.regie_gemeente != case.regie_gemeente:
-        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, "regie_gemeente is not the case's")
+        return Refuse(ReasonCode.HEADER_FIELDS_INVALID, "regie_gemeente is not the case's",
+                      fields=("regie_gemeente",))  # fmt: skip
     sender = OrgId(header.sender.org)
     transition = ctx.policy.transition(
         header.message_type, header.decision, case.state, org_type_of(sender)

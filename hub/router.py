@@ -249,7 +249,7 @@ class Router:
         if isinstance(decided, Refuse):
             outcome = await self._refuse(
                 item, sender, now, decided.reason, decided.detail, header,
-                case_exists=decided.case_exists,
+                case_exists=decided.case_exists, fields=decided.fields,
             )  # fmt: skip
             refused = claim.model_copy(update={"status": "refused"})
             await self._messages.settle(message_id, refused, revision)
@@ -452,12 +452,14 @@ class Router:
         reason: ReasonCode,
         message_id: MessageId | None,
         dedupe_id: str,
+        fields: tuple[str, ...] = (),
     ) -> None:
         notice = RefusalNotice(
             message_id=message_id,
             recipient=sender,
             reason=reason,
             text=REASON_TEXTS[reason],
+            fields=fields or None,
             at=now,
             hub=self._identity.org,
             hub_kid=self._identity.signing_kid,
@@ -614,6 +616,7 @@ class Router:
         header: EnvelopeHeader | None,
         *,
         case_exists: bool = False,
+        fields: tuple[str, ...] = (),
     ) -> Outcome:
         hint = item.msg_id_hint if item.msg_id_hint and _UUID.match(item.msg_id_hint) else None
         message_id = MessageId(header.message_id) if header else MessageId(hint) if hint else None
@@ -640,8 +643,9 @@ class Router:
             )
         )
         await self._notify(
-            sender, now, reason, message_id, dedupe_id=f"refusal:{sender}:{item.seq}"
-        )
+            sender, now, reason, message_id, dedupe_id=f"refusal:{sender}:{item.seq}",
+            fields=fields,
+        )  # fmt: skip
         _log.info(
             "message_refused",
             message_id=message_id,

@@ -125,7 +125,7 @@ class Hub:
         settings = self.settings
         url = settings.nats_url
         if url is None:
-            server = NatsServer(settings.data_dir / "nats")
+            server = NatsServer(settings.data_dir / "nats", keep_port=True)
             url = (await self._stack.enter_async_context(server)).url
         self.url = url
         bus = await self._stack.enter_async_context(
@@ -588,9 +588,10 @@ async def provision(
     credentials: Credentials | None = None,
     ack_wait: float = ACK_WAIT,
     redelivery: tuple[float, ...] = REDELIVERY,
-) -> None:
+) -> list[OrgId]:
     """Operator step: topology, then each request appended to the key log (registrations of
-    organisations already in the log are skipped), then the partners' delivery consumers."""
+    organisations already in the log are skipped), then the partners' delivery consumers.
+    Returns the organisations whose registration was skipped."""
     async with Bus(url, name="schakel-operator", credentials=credentials) as bus:
         topology = Topology(
             bus, policy.limits, replicas=replicas, ack_wait=ack_wait, redelivery=redelivery
@@ -598,15 +599,18 @@ async def provision(
         await topology.ensure()
         follower = DirectoryFollower(KeyDirectory(), authority.public)
         await follower.sync(bus)
-        orgs = []
+        orgs, skipped = [], []
         for request in requests:
             org = OrgId(request.event.org)
             registered = org in follower.directory
-            if not (registered and request.event.kind is KeyEventKind.REGISTER):
+            if registered and request.event.kind is KeyEventKind.REGISTER:
+                skipped.append(org)
+            else:
                 await append_key_event(bus, request, authority)
             if org_type_of(org) is not OrgType.HUB:
                 orgs.append(org)
         await topology.ensure_partners(orgs)
+        return skipped
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

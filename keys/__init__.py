@@ -8,7 +8,14 @@
 
 from schakel.keys.crypto import CryptoFailure, SigningKey, VerifyKey
 from schakel.keys.directory import KeyDirectory
-from schakel.keys.envelope import Opened, open_envelope, seal, split_envelope, verify
+from schakel.keys.envelope import (
+    MissingPrivateKey,
+    Opened,
+    open_envelope,
+    seal,
+    split_envelope,
+    verify,
+)
 from schakel.keys.errors import (
     KeyDirectoryError,
     KeyMaterialError,
@@ -30,6 +37,7 @@ __all__ = [
     "KeyMaterialError",
     "KeysError",
     "KeystoreError",
+    "MissingPrivateKey",
     "Opened",
     "PartnerIdentity",
     "PublicKeyRecord",

@@ -48,6 +48,7 @@ from schakel.keys.identity import PartnerIdentity, PublicKeyRecord
 __all__ = [
     "MAGIC",
     "MAX_BODY_BYTES",
+    "MissingPrivateKey",
     "Opened",
     "SignerResolver",
     "Verified",
@@ -125,6 +126,12 @@ def _signed_digest(header_bytes: bytes, ciphertext: bytes) -> bytes:
 
 def _utc_now() -> dt.datetime:
     return whole_seconds(system_clock)
+
+
+class MissingPrivateKey(EnvelopeError):
+    """The envelope is for a key of ours this identity does not hold: a rotation the keystore
+    has and this process has not loaded yet, or a lost key. Not the envelope's fault: a
+    receiver retries it later rather than drop it."""
 
 
 def seal(
@@ -328,7 +335,7 @@ def open_envelope(
         raise EnvelopeError("not a recipient")
     private = recipient.encryption_keys.get(KeyId(entry.kid))
     if private is None:
-        raise EnvelopeError("no private key for the recipient key id")
+        raise MissingPrivateKey("no private key for the recipient key id")
     try:
         key = private.unseal(entry.wrapped_key)
     except CryptoFailure:

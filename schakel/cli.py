@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import getpass
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,12 +17,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from schakel.bus import Credentials
+from schakel.bus import Credentials, redacted
 from schakel.bus.settings import CONFIG_ENV, Settings
 from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import OrgType
 from schakel.contracts.errors import SchakelError
-from schakel.contracts.ids import KeyId, OrgId, org_type_of
+from schakel.contracts.ids import KEY_ID_PATTERN, KeyId, OrgId, org_type_of
 from schakel.contracts.keyevents import KeyEventRequest, RevocationReason
 from schakel.contracts.policy import default_policy
 from schakel.hub.registry import default_registry, load_registry
@@ -47,6 +48,10 @@ def _passphrase(confirm: bool, env: str = PASSPHRASE_ENV) -> SecretStr:
 
 
 def _org_id(org: str, org_type: str | None) -> OrgId:
+    if "." not in org and org_type is None:
+        raise SchakelError(
+            f"--org {org!r} needs --type (e.g. --type POL), or give the full id (POL.{org.lower()})"
+        )
     candidate = org if "." in org else f"{org_type}.{org.lower()}"
     try:
         kind = org_type_of(candidate)
@@ -118,12 +123,24 @@ async def _append(
             )
 
 
+def _request_file(path: Path) -> KeyEventRequest:
+    """A registration request file, or one line saying what is wrong with it."""
+    try:
+        return KeyEventRequest.model_validate_json(path.read_bytes())
+    except OSError:
+        raise SchakelError(f"{path}: cannot be read") from None
+    except ValueError:
+        raise SchakelError(
+            f"{path}: not a key event request (make one with `schakel keys init`)"
+        ) from None
+
+
 def _keys_register(args: argparse.Namespace) -> int:
     from schakel.hub.service import provision
 
     settings = _settings(args)
-    requests = [KeyEventRequest.model_validate_json(Path(p).read_text()) for p in args.requests]
-    asyncio.run(
+    requests = [_request_file(Path(p)) for p in args.requests]
+    skipped = asyncio.run(
         provision(
             _nats_url(settings),
             default_policy(),
@@ -132,8 +149,12 @@ def _keys_register(args: argparse.Namespace) -> int:
             credentials=settings.credentials(),
         )
     )
-    sys.stdout.write(f"registered {len(requests)} organisation(s)\n")
-    return 0
+    for org in skipped:
+        sys.stderr.write(
+            f"{org} is registered already: nothing changed (new keys: `schakel keys rotate`)\n"
+        )
+    sys.stdout.write(f"registered {len(requests) - len(skipped)} organisation(s)\n")
+    return 1 if skipped else 0
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
@@ -147,20 +168,48 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     # whatever was sealed to them can still be opened; destroy them after that.
     keep = dt.timedelta(days=args.overlap_days + default_policy().limits.max_lifetime_days)
     rotated = rotated.prune_encryption_keys(now, keep)
-    save_keystore(rotated, path, passphrase)  # keep the new private key before publishing it
+    new_kid = rotated.certificates[-1].kid
+    url, credentials = _nats_url(settings), settings.credentials()
+    authority = _authority_key(args.authority)
+    # The new private key is kept before its public key is published (a running adapter
+    # reloads the keystore when it sees the key); if the publication fails, the keystore is
+    # put back as it was, unless the key reached the log after all.
+    save_keystore(rotated, path, passphrase)
     request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
-    asyncio.run(
-        _append(
-            _nats_url(settings), [request], _authority_key(args.authority), settings.credentials()
-        )
-    )
-    sys.stdout.write(f"new encryption key {rotated.certificates[-1].kid} for {identity.org}\n")
+    try:
+        asyncio.run(_append(url, [request], authority, credentials))
+    except (SchakelError, OSError):
+        if not asyncio.run(_key_published(url, credentials, authority.public, identity.org,
+                                          new_kid)):  # fmt: skip
+            save_keystore(identity, path, passphrase)
+            sys.stderr.write("the keystore is as it was\n")
+        raise
+    sys.stdout.write(f"new encryption key {new_kid} for {identity.org}\n")
     return 0
+
+
+async def _key_published(
+    url: str, credentials: Credentials | None, authority: VerifyKey, org: OrgId, kid: str
+) -> bool:
+    """Whether ``kid`` is in the key log under ``org`` (``False`` if that cannot be read)."""
+    from schakel.bus import Bus, DirectoryFollower
+    from schakel.keys.directory import KeyDirectory
+
+    try:
+        async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
+            follower = DirectoryFollower(KeyDirectory(), authority)
+            await follower.sync(bus)
+    except SchakelError:
+        return False
+    record = follower.directory.record(org) if org in follower.directory else None
+    return record is not None and record.encryption_key(kid) is not None
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
     settings = _settings(args)
     org = _org_id(args.org, None)
+    if not re.fullmatch(KEY_ID_PATTERN, args.kid):
+        raise SchakelError("--kid: not a key id (sig-... or enc-... and 32 hex digits)")
     request = sign_request(
         revoke_request(org, KeyId(args.kid), args.reason, system_clock()), None
     )
@@ -241,6 +290,24 @@ def _authority_public(settings: Settings) -> VerifyKey:
     return key
 
 
+def _embedded_identity(data_dir: Path) -> PartnerIdentity:
+    """The hub key of a hub run without ``--identity`` (development): made once, kept in the
+    data directory (keystore and its passphrase, both 0600), so that partners that learned it
+    keep verifying its refusal notices after a restart."""
+    import secrets
+
+    keystore, secret = data_dir / "hub.keystore", data_dir / "hub.keystore.passphrase"
+    if keystore.is_file() and secret.is_file():
+        return load_keystore(keystore, SecretStr(secret.read_text("ascii").strip()))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    passphrase = secrets.token_urlsafe(24)
+    secret.touch(mode=0o600)
+    secret.write_text(passphrase + "\n", "ascii")
+    identity = PartnerIdentity.generate(OrgId("HUB.local"))
+    save_keystore(identity, keystore, SecretStr(passphrase))
+    return identity
+
+
 def _hub_run(args: argparse.Namespace) -> int:
     from schakel.hub.logconfig import configure_logging
     from schakel.hub.service import Hub
@@ -252,19 +319,32 @@ def _hub_run(args: argparse.Namespace) -> int:
     if config.identity is not None:
         identity = load_keystore(config.identity, _passphrase(confirm=False))
     else:
-        identity = PartnerIdentity.generate(OrgId("HUB.local"))
+        identity = _embedded_identity(config.data_dir)
     request = settings.data_dir / f"{identity.org}.register.json"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     request.write_text(registration(identity).model_dump_json(indent=2) + "\n", "utf-8")
 
-    async def serve() -> None:
+    async def serve() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        starting = asyncio.current_task()
+
+        def on_signal() -> None:  # honoured at any moment, also while still connecting
+            stop.set()
+            if starting is not None and not started.is_set():
+                starting.cancel()
+
+        started = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        async with Hub(settings, identity) as hub:
-            sys.stderr.write(f"schakel hub running on {hub.url}; Ctrl-C stops it\n")
-            await stop.wait()
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            async with Hub(settings, identity) as hub:
+                started.set()
+                sys.stderr.write(f"schakel hub running on {redacted(hub.url)}; Ctrl-C stops it\n")
+                await stop.wait()
+        except asyncio.CancelledError:
+            return False  # stopped before it was up
+        return True
 
     asyncio.run(serve())
     return 0
@@ -345,7 +425,13 @@ def _nats_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _dead_letters(url: str, replay: bool, credentials: Credentials | None = None) -> int:
+async def _dead_letters(
+    url: str,
+    replay: bool,
+    credentials: Credentials | None = None,
+    only: frozenset[int] | None = None,
+) -> int:
+    """List (or replay) the dead letters; ``only`` limits both to these stream sequences."""
     from schakel.bus import Bus
     from schakel.contracts.topology import (
         DLQ_STREAM,
@@ -359,6 +445,8 @@ async def _dead_letters(url: str, replay: bool, credentials: Credentials | None 
     async with Bus(url, name="schakel-dlq", credentials=credentials) as bus:
         count = 0
         async for msg in bus.scan(DLQ_STREAM):
+            if only is not None and msg.seq not in only:
+                continue
             original = msg.headers.get(HEADER_ORIGINAL_SUBJECT, "")
             sys.stdout.write(
                 f"#{msg.seq} {msg.subject} from {original} after "
@@ -377,9 +465,15 @@ async def _dead_letters(url: str, replay: bool, credentials: Credentials | None 
 
 def _dlq(args: argparse.Namespace) -> int:
     replay = args.dlq_command == "replay"
+    only = frozenset(args.seq) if args.seq else None
+    if replay and only is None and not args.all:
+        raise SchakelError(
+            "name the dead letters to replay (--seq N, as `schakel dlq list` shows them) "
+            "or pass --all"
+        )
     settings = _settings(args)
     url, credentials = _nats_url(settings), settings.credentials()
-    asyncio.run(_dead_letters(url, replay=replay, credentials=credentials))
+    asyncio.run(_dead_letters(url, replay=replay, credentials=credentials, only=only))
     return 0
 
 
@@ -387,6 +481,13 @@ def _demo(args: argparse.Namespace) -> int:
     from schakel.harness.demo import run_demo
 
     return 0 if asyncio.run(run_demo()) else 1
+
+
+def _positive(text: str) -> int:
+    """A whole number of days, at least one."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a whole number of days, at least 1")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = keys.add_parser("rotate", help="new encryption key for an organisation")
     rotate.add_argument("--keystore", required=True, help="the organisation's keystore")
     rotate.add_argument("--authority", required=True, help="directory authority keystore")
-    rotate.add_argument("--days", type=int, default=365, help="validity of the new key")
+    rotate.add_argument("--days", type=_positive, default=365, help="validity of the new key")
     rotate.add_argument(
-        "--overlap-days", type=int, default=7, help="keep superseded keys this long + lifetime"
-    )
+        "--overlap-days", type=_positive, default=7,
+        help="keep superseded keys this long + lifetime",
+    )  # fmt: skip
     _add_nats(rotate)
     rotate.set_defaults(handler=_keys_rotate)
     revoke = keys.add_parser("revoke", help="revoke a key, effective immediately")
@@ -464,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("list", "list dead letters"), ("replay", "deliver them again")):
         sub = dlq.add_parser(name, help=text)
         _add_nats(sub)
+        sub.add_argument("--seq", type=int, action="append", help="only this dead letter "
+                         "(its #number in `dlq list`); repeatable")  # fmt: skip
+        if name == "replay":
+            sub.add_argument("--all", action="store_true", help="replay every dead letter")
+        else:
+            sub.set_defaults(all=False)
         sub.set_defaults(handler=_dlq)
 
     natscfg = commands.add_parser(

@@ -41,3 +41,109 @@ def test_keys_init_rejects_bad_org(tmp_path: Path) -> None:
     result = _run("keys", "init", "--org", "XYZ.foo", "--out", str(tmp_path), env=env)
     assert result.returncode == 2
     assert "not an organisation id" in result.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # nothing listens there once the probe is closed
+
+
+def _hub_run_against_nothing(tmp_path: Path) -> list[str]:
+    import base64
+
+    key = base64.b64encode(bytes(range(32))).decode()
+    return [sys.executable, "-m", "schakel", "hub", "run",
+            "--nats", f"nats://127.0.0.1:{_closed_port()}", "--authority-public", key,
+            "--data-dir", str(tmp_path)]  # fmt: skip
+
+
+def test_a_hub_that_cannot_connect_says_so_in_one_line_and_exits(tmp_path: Path) -> None:
+    """A wrong NATS address ends within the first-connect timeout, with one actionable line and
+    a non-zero exit, not an endless retry."""
+    import time
+
+    start = time.monotonic()
+    result = subprocess.run(_hub_run_against_nothing(tmp_path), capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert time.monotonic() - start < 30
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("schakel: cannot connect to nats://127.0.0.1:"), result.stderr
+    for line in lines[:-1]:  # before it, only the log's JSON lines (errors counted, not repeated)
+        assert json.loads(line)["event"] == "nats_error"
+    assert len(lines) < 10
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_hub_still_connecting_stops_at_sigterm(tmp_path: Path) -> None:
+    """SIGTERM is honoured at any moment, also while the first connection is being tried."""
+    import signal
+    import time
+
+    process = subprocess.Popen(_hub_run_against_nothing(tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(1.0)  # let it start connecting (the timeout is 10 s)
+        start = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+        assert time.monotonic() - start < 5
+        assert "Traceback" not in err
+    finally:
+        process.kill()
+
+
+def test_operator_mistakes_are_one_actionable_line(tmp_path: Path) -> None:
+    """A slug without --type, a file that is no registration request, a malformed key id and a
+    replay without naming what to replay: each ends with one line saying what to do."""
+    env = {**os.environ, PASSPHRASE_ENV: "x", "SCHAKEL_AUTHORITY_PASSPHRASE": "x"}
+    nowhere = f"nats://127.0.0.1:{_closed_port()}"
+    junk = tmp_path / "POL.west.register.json"
+    junk.write_text('{"not": "a request"}', "utf-8")
+    cases = [
+        (["keys", "init", "--org", "west", "--out", str(tmp_path)], "--type"),
+        (["keys", "register", str(junk), "--authority", str(junk), "--nats", nowhere],
+         "not a key event request"),
+        (["keys", "revoke", "--org", "POL.west", "--kid", "nonsense", "--reason",
+          "compromised", "--authority", str(junk), "--nats", nowhere], "not a key id"),
+        (["dlq", "replay", "--nats", nowhere], "--seq"),
+    ]  # fmt: skip
+    for args, expected in cases:
+        result = _run(*args, env=env)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
+        assert "None." not in lines[0]
+
+
+def test_an_embedded_hub_keeps_its_port_and_key_across_restarts(tmp_path: Path) -> None:
+    """Without --nats and --identity (development), a restart finds the same server address
+    and the same hub key, so partners keep connecting and keep trusting its notices."""
+    import base64
+    import signal
+    import time
+
+    key = base64.b64encode(bytes(range(32))).decode()
+    command = [sys.executable, "-m", "schakel", "hub", "run", "--authority-public", key,
+               "--data-dir", str(tmp_path)]  # fmt: skip
+    seen = []
+    for _ in range(2):
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as process:  # fmt: skip
+            assert process.stderr is not None
+            deadline = time.monotonic() + 60
+            line = ""
+            while "running on" not in line:
+                assert time.monotonic() < deadline, "the hub did not start"
+                line = process.stderr.readline()
+                assert line or process.poll() is None, "the hub stopped"
+            passphrase = (tmp_path / "hub.keystore.passphrase").read_text().strip()
+            hub_key = load_keystore(tmp_path / "hub.keystore", SecretStr(passphrase)).signing_kid
+            seen.append((line.split("running on ")[1].split(";")[0], hub_key))
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    assert seen[0] == seen[1]
+    assert (tmp_path / "hub.keystore.passphrase").stat().st_mode & 0o777 == 0o600

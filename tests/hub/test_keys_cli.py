@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from schakel.hub.natsserver import NatsServer
+from schakel.keys.keystore import load_keystore
 
 
 def _schakel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,6 +52,34 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         for step in steps:
             result = await asyncio.to_thread(run, *step)
             assert result.returncode == 0, (step[:2], result.stderr)
+        # Registering again changes nothing and says so (exit 1), instead of claiming success.
+        again = await asyncio.to_thread(run, *steps[0])
+        assert again.returncode == 1
+        assert "POL.west is registered already" in again.stderr
+        assert "registered 0 organisation(s)" in again.stdout
+        # A key that would be expired already is refused before anything happens; a rotation
+        # that cannot publish leaves the keystore as it was.
+        zvh_keystore = tmp_path / "ZVH" / "ZVH.west.keystore"
+        def kids() -> list[str]:
+            opened = load_keystore(zvh_keystore, SecretStr("partner-pass"))
+            return [c.kid for c in opened.certificates]
+
+        before = kids()
+        negative = await asyncio.to_thread(run, "keys", "rotate", "--keystore",
+                                           str(zvh_keystore), "--authority", keystore,
+                                           "--days", "-5", *url)  # fmt: skip
+        assert negative.returncode == 2 and "at least 1" in negative.stderr
+        assert kids() == before
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = f"nats://127.0.0.1:{probe.getsockname()[1]}"
+        failed = await asyncio.to_thread(run, "keys", "rotate", "--keystore", str(zvh_keystore),
+                                         "--authority", keystore, "--nats", closed)  # fmt: skip
+        assert failed.returncode == 2
+        assert "the keystore is as it was" in failed.stderr
+        assert kids() == before
         verify = await asyncio.to_thread(
             run, "keys", "verify-directory", "--authority-public",
             str(authority / "directory-authority.pub"), *url,

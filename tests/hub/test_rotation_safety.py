@@ -1,0 +1,99 @@
+"""A routine rotation (docs/RUNBOOK-KEYS.md, `schakel keys rotate`) while the partner's adapter
+runs loses nothing and raises no compromise alarm; a delivery the adapter cannot open for want
+of a key is never acknowledged and dropped: it is retried, then dead-lettered and its sender
+told, as any other delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from schakel.adapters.client import Delivery, PartnerClient, Refusal
+from schakel.bus import append_key_event
+from schakel.contracts.enums import MessageType, ReasonCode
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
+from schakel.harness.local import local_hub
+from schakel.harness.scenarios import POL, ZVH
+from schakel.keys.identity import PartnerIdentity
+from schakel.keys.keylog import add_encryption_key_request, sign_request
+from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, load_keystore, save_keystore
+
+
+async def _until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_cli_rotation_reaches_the_running_adapter_without_alarm(tmp_path: Path) -> None:
+    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
+    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("authority-pass"),
+                  KdfParams.for_tests())  # fmt: skip
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)  # so the new key is newer
+    ids = {o: PartnerIdentity.generate(OrgId(o), now=yesterday) for o in (POL, ZVH)}
+    keystore = tmp_path / "ZVH.west.keystore"
+    save_keystore(ids[ZVH], keystore, SecretStr("zvh-pass"), KdfParams.for_tests())
+    async with local_hub(ids, data_dir=tmp_path / "hub", authority=authority.signing_key,
+                         connect=False) as system:  # fmt: skip
+        key = system.authority.public
+        async with (
+            PartnerClient(ids[POL], system.url, authority=key) as pol,
+            PartnerClient(
+                ids[ZVH], system.url, authority=key,
+                identity_source=lambda: load_keystore(keystore, SecretStr("zvh-pass")),
+            ) as zvh,
+        ):  # fmt: skip
+            env = {**os.environ, PASSPHRASE_ENV: "zvh-pass",
+                   "SCHAKEL_AUTHORITY_PASSPHRASE": "authority-pass"}  # fmt: skip
+            rotate = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "schakel", "keys", "rotate", "--keystore", str(keystore),
+                 "--authority", str(tmp_path / "authority.keystore"), "--nats", system.url],
+                capture_output=True, text=True, env=env, check=False,
+            )  # fmt: skip
+            assert rotate.returncode == 0, rotate.stderr
+            new_kid = load_keystore(keystore, SecretStr("zvh-pass")).certificates[-1].kid
+            await _until(lambda: pol.directory.record(OrgId(ZVH)).current_encryption_key(
+                dt.datetime.now(dt.UTC)).kid == new_kid)  # fmt: skip
+            body = example_body(MessageType.M1)
+            sent = await pol.send(body, example_draft(MessageType.M1, body), [OrgId(ZVH)])
+            item = await zvh.receive(timeout=30)
+            assert isinstance(item, Delivery), item
+            assert item.message_id == sent
+            await item.ack()
+            assert zvh.alarms == []
+            assert new_kid in {c.kid for c in zvh.identity.certificates}
+
+
+async def test_a_delivery_for_a_key_not_held_is_dead_lettered_not_dropped(tmp_path: Path) -> None:
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)  # so the new key is newer
+    ids = {o: PartnerIdentity.generate(OrgId(o), now=yesterday) for o in (POL, ZVH)}
+    async with local_hub(ids, data_dir=tmp_path, redelivery=(0.2, 0.2)) as system:
+        assert system.hub is not None and system.hub.bus is not None
+        pol, zvh = system.client(POL), system.client(ZVH)
+        now = dt.datetime.now(dt.UTC)
+        elsewhere = ids[ZVH].with_new_encryption_key(now=now)  # a key this adapter never gets
+        await append_key_event(system.hub.bus, sign_request(
+            add_encryption_key_request(elsewhere, now), elsewhere.signing_key), system.authority)
+        new_kid = elsewhere.certificates[-1].kid
+        await _until(lambda: pol.directory.record(OrgId(ZVH)).current_encryption_key(
+            dt.datetime.now(dt.UTC)).kid == new_kid)  # fmt: skip
+        body = example_body(MessageType.M1)
+        sent = await pol.send(body, example_draft(MessageType.M1, body), [OrgId(ZVH)])
+        # The adapter keeps pulling (as a running one does): it never acknowledges what it
+        # cannot open, so JetStream retries it and then reports it to the hub.
+        pulling = asyncio.create_task(zvh.receive(timeout=8))
+        notice = await pol.receive(timeout=20)
+        assert await pulling is None
+        assert isinstance(notice, Refusal), notice
+        assert notice.notice.reason is ReasonCode.UNDELIVERABLE
+        assert notice.notice.message_id == sent
+        await notice.ack()
