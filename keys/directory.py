@@ -58,6 +58,13 @@ class KeyDirectory:
     def __len__(self) -> int:
         return len(self._records)
 
+    def revoked_at(self, org: OrgId, kid: KeyId) -> dt.datetime | None:
+        """When the key ``kid`` of ``org`` was revoked, or ``None``."""
+        state = self._signing.get((org, kid))
+        if state is not None and state.revoked_at is not None:
+            return state.revoked_at
+        return self._revoked.get(kid)
+
     def record(self, org: OrgId) -> PublicKeyRecord:
         """The record of ``org``.
 

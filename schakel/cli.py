@@ -7,6 +7,7 @@ import asyncio
 import base64
 import datetime as dt
 import getpass
+import json
 import os
 import re
 import signal
@@ -221,6 +222,52 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_list(args: argparse.Namespace) -> int:
+    """The key directory as every reader folds it: organisations, key ids, validity, status."""
+    from schakel.bus import Bus, read_keylog
+    from schakel.keys.directory import KeyDirectory
+    from schakel.keys.keylog import KeyLog
+
+    settings = _settings(args)
+    log = KeyLog(_authority_public(settings))
+
+    async def read() -> list[tuple[int, bytes]]:
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name="schakel-keys-list", credentials=credentials) as bus:
+            return await read_keylog(bus, 1)
+
+    skipped = sum(log.offer(raw) is not None for _, raw in asyncio.run(read()))
+    directory = KeyDirectory()
+    directory.load(log)
+    now = system_clock()
+    for record in sorted(directory, key=lambda r: r.org):
+        sys.stdout.write(f"{record.org}\n")
+        for info, role in ((record.signing_key, "signing, current"),
+                           *((i, "signing, previous") for i in record.previous_signing_keys)):
+            revoked = directory.revoked_at(OrgId(record.org), info.kid)
+            status = f"REVOKED {revoked:%Y-%m-%d}" if revoked else role
+            sys.stdout.write(f"  {info.kid}  {status}\n")
+        for cert in record.encryption_keys:
+            body = cert.body
+            revoked = directory.revoked_at(OrgId(record.org), cert.kid)
+            status = (
+                f"REVOKED {revoked:%Y-%m-%d}" if revoked
+                else "expired" if now >= body.not_after
+                else "not yet valid" if now < body.not_before
+                else "valid"
+            )  # fmt: skip
+            sys.stdout.write(
+                f"  {cert.kid}  encryption {body.not_before:%Y-%m-%d}..{body.not_after:%Y-%m-%d}"
+                f"  {status}\n"
+            )
+    sys.stdout.write(f"{len(directory)} organisation(s), key log of {log.length} events\n")
+    if skipped:
+        sys.stdout.write(f"ALARM: {skipped} foreign entr{'y' if skipped == 1 else 'ies'} "
+                         "skipped (docs/RUNBOOK-KEYS.md, 'Foreign entries')\n")  # fmt: skip
+        return 1
+    return 0
+
+
 def _verify_directory(args: argparse.Namespace) -> int:
     from schakel.bus import Bus, read_keylog
     from schakel.keys.keylog import KeyLog
@@ -392,32 +439,92 @@ def _audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEPLOYMENT_FILE = "deployment.toml"
+_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
+    "host": "0.0.0.0",  # noqa: S104 (refused without TLS below)
+    "port": 4222,
+    "store_dir": "/var/lib/schakel/jetstream",
+    "tls_cert": None,
+    "tls_key": None,
+    "tls_ca": None,
+    "cluster_name": "schakel",
+    "cluster_port": None,
+    "route": [],
+}
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _deployment(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The server's settings: what this directory's deployment file says, then the flags.
+
+    Re-running ``nats-config`` (to add a partner) with fewer flags keeps TLS, address, port
+    and storage as they were; the file is written back with the result.
+    """
+    import tomllib
+
+    kept: dict[str, Any] = {}
+    path = out / _DEPLOYMENT_FILE
+    if path.is_file():
+        try:
+            kept = tomllib.loads(path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            raise SchakelError(f"{path}: not valid TOML; fix or remove it") from None
+    given = {
+        k: getattr(args, k) for k in _DEPLOYMENT_DEFAULTS if getattr(args, k) not in (None, [])
+    }
+    return {**_DEPLOYMENT_DEFAULTS, **kept, **given}
+
+
+def _write_deployment(out: Path, values: dict[str, Any]) -> None:
+    lines = ["# Written by `schakel nats-config`; read back when it runs again in this directory."]
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(json.dumps(str(v)) for v in value)}]")
+        elif isinstance(value, int):
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f"{key} = {json.dumps(str(value))}")
+    (out / _DEPLOYMENT_FILE).write_text("\n".join(lines) + "\n", "utf-8")
+
+
 def _nats_config(args: argparse.Namespace) -> int:
     from schakel.hub.natsconfig import ClusterLayout, TlsFiles, write_config
 
     settings = _settings(args)
     registry = load_registry(settings.registry) if settings.registry else default_registry()
-    tls = None
-    if args.tls_cert or args.tls_key or args.tls_ca:
-        if not (args.tls_cert and args.tls_key and args.tls_ca):
-            raise SchakelError("TLS needs --tls-cert, --tls-key and --tls-ca together")
-        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
-    cluster = None
-    if args.cluster_port:
-        cluster = ClusterLayout(name=args.cluster_name, port=args.cluster_port,
-                                routes=tuple(args.route))  # fmt: skip
     out = Path(args.out)
+    values = _deployment(args, out)
+    tls = None
+    tls_files = (values["tls_cert"], values["tls_key"], values["tls_ca"])
+    if any(tls_files):
+        if not all(tls_files):
+            raise SchakelError("TLS needs --tls-cert, --tls-key and --tls-ca together")
+        tls = TlsFiles(*(Path(f) for f in tls_files))
+    elif values["host"] not in _LOOPBACK:
+        raise SchakelError(
+            f"listening on {values['host']} without TLS: pass --tls-cert, --tls-key and "
+            "--tls-ca, or --host 127.0.0.1 for a server only this machine reaches"
+        )
+    cluster = None
+    if values["cluster_port"]:
+        cluster = ClusterLayout(name=values["cluster_name"], port=int(values["cluster_port"]),
+                                routes=tuple(values["route"]))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     path = write_config(
         out,
         registry.partners(),
-        host=args.host,
-        port=args.port,
-        store_dir=Path(args.store_dir),
+        host=values["host"],
+        port=int(values["port"]),
+        store_dir=Path(values["store_dir"]),
         tls=tls,
         cluster=cluster,
     )
+    _write_deployment(out, values)
     sys.stdout.write(
-        f"wrote {path} ({len(registry.partners())} partners + hub)\n"
+        f"wrote {path} ({len(registry.partners())} partners + hub, "
+        f"{'TLS' if tls else 'loopback, no TLS'}); settings kept in {out / _DEPLOYMENT_FILE}\n"
         f"seeds in {out / 'creds'} (mode 0600): give each partner only its own file\n"
         f"start:  nats-server -c {path}\n"
         "reload after adding or removing a partner:  nats-server --signal reload\n"
@@ -483,6 +590,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if asyncio.run(run_demo()) else 1
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("schakel")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def _positive(text: str) -> int:
     """A whole number of days, at least one."""
     if not text.isdigit() or int(text) < 1:
@@ -493,6 +609,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``schakel``."""
     parser = argparse.ArgumentParser(prog="schakel", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"schakel {_version()}")
     parser.add_argument(
         "--config", help=f"settings file (TOML, keys as the settings' names; or {CONFIG_ENV})"
     )
@@ -532,6 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--authority", required=True, help="directory authority keystore")
     _add_nats(revoke)
     revoke.set_defaults(handler=_keys_revoke)
+    klist = keys.add_parser("list", help="the key directory: organisations, keys, status")
+    _setting(klist, "authority_public")
+    _add_nats(klist)
+    klist.set_defaults(handler=_keys_list)
     vdir = keys.add_parser("verify-directory", help="check every key event and link")
     _setting(vdir, "authority_public")
     _add_nats(vdir)
@@ -579,15 +700,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     natscfg.add_argument("--out", required=True, help="directory for the config and seeds")
     _setting(natscfg, "registry")
-    natscfg.add_argument("--host", default="0.0.0.0", help="client listen address")  # noqa: S104
-    natscfg.add_argument("--port", type=int, default=4222)
-    natscfg.add_argument("--store-dir", default="/var/lib/schakel/jetstream")
+    natscfg.add_argument("--host", help="client listen address (default 0.0.0.0, TLS required)")
+    natscfg.add_argument("--port", type=int, help="client port (default 4222)")
+    natscfg.add_argument("--store-dir", help="JetStream storage (default /var/lib/schakel/...)")
     natscfg.add_argument("--tls-cert", help="server certificate (PEM)")
     natscfg.add_argument("--tls-key", help="server private key (PEM)")
     natscfg.add_argument("--tls-ca", help="CA bundle clients and routes are verified against")
-    natscfg.add_argument("--cluster-name", default="schakel")
+    natscfg.add_argument("--cluster-name", help="cluster name (default schakel)")
     natscfg.add_argument("--cluster-port", type=int, help="route port (enables clustering)")
-    natscfg.add_argument("--route", action="append", default=[], help="peer route URL")
+    natscfg.add_argument("--route", action="append", help="peer route URL")
     natscfg.set_defaults(handler=_nats_config)
 
     demo = commands.add_parser("demo", help="play scenario 1 through an embedded hub")

@@ -86,6 +86,17 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         )  # fmt: skip
         assert verify.returncode == 0, verify.stderr
         assert "key log: 4 valid events" in verify.stdout
+        listing = await asyncio.to_thread(
+            run, "keys", "list", "--authority-public",
+            str(authority / "directory-authority.pub"), *url,
+        )  # fmt: skip
+        assert listing.returncode == 0, listing.stderr
+        assert f"{pol_kid}  REVOKED" in listing.stdout
+        zvh = listing.stdout.split("ZVH.west")[1]
+        assert zvh.count("encryption") == 2 and "valid" in zvh
+        assert "2 organisation(s), key log of 4 events" in listing.stdout
+        version = await asyncio.to_thread(run, "--version")
+        assert version.returncode == 0 and version.stdout.startswith("schakel ")
         assert "ALARM" not in verify.stdout
         wrong = await asyncio.to_thread(
             run, "keys", "verify-directory", "--authority-public", "A" * 43 + "=", *url

@@ -61,6 +61,32 @@ def test_cli_writes_config_and_private_seeds(tmp_path: Path) -> None:
     assert all(seed.read_text()[:2] == "SU" for seed in seeds)
     text = (out / "nats-server.conf").read_text()
     assert not any(seed.read_text().strip() in text for seed in seeds)  # public keys only
+    # Adding a partner later, as the runbook says, with only --out: TLS, port, storage and the
+    # cluster are kept, not silently dropped.
+    again = subprocess.run(
+        [sys.executable, "-m", "schakel", "nats-config", "--out", str(out)],
+        capture_output=True, text=True, check=False, env=os.environ.copy(),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (out / "nats-server.conf").read_text() == text
+
+
+def test_cli_refuses_a_public_listener_without_tls(tmp_path: Path) -> None:
+    """Clients on the network would send their NKey signatures and metadata in the clear."""
+    result = subprocess.run(
+        [sys.executable, "-m", "schakel", "nats-config", "--out", str(tmp_path),
+         "--host", "0.0.0.0"],
+        capture_output=True, text=True, check=False, env=os.environ.copy(),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "without TLS" in result.stderr
+    assert not (tmp_path / "nats-server.conf").exists()
+    loopback = subprocess.run(
+        [sys.executable, "-m", "schakel", "nats-config", "--out", str(tmp_path),
+         "--host", "127.0.0.1"],
+        capture_output=True, text=True, check=False, env=os.environ.copy(),
+    )  # fmt: skip
+    assert loopback.returncode == 0, loopback.stderr
 
 
 def test_regenerating_keeps_existing_seeds(tmp_path: Path) -> None:
