@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,7 @@ __all__ = ["Delivery", "DirectoryStale", "InboundFull", "PartnerClient", "Refusa
 
 _log = structlog.get_logger("schakel.adapter")
 _DEFAULTS: Final = Settings.model_construct()  # the defaults, without reading any source
+_RELOAD_INTERVAL: Final = 10.0  # seconds between reads of the keystore
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class PartnerClient:
         self.identity = identity
         self._clock = clock
         self._identity_source = identity_source
+        self._reloaded_at: float | None = None
         self.url = nats_url
         self._authority = authority
         self._max_age = max_directory_age
@@ -313,6 +316,12 @@ class PartnerClient:
         keystore); ``True`` if it holds keys we did not have."""
         if self._identity_source is None:
             return False
+        # Opening a keystore costs a key derivation: a sender flooding deliveries sealed to a
+        # key of ours we do not hold must not make us derive one per delivery.
+        now = time.monotonic()
+        if self._reloaded_at is not None and now - self._reloaded_at < _RELOAD_INTERVAL:
+            return False
+        self._reloaded_at = now
         try:
             fresh = self._identity_source()
         except SchakelError as exc:

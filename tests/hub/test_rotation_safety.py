@@ -97,3 +97,20 @@ async def test_a_delivery_for_a_key_not_held_is_dead_lettered_not_dropped(tmp_pa
         assert notice.notice.reason is ReasonCode.UNDELIVERABLE
         assert notice.notice.message_id == sent
         await notice.ack()
+
+
+def test_the_keystore_is_read_again_at_most_every_few_seconds() -> None:
+    """A flood of deliveries sealed to a key of ours we do not hold costs one key derivation
+    per interval, not one per delivery."""
+    identity = PartnerIdentity.generate(OrgId(ZVH))
+    reads = []
+
+    def source() -> PartnerIdentity:
+        reads.append(1)
+        return identity
+
+    client = PartnerClient(identity, "nats://127.0.0.1:1", authority=identity.signing_key.public,
+                           identity_source=source)  # fmt: skip
+    for _ in range(100):
+        client._reload_identity()
+    assert len(reads) == 1
