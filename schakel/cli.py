@@ -170,6 +170,19 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     keep = dt.timedelta(days=args.overlap_days + default_policy().limits.max_lifetime_days)
     rotated = rotated.prune_encryption_keys(now, keep)
     new_kid = rotated.certificates[-1].kid
+    if args.request_out:
+        # The partner's half on the partner's machine: the new key is kept, the signed request
+        # goes to the directory authority, which appends it with `schakel keys register`.
+        save_keystore(rotated, path, passphrase)
+        request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
+        Path(args.request_out).write_text(request.model_dump_json(indent=2) + "\n", "utf-8")
+        sys.stdout.write(
+            f"new encryption key {new_kid} for {identity.org} kept in {path}; give "
+            f"{args.request_out} to the directory authority (`schakel keys register`)\n"
+        )
+        return 0
+    if not args.authority:
+        raise SchakelError("--authority (to publish now) or --request-out (to hand it over)")
     url, credentials = _nats_url(settings), settings.credentials()
     authority = _authority_key(args.authority)
     # The new private key is kept before its public key is published (a running adapter
@@ -627,14 +640,18 @@ def build_parser() -> argparse.ArgumentParser:
     auth = keys.add_parser("authority-init", help="create the directory authority's key")
     auth.add_argument("--out", required=True)
     auth.set_defaults(handler=_authority_init)
-    register = keys.add_parser("register", help="append registration requests to the key log")
-    register.add_argument("requests", nargs="+", help="<org>.register.json files")
+    register = keys.add_parser(
+        "register", help="append signed key-event requests (registration, rotation) to the log"
+    )
+    register.add_argument("requests", nargs="+", help="request files (<org>.register.json, ...)")
     register.add_argument("--authority", required=True, help="directory authority keystore")
     _add_nats(register)
     register.set_defaults(handler=_keys_register)
     rotate = keys.add_parser("rotate", help="new encryption key for an organisation")
     rotate.add_argument("--keystore", required=True, help="the organisation's keystore")
-    rotate.add_argument("--authority", required=True, help="directory authority keystore")
+    rotate.add_argument("--authority", help="directory authority keystore (publish now)")
+    rotate.add_argument("--request-out", help="write the signed request here instead, for the "
+                        "authority to append (`keys register`) on its own machine")  # fmt: skip
     rotate.add_argument("--days", type=_positive, default=365, help="validity of the new key")
     rotate.add_argument(
         "--overlap-days", type=_positive, default=7,

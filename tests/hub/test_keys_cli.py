@@ -80,12 +80,21 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         assert failed.returncode == 2
         assert "the keystore is as it was" in failed.stderr
         assert kids() == before
+        # The two halves of a rotation on two machines: the partner signs, the authority appends.
+        request = tmp_path / "ZVH" / "ZVH.west.rotate.json"
+        half = await asyncio.to_thread(run, "keys", "rotate", "--keystore",
+                                       str(tmp_path / "ZVH" / "ZVH.west.keystore"),
+                                       "--request-out", str(request))  # fmt: skip
+        assert half.returncode == 0, half.stderr
+        other = await asyncio.to_thread(run, "keys", "register", str(request),
+                                        "--authority", keystore, *url)  # fmt: skip
+        assert other.returncode == 0, other.stderr
         verify = await asyncio.to_thread(
             run, "keys", "verify-directory", "--authority-public",
             str(authority / "directory-authority.pub"), *url,
         )  # fmt: skip
         assert verify.returncode == 0, verify.stderr
-        assert "key log: 4 valid events" in verify.stdout
+        assert "key log: 5 valid events" in verify.stdout
         listing = await asyncio.to_thread(
             run, "keys", "list", "--authority-public",
             str(authority / "directory-authority.pub"), *url,
@@ -93,8 +102,8 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         assert listing.returncode == 0, listing.stderr
         assert f"{pol_kid}  REVOKED" in listing.stdout
         zvh = listing.stdout.split("ZVH.west")[1]
-        assert zvh.count("encryption") == 2 and "valid" in zvh
-        assert "2 organisation(s), key log of 4 events" in listing.stdout
+        assert zvh.count("encryption") == 3 and "valid" in zvh
+        assert "2 organisation(s), key log of 5 events" in listing.stdout
         version = await asyncio.to_thread(run, "--version")
         assert version.returncode == 0 and version.stdout.startswith("schakel ")
         assert "ALARM" not in verify.stdout
