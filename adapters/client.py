@@ -78,7 +78,15 @@ from schakel.keys.keylog import KeyLog
 from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore
 from schakel.keys.statement import claimed_statement, sign_statement, verify_statement
 
-__all__ = ["Delivery", "DirectoryStale", "InboundFull", "PartnerClient", "Refusal", "Rejected"]
+__all__ = [
+    "Delivery",
+    "DirectoryStale",
+    "InboundFull",
+    "NotRegistered",
+    "PartnerClient",
+    "Refusal",
+    "Rejected",
+]
 
 # JetStream's answer when a stream with ``discard: new`` is at its message or byte limit.
 
@@ -129,6 +137,11 @@ class Refusal:
     async def ack(self) -> None:
         """Acknowledge the notice."""
         await self._msg.ack()
+
+
+class NotRegistered(SchakelError):
+    """This organisation is not in the key directory: the directory authority has not
+    registered it (or its keystore holds other keys than the registered ones)."""
 
 
 class DirectoryStale(SchakelError):
@@ -273,6 +286,7 @@ class PartnerClient:
                     clock=self._clock,
                 )
             )
+            self._check_registered()
             self._sub = await bus.pull(delivery_stream(self.org), delivery_consumer(self.org))
         except BaseException:
             await self._stack.aclose()
@@ -299,6 +313,21 @@ class PartnerClient:
     ) -> None:
         self._state = "closed"
         await self._stack.aclose()
+
+    def _check_registered(self) -> None:
+        """Fail at connect, not later: an organisation the directory does not know can send
+        nothing that will be routed and will receive nothing."""
+        if self.org not in self.directory:
+            raise NotRegistered(
+                f"{self.org} is not in the key directory: give its registration request "
+                "(<org>.register.json from `schakel keys init`) to the directory authority"
+            )
+        registered = self.directory.record(self.org).signing_key.kid
+        if registered != self.identity.signing_kid:
+            raise NotRegistered(
+                f"{self.org} is registered with signing key {registered}, which this keystore "
+                "does not hold"
+            )
 
     @staticmethod
     def _public_keys(identity: PartnerIdentity) -> set[bytes]:

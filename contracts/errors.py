@@ -26,6 +26,7 @@ Every error Schakel raises on purpose derives from :class:`SchakelError`
     ├── RetryLater               (hub.router) not decidable yet; try the message again soon
     ├── DirectoryStale           (adapters.client) the SDK's key directory view is too old
     ├── InboundFull              (adapters.client) the hub's inbound queue for us is full
+    ├── NotRegistered            (adapters.client) our organisation is not in the directory
     └── ScenarioFailure          (harness.simulation) a scenario step went otherwise
 
 Sub-roots live with the boundary they guard; this module holds the ones that ``contracts``

@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
-from schakel.adapters.client import Delivery, PartnerClient, Refusal
+from schakel.adapters.client import Delivery, NotRegistered, PartnerClient, Refusal
 from schakel.bus import append_key_event
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
@@ -114,3 +115,22 @@ def test_the_keystore_is_read_again_at_most_every_few_seconds() -> None:
     for _ in range(100):
         client._reload_identity()
     assert len(reads) == 1
+
+
+async def test_an_unregistered_partner_is_told_at_connect(tmp_path: Path) -> None:
+    """The SDK fails at connect with a clear error, rather than sending into the void and
+    looping on fetch errors: for an organisation the directory does not know, and for a
+    keystore whose keys are not the registered ones."""
+    ids = {o: PartnerIdentity.generate(OrgId(o)) for o in (POL, ZVH)}
+    async with local_hub(ids, data_dir=tmp_path, connect=False, run_hub=False) as system:
+        key = system.authority.public
+        stranger = PartnerIdentity.generate(OrgId("RVDK.noord"))
+        with pytest.raises(NotRegistered, match="not in the key directory"):
+            async with PartnerClient(stranger, system.url, authority=key):
+                pass
+        impostor = PartnerIdentity.generate(OrgId(POL))  # other keys, same name
+        with pytest.raises(NotRegistered, match="does not hold"):
+            async with PartnerClient(impostor, system.url, authority=key):
+                pass
+        async with PartnerClient(ids[POL], system.url, authority=key):
+            pass
