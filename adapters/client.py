@@ -362,13 +362,35 @@ class PartnerClient:
         self.update_identity(fresh)
         return self._own_keys != known
 
+    def _newer_than_held(self, kid: KeyId) -> bool:
+        """Whether the directory's key ``kid`` of ours is newer than every key we hold."""
+        if self.org not in self.directory:
+            return False
+        cert = self.directory.record(self.org).encryption_key(kid)
+        held = [c.body.not_before for c in self.identity.certificates]
+        return cert is not None and (not held or cert.body.not_before > max(held))
+
+    def _suspicious_keys(self) -> set[bytes]:
+        """Keys the directory lists as ours, current, that we do not hold: its current signing
+        key, and encryption keys at least as new as the oldest we hold (older ones are keys
+        we pruned, which look the same after a restart)."""
+        if self.org not in self.directory:
+            return set()
+        record = self.directory.record(self.org)
+        held = [c.body.not_before for c in self.identity.certificates]
+        oldest = min(held) if held else None
+        found = {record.signing_key.key.raw} - self._own_keys
+        for cert in record.encryption_keys:
+            if oldest is None or cert.body.not_before >= oldest:
+                found |= {cert.body.public} - self._own_keys
+        return found
+
     def _check_own_keys(self, log: KeyLog) -> None:
-        """Key transparency's self-monitoring: alarm at a key of ours we never held (after
-        looking in our keystore: the security officer may have rotated it meanwhile)."""
-        signing, encryption = log.keys_of(self.org)
-        if (signing | encryption) - self._own_keys:
+        """Key transparency's self-monitoring: alarm at a current key of ours we never held
+        (after looking in our keystore: the security officer may have rotated it meanwhile)."""
+        if self._suspicious_keys():
             self._reload_identity()
-        for foreign in (signing | encryption) - self._own_keys:
+        for foreign in self._suspicious_keys():
             if foreign in self._alarmed:
                 continue
             alarm = f"a key we did not create appeared under {self.org} in the key directory"
@@ -471,12 +493,19 @@ class PartnerClient:
             return None
         try:
             opened = await self._open(msg.data)
-        except MissingPrivateKey:
-            # Addressed to a key of ours we do not hold: left unacknowledged, so JetStream
-            # hands it out again on the consumer's back-off schedule (never dropped); after the
-            # last attempt the hub dead-letters it and tells the sender.
-            _log.warning("delivery_for_unknown_own_key", attempt=msg.attempt)
-            return None
+        except MissingPrivateKey as exc:
+            if self._newer_than_held(exc.kid):
+                # A key of ours newer than any we hold: a rotation not loaded yet. Left
+                # unacknowledged, so JetStream hands it out again on the consumer's back-off
+                # schedule (never dropped); after the last attempt the hub dead-letters it and
+                # tells the sender.
+                _log.warning("delivery_for_unknown_own_key", attempt=msg.attempt)
+                return None
+            # A key we pruned (or never had, older than ours): no later attempt can open it,
+            # and holding it would let a sender stall our queue with such messages.
+            await msg.ack()
+            _log.warning("delivery_rejected", reason=exc.reason, subject=msg.subject)
+            return Rejected(reason=exc.reason, message_id=None)
         except EnvelopeError as exc:
             await msg.ack()
             _log.warning("delivery_rejected", reason=exc.reason, subject=msg.subject)

@@ -339,12 +339,14 @@ class Bus:
 
     async def __aenter__(self) -> Self:
         try:
+            # each listed server may take a connect attempt (5 s) before a good one is tried
+            budget = max(self._connect_timeout, 6.0 * len(self.url.split(",")))
             self._nc = await asyncio.wait_for(
-                _connect(self.url, self.name, self._credentials), self._connect_timeout
+                _connect(self.url, self.name, self._credentials), budget
             )
         except TimeoutError as exc:
             raise TransportError(
-                f"cannot connect to {redacted(self.url)} within {self._connect_timeout:g} s "
+                f"cannot connect to {redacted(self.url)} within {budget:g} s "
                 "(is the server up, the URL right, TLS and credentials as configured?)"
             ) from exc
         except Exception as exc:

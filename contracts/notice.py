@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from schakel.contracts.enums import ReasonCode
-from schakel.contracts.header import EnvelopeHeader, Timestamp
+from schakel.contracts.header import Timestamp
 from schakel.contracts.ids import KeyIdField, MessageIdField, OrgIdField
 
 __all__ = ["RECEIPT_LABEL", "REFUSAL_LABEL", "DeliveryState", "Receipt", "RefusalNotice"]
@@ -29,18 +29,9 @@ class RefusalNotice(BaseModel):
     recipient: OrgIdField
     reason: ReasonCode
     text: str
-    # The header fields at fault (HEADER_FIELDS_INVALID), by name: the contract's own words.
-    fields: tuple[str, ...] | None = None
     at: Timestamp
     hub: OrgIdField
     hub_kid: KeyIdField
-
-    @field_validator("fields")
-    @classmethod
-    def _header_field_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None and not set(value) <= set(EnvelopeHeader.model_fields):
-            raise ValueError("not a header field name")
-        return value
 
 
 RECEIPT_LABEL: Final = b"schakel/1 receipt\n"

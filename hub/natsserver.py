@@ -52,9 +52,9 @@ def free_port() -> int:
 def _kept_port(data_dir: Path) -> int:
     """The port recorded for ``data_dir`` if it is still free, else a new one (recorded)."""
     record = data_dir / "port"
-    if record.is_file():
-        text = record.read_text("ascii").strip()
-        if text.isdigit():
+    if record.is_file() and not record.is_symlink():
+        text = record.read_text("ascii", errors="replace").strip()
+        if text.isascii() and text.isdigit() and 1024 <= int(text) <= 65535:
             with socket.socket() as sock:
                 try:
                     sock.bind(("127.0.0.1", int(text)))
@@ -64,6 +64,7 @@ def _kept_port(data_dir: Path) -> int:
                     return int(text)
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)  # never write through a link someone put there
     record.write_text(f"{port}\n", "ascii")
     return port
 

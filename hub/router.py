@@ -458,8 +458,9 @@ class Router:
             message_id=message_id,
             recipient=sender,
             reason=reason,
-            text=REASON_TEXTS[reason],
-            fields=fields or None,
+            # the fields at fault by their names in the spec (a closed set), in the text: the
+            # notice's format stays as every SDK version reads it
+            text=REASON_TEXTS[reason] + (f" (fields: {', '.join(fields)})" if fields else ""),
             at=now,
             hub=self._identity.org,
             hub_kid=self._identity.signing_kid,

@@ -129,9 +129,12 @@ def _utc_now() -> dt.datetime:
 
 
 class MissingPrivateKey(EnvelopeError):
-    """The envelope is for a key of ours this identity does not hold: a rotation the keystore
-    has and this process has not loaded yet, or a lost key. Not the envelope's fault: a
-    receiver retries it later rather than drop it."""
+    """The envelope is for a key of ours this identity does not hold (``kid``): a rotation the
+    keystore has and this process has not loaded yet, a key it pruned, or a lost key."""
+
+    def __init__(self, reason: str, kid: KeyId) -> None:
+        super().__init__(reason)
+        self.kid = kid
 
 
 def seal(
@@ -335,7 +338,7 @@ def open_envelope(
         raise EnvelopeError("not a recipient")
     private = recipient.encryption_keys.get(KeyId(entry.kid))
     if private is None:
-        raise MissingPrivateKey("no private key for the recipient key id")
+        raise MissingPrivateKey("no private key for the recipient key id", KeyId(entry.kid))
     try:
         key = private.unseal(entry.wrapped_key)
     except CryptoFailure:

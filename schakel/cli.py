@@ -108,6 +108,10 @@ def _authority_init(args: argparse.Namespace) -> int:
     return 0
 
 
+class _NeverConnected(SchakelError):
+    """The server was never reached: nothing was sent."""
+
+
 async def _append(
     url: str,
     requests: list[KeyEventRequest],
@@ -116,12 +120,19 @@ async def _append(
 ) -> None:
     from schakel.bus import Bus, append_key_event
 
-    async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
+    bus = Bus(url, name="schakel-authority", credentials=credentials)
+    try:
+        await bus.__aenter__()
+    except SchakelError as exc:
+        raise _NeverConnected(str(exc)) from exc
+    try:
         for request in requests:
             signed = await append_key_event(bus, request, authority)
             sys.stdout.write(
                 f"key log #{signed.event.index}: {signed.event.kind} {signed.event.org}\n"
             )
+    finally:
+        await bus.close()
 
 
 def _request_file(path: Path) -> KeyEventRequest:
@@ -192,11 +203,21 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
     try:
         asyncio.run(_append(url, [request], authority, credentials))
+    except _NeverConnected:
+        save_keystore(identity, path, passphrase)  # nothing was sent: nothing to keep
+        sys.stderr.write("the key was not published; the keystore is as it was\n")
+        raise
     except (SchakelError, OSError):
-        if not asyncio.run(_key_published(url, credentials, authority.public, identity.org,
-                                          new_kid)):  # fmt: skip
+        published = asyncio.run(_key_published(url, credentials, authority.public, identity.org,
+                                                new_kid))  # fmt: skip
+        if published is False:
             save_keystore(identity, path, passphrase)
-            sys.stderr.write("the keystore is as it was\n")
+            sys.stderr.write("the key was not published; the keystore is as it was\n")
+        else:  # published, or unknown: a private key too many costs nothing, one too few all
+            sys.stderr.write(
+                f"the new key {new_kid} is kept in the keystore; run `schakel keys list` to see "
+                "whether it was published, and rotate again if it was not\n"
+            )
         raise
     sys.stdout.write(f"new encryption key {new_kid} for {identity.org}\n")
     return 0
@@ -204,8 +225,8 @@ def _keys_rotate(args: argparse.Namespace) -> int:
 
 async def _key_published(
     url: str, credentials: Credentials | None, authority: VerifyKey, org: OrgId, kid: str
-) -> bool:
-    """Whether ``kid`` is in the key log under ``org`` (``False`` if that cannot be read)."""
+) -> bool | None:
+    """Whether ``kid`` is in the key log under ``org``; ``None`` if the log cannot be read."""
     from schakel.bus import Bus, DirectoryFollower
     from schakel.keys.directory import KeyDirectory
 
@@ -214,7 +235,7 @@ async def _key_published(
             follower = DirectoryFollower(KeyDirectory(), authority)
             await follower.sync(bus)
     except SchakelError:
-        return False
+        return None
     record = follower.directory.record(org) if org in follower.directory else None
     return record is not None and record.encryption_key(kid) is not None
 
@@ -357,12 +378,20 @@ def _embedded_identity(data_dir: Path) -> PartnerIdentity:
     import secrets
 
     keystore, secret = data_dir / "hub.keystore", data_dir / "hub.keystore.passphrase"
-    if keystore.is_file() and secret.is_file():
+    if keystore.exists() or secret.exists():
+        if not (keystore.is_file() and secret.is_file()):
+            raise SchakelError(
+                f"{data_dir}: hub.keystore and hub.keystore.passphrase belong together; one is "
+                "missing (remove both to make a new hub key, which partners must then learn)"
+            )
+        if secret.stat().st_mode & 0o077:
+            raise SchakelError(f"{secret} is readable by others: chmod 600 it")
         return load_keystore(keystore, SecretStr(secret.read_text("ascii").strip()))
     data_dir.mkdir(parents=True, exist_ok=True)
     passphrase = secrets.token_urlsafe(24)
-    secret.touch(mode=0o600)
-    secret.write_text(passphrase + "\n", "ascii")
+    descriptor = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as out:
+        out.write(passphrase + "\n")
     identity = PartnerIdentity.generate(OrgId("HUB.local"))
     save_keystore(identity, keystore, SecretStr(passphrase))
     return identity
@@ -494,11 +523,12 @@ def _write_deployment(out: Path, values: dict[str, Any]) -> None:
         if value is None:
             continue
         if isinstance(value, list):
-            lines.append(f"{key} = [{', '.join(json.dumps(str(v)) for v in value)}]")
+            quoted = ", ".join(json.dumps(str(v), ensure_ascii=False) for v in value)
+            lines.append(f"{key} = [{quoted}]")
         elif isinstance(value, int):
             lines.append(f"{key} = {value}")
         else:
-            lines.append(f"{key} = {json.dumps(str(value))}")
+            lines.append(f"{key} = {json.dumps(str(value), ensure_ascii=False)}")
     (out / _DEPLOYMENT_FILE).write_text("\n".join(lines) + "\n", "utf-8")
 
 

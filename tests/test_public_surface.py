@@ -100,7 +100,8 @@ def test_every_error_is_exported_by_its_package() -> None:
         exported = set(getattr(importlib.import_module(package), "__all__", ()))
         for name, value in vars(module).items():
             if (inspect.isclass(value) and issubclass(value, SchakelError)
-                    and value.__module__ == module.__name__ and name not in exported):  # fmt: skip
+                    and value.__module__ == module.__name__ and name not in exported
+                    and not name.startswith("_")):  # fmt: skip
                 missing.append(f"{package}: {name}")
     assert missing == []
 

@@ -78,7 +78,7 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         failed = await asyncio.to_thread(run, "keys", "rotate", "--keystore", str(zvh_keystore),
                                          "--authority", keystore, "--nats", closed)  # fmt: skip
         assert failed.returncode == 2
-        assert "the keystore is as it was" in failed.stderr
+        assert "the key was not published; the keystore is as it was" in failed.stderr
         assert kids() == before
         # The two halves of a rotation on two machines: the partner signs, the authority appends.
         request = tmp_path / "ZVH" / "ZVH.west.rotate.json"

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from schakel.adapters.client import Delivery, NotRegistered, PartnerClient, Refusal
+from schakel.adapters.client import Delivery, NotRegistered, PartnerClient, Refusal, Rejected
 from schakel.bus import append_key_event
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import POL, ZVH
+from schakel.keys.envelope import seal
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import add_encryption_key_request, sign_request
 from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, load_keystore, save_keystore
@@ -134,3 +135,65 @@ async def test_an_unregistered_partner_is_told_at_connect(tmp_path: Path) -> Non
                 pass
         async with PartnerClient(ids[POL], system.url, authority=key):
             pass
+
+
+async def test_a_delivery_to_a_key_we_pruned_is_rejected_not_held(tmp_path: Path) -> None:
+    """A sender that seals to an old key of ours, still listed but whose private half we
+    destroyed, gets nothing held in our queue: no later attempt could open it."""
+    now = dt.datetime.now(dt.UTC)
+    pol = PartnerIdentity.generate(OrgId(POL), now=now - dt.timedelta(days=3))
+    first = PartnerIdentity.generate(OrgId(ZVH), now=now - dt.timedelta(days=3))
+    async with local_hub({POL: pol, ZVH: first}, data_dir=tmp_path, connect=False) as system:
+        assert system.hub is not None and system.hub.bus is not None
+        key = system.authority.public
+        rotated = first.with_new_encryption_key(now=now - dt.timedelta(days=2))
+        await append_key_event(system.hub.bus, sign_request(
+            add_encryption_key_request(rotated, now), rotated.signing_key), system.authority)
+        pruned = rotated.prune_encryption_keys(now, dt.timedelta(hours=1))  # the old one gone
+        assert len(pruned.certificates) == 1
+        async with (
+            PartnerClient(pol, system.url, authority=key) as sender,
+            PartnerClient(pruned, system.url, authority=key) as receiver,
+        ):
+            await _until(lambda: len(sender.directory.record(OrgId(ZVH)).encryption_keys) == 2)
+            record = sender.directory.record(OrgId(ZVH))
+            old_only = record.model_copy(update={"encryption_keys": record.encryption_keys[:1]})
+            body = example_body(MessageType.M1)
+            raw = seal(body, example_draft(MessageType.M1, body), sender=pol, recipients=[old_only])
+            await sender.publish_raw(raw, "old-key")
+            item = await receiver.receive(timeout=10)
+            refused = await sender.receive(timeout=1)
+            assert isinstance(item, Rejected), (item, refused)
+            assert receiver.alarms == []  # a key we pruned is not a foreign key
+
+
+def test_an_uncertain_rotation_keeps_the_new_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When publishing fails and the log cannot be read, the new private key stays: restoring
+    the keystore could destroy the private half of a key that did reach the log."""
+    from schakel import cli
+    from schakel.bus import TransportError
+
+    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
+    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("a"), KdfParams.for_tests())
+    zvh = PartnerIdentity.generate(OrgId(ZVH))
+    keystore = tmp_path / "zvh.keystore"
+    save_keystore(zvh, keystore, SecretStr("z"), KdfParams.for_tests())
+    monkeypatch.setenv(PASSPHRASE_ENV, "z")
+    monkeypatch.setenv("SCHAKEL_AUTHORITY_PASSPHRASE", "a")
+
+    async def lost_ack(*_: object) -> None:
+        raise TransportError("publish: TimeoutError")
+
+    monkeypatch.setattr(cli, "_append", lost_ack)
+    args = ["keys", "rotate", "--keystore", str(keystore), "--authority",
+            str(tmp_path / "authority.keystore"), "--nats", "nats://127.0.0.1:1"]  # fmt: skip
+    for published, kept in ((None, 2), (True, 3), (False, 3)):
+
+        async def answer(*_: object, value: bool | None = published) -> bool | None:
+            return value
+
+        monkeypatch.setattr(cli, "_key_published", answer)
+        assert cli.main(args) == 2
+        assert len(load_keystore(keystore, SecretStr("z")).certificates) == kept
