@@ -149,9 +149,13 @@ class Puller:
         Raises:
             TransportError: the fetch failed (the consumer is gone, NATS is unreachable).
         """
+        timeout = max(timeout, 0.05)  # nats-py turns a tiny timeout into a negative expiry
         try:
             with mapped("fetch"):
-                messages = await self._subscription.fetch(batch, timeout=timeout)
+                # a hard bound of our own as well: no pull may wait for ever
+                messages = await asyncio.wait_for(
+                    self._subscription.fetch(batch, timeout=timeout), timeout + 5.0
+                )
         except TransportError as exc:
             if isinstance(exc.__cause__, (nats.errors.TimeoutError, TimeoutError)):
                 return []
