@@ -49,19 +49,24 @@ def free_port() -> int:
         return port
 
 
+def _is_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` on loopback right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _kept_port(data_dir: Path) -> int:
     """The port recorded for ``data_dir`` if it is still free, else a new one (recorded)."""
     record = data_dir / "port"
     if record.is_file() and not record.is_symlink():
         text = record.read_text("ascii", errors="replace").strip()
-        if text.isascii() and text.isdigit() and 1024 <= int(text) <= 65535:
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", int(text)))
-                except OSError:
-                    pass
-                else:
-                    return int(text)
+        valid = text.isascii() and text.isdigit() and 1024 <= int(text) <= 65535
+        if valid and _is_free(int(text)):
+            return int(text)
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)  # never write through a link someone put there
