@@ -175,6 +175,8 @@ class PartnerClient:
         authority: VerifyKey,
         nkey_seed: Path | None = None,
         tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
         max_directory_age: dt.timedelta = dt.timedelta(seconds=_DEFAULTS.max_directory_age),
         resync_every: float = _DEFAULTS.resync_every,
         state_dir: Path | None = _DEFAULTS.state_dir,
@@ -190,6 +192,8 @@ class PartnerClient:
         self._clock = clock
         self._identity_source = identity_source
         self._reloaded_at: float | None = None
+        self._reload_lock = asyncio.Lock()
+        self._checks: set[asyncio.Task[None]] = set()  # own-key checks under way
         self.url = nats_url
         self._authority = authority
         self._max_age = max_directory_age
@@ -202,7 +206,11 @@ class PartnerClient:
         self.alarms: list[str] = []
         self._own_keys = self._public_keys(identity)
         self._credentials = Credentials(
-            nkey_seed=nkey_seed, tls_ca=tls_ca, inbox_prefix=inbox_prefix(identity.org)
+            nkey_seed=nkey_seed,
+            tls_ca=tls_ca,
+            inbox_prefix=inbox_prefix(identity.org),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         self.directory = KeyDirectory()
         self._stack = contextlib.AsyncExitStack()
@@ -254,6 +262,8 @@ class PartnerClient:
             authority=authority,
             nkey_seed=settings.nats_nkey,
             tls_ca=settings.nats_tls_ca,
+            tls_cert=settings.nats_tls_cert,
+            tls_key=settings.nats_tls_key,
             max_directory_age=dt.timedelta(seconds=settings.max_directory_age),
             resync_every=settings.resync_every,
             state_dir=settings.state_dir,
@@ -294,6 +304,8 @@ class PartnerClient:
         return self
 
     async def _close(self) -> None:
+        for check in set(self._checks):
+            check.cancel()
         if self._receipt_tasks:  # give receipts in flight a moment to go out
             await asyncio.wait(set(self._receipt_tasks), timeout=5)
             for task in self._receipt_tasks:
@@ -340,27 +352,35 @@ class PartnerClient:
         self.identity = identity
         self._own_keys |= self._public_keys(identity)
 
-    def _reload_identity(self) -> bool:
+    async def _reload_identity(self, *, force: bool = False) -> bool:
         """Read our identity again from its source (a rotation done by the CLI on the
-        keystore); ``True`` if it holds keys we did not have."""
+        keystore); ``True`` if it holds keys we did not have.
+
+        One read at a time: whoever comes second waits for the first and then sees its
+        result. Without ``force`` at most one read per interval (a delivery sealed to a key we
+        do not hold: a sender flooding those must not make us derive a key per delivery);
+        with it always (a new key of ours in the key log: rare, and only the authority can
+        append).
+        """
         if self._identity_source is None:
             return False
-        # Opening a keystore costs a key derivation: a sender flooding deliveries sealed to a
-        # key of ours we do not hold must not make us derive one per delivery.
-        now = time.monotonic()
-        if self._reloaded_at is not None and now - self._reloaded_at < _RELOAD_INTERVAL:
-            return False
-        self._reloaded_at = now
-        try:
-            fresh = self._identity_source()
-        except SchakelError as exc:
-            _log.warning("identity_reload_failed", error=type(exc).__name__)
-            return False
-        if fresh.org != self.org:
-            return False
-        known = set(self._own_keys)
-        self.update_identity(fresh)
-        return self._own_keys != known
+        source = self._identity_source
+        async with self._reload_lock:
+            now = time.monotonic()
+            recent = self._reloaded_at is not None and now - self._reloaded_at < _RELOAD_INTERVAL
+            if recent and not force:
+                return False
+            self._reloaded_at = now
+            try:
+                fresh = await asyncio.to_thread(source)
+            except SchakelError as exc:
+                _log.warning("identity_reload_failed", error=type(exc).__name__)
+                return False
+            if fresh.org != self.org:
+                return False
+            known = set(self._own_keys)
+            self.update_identity(fresh)
+            return self._own_keys != known
 
     def _newer_than_held(self, kid: KeyId) -> bool:
         """Whether the directory's key ``kid`` of ours is newer than every key we hold."""
@@ -386,17 +406,26 @@ class PartnerClient:
         return found
 
     def _check_own_keys(self, log: KeyLog) -> None:
-        """Key transparency's self-monitoring: alarm at a current key of ours we never held
-        (after looking in our keystore: the security officer may have rotated it meanwhile)."""
+        """Key transparency's self-monitoring: alarm at a current key of ours we never held,
+        after reading our keystore again (the security officer may have rotated the key with
+        the CLI meanwhile; a read already under way for a delivery is waited for, not taken
+        for a miss)."""
+        if not self._suspicious_keys():
+            return
+        task = asyncio.get_running_loop().create_task(self._confirm_foreign_keys(log.length))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _confirm_foreign_keys(self, length: int) -> None:
         if self._suspicious_keys():
-            self._reload_identity()
+            await self._reload_identity(force=True)
         for foreign in self._suspicious_keys():
             if foreign in self._alarmed:
                 continue
             alarm = f"a key we did not create appeared under {self.org} in the key directory"
             self._alarmed.add(foreign)
             self.alarms.append(alarm)
-            _log.error("foreign_key_for_own_org", org=self.org, key_log_length=log.length)
+            _log.error("foreign_key_for_own_org", org=self.org, key_log_length=length)
             self._on_alarm(alarm)
 
     def _require_fresh_directory(self) -> None:
@@ -534,8 +563,11 @@ class PartnerClient:
                     self.directory.signer,
                 )
             except MissingPrivateKey:
-                if attempt or not await asyncio.to_thread(self._reload_identity):
+                if attempt:
                     raise
+                # Opened again after the read, whoever did it (a read for the key log's news
+                # may have been under way): a second attempt costs an open, not a derivation.
+                await self._reload_identity()
         raise AssertionError("unreachable")
 
     async def _send_receipt(self, delivery: Delivery) -> None:
@@ -553,12 +585,13 @@ class PartnerClient:
         )
         raw = sign_statement(receipt, self.identity.signing_key, RECEIPT_LABEL)
         dedupe = f"receipt:{delivery.message_id}:{self.org}"
-        task = asyncio.create_task(self._publish_receipt(raw, dedupe))
+        # The connection is taken now: the task may first run while the client closes (which
+        # waits for it), after the back office's last acknowledgement.
+        task = asyncio.create_task(self._publish_receipt(self._require_open(), raw, dedupe))
         self._receipt_tasks.add(task)
         task.add_done_callback(self._receipt_tasks.discard)
 
-    async def _publish_receipt(self, raw: bytes, dedupe: str) -> None:
-        bus = self._require_open()
+    async def _publish_receipt(self, bus: Bus, raw: bytes, dedupe: str) -> None:
         for attempt in range(30):
             try:
                 await bus.publish(

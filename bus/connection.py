@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -68,9 +69,39 @@ class Credentials:
     nkey_seed: Path | None = None
     tls_ca: Path | None = None
     inbox_prefix: str | None = None
+    tls_cert: Path | None = None  # a client certificate, for a server that verifies clients
+    tls_key: Path | None = None
 
     def __repr__(self) -> str:
-        return f"Credentials(nkey_seed={self.nkey_seed}, tls_ca={self.tls_ca})"
+        return (
+            f"Credentials(nkey_seed={self.nkey_seed}, tls_ca={self.tls_ca}, "
+            f"tls_cert={self.tls_cert})"
+        )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context these credentials ask for (``None``: plaintext unless the URL
+        says ``tls://``).
+
+        Raises:
+            TransportError: a file cannot be read or the key does not match the certificate.
+        """
+        if self.tls_ca is None and self.tls_cert is None:
+            return None
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise TransportError("a client certificate needs its key: set both or neither")
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.tls_ca) if self.tls_ca is not None else None
+            )
+            if self.tls_cert is not None and self.tls_key is not None:
+                context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            # Names no path: a settings error names the setting; this says which kind of file.
+            raise TransportError(
+                f"the TLS files cannot be used ({type(exc).__name__}: "
+                f"{getattr(exc, 'strerror', None) or getattr(exc, 'reason', None) or 'invalid'})"
+            ) from None
+        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +307,9 @@ async def _connect(url: str, name: str, credentials: Credentials | None) -> Clie
     options: dict[str, Any] = {}
     if creds.nkey_seed is not None:
         options["nkeys_seed"] = str(creds.nkey_seed)
-    if creds.tls_ca is not None:
-        options["tls"] = ssl.create_default_context(cafile=str(creds.tls_ca))
+    context = creds.tls_context()
+    if context is not None:
+        options["tls"] = context
     if creds.inbox_prefix is not None:
         options["inbox_prefix"] = creds.inbox_prefix.encode()
     return await nats.connect(
@@ -447,6 +479,60 @@ class Bus:
             if error_code(exc) == _WRONG_LAST_SEQUENCE:
                 return None
             raise
+
+    async def read_direct(
+        self, stream: str, from_seq: int, *, limit: int = 100_000, timeout: float = 5.0
+    ) -> list[Stored]:
+        """Messages of ``stream`` from sequence ``from_seq`` on, at most ``limit`` of them, in
+        order, read with one batched direct get.
+
+        One request on the exact subject ``$JS.API.DIRECT.GET.<stream>`` (the stream must
+        allow direct gets): no consumer is created, and the stream itself answers, so a user
+        of another account that imports that one subject can read it (JetStream's API proper
+        answers only in the account the stream lives in).
+        """
+        nc = self.client
+        inbox = nc.new_inbox()
+        with mapped("direct read"):
+            sub = await nc.subscribe(inbox)
+        try:
+            request = json.dumps({"seq": max(from_seq, 1), "batch": limit}).encode()
+            with mapped("direct read"):
+                await nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
+            entries: list[Stored] = []
+            while True:
+                with mapped("direct read"):
+                    msg = await sub.next_msg(timeout=timeout)
+                headers = dict(msg.headers or {})
+                status = headers.get("Status")
+                if status in ("204", "404", "408"):  # end of batch / none
+                    return entries
+                if status == "503":  # no responders: the stream is not there (yet)
+                    raise TransportError(f"no stream {stream} (is a hub running?)")
+                seq = headers.get("Nats-Sequence", "")
+                if seq.isdigit():
+                    subject = headers.get("Nats-Subject", "")
+                    entries.append(Stored(stream, int(seq), subject, msg.data, headers))
+                if len(entries) >= limit:
+                    return entries
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def scan_direct(
+        self, stream: str, *, start: int = 1, page: int = 1_000
+    ) -> AsyncIterator[Stored]:
+        """Every message of ``stream`` from sequence ``start`` on, in order, read a page of
+        batched direct gets at a time (see :meth:`read_direct`)."""
+        seq = start
+        while True:
+            # A page may end early (the server bounds a batch's bytes): read until one is empty.
+            batch = await self.read_direct(stream, seq, limit=page)
+            if not batch:
+                return
+            for message in batch:
+                yield message
+            seq = batch[-1].seq + 1
 
     async def get(self, stream: str, seq: int) -> Stored | None:
         """The message at ``seq``, or ``None`` if there is none (deleted, or never).

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
-from typing import Final
 
 import structlog
 
 from schakel.bus.connection import Bus, Message
-from schakel.bus.errors import mapped
 from schakel.contracts.canonical import canonical_json
 from schakel.contracts.clock import Clock, system_clock
 from schakel.contracts.keyevents import KeyEventRequest, SignedKeyEvent
@@ -32,41 +29,16 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("schakel.directory")
-_DIRECT_GET: Final = f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}"
 
 
-async def read_keylog(
-    bus: Bus, from_seq: int, *, timeout: float = 5.0
-) -> list[tuple[int, bytes]]:
-    """Entries of the key log from stream sequence ``from_seq`` on, with their sequences, read
-    with one batched direct get.
+async def read_keylog(bus: Bus, from_seq: int) -> list[tuple[int, bytes]]:
+    """Entries of the key log from stream sequence ``from_seq`` on, with their sequences.
 
-    One request on the exact subject ``$JS.API.DIRECT.GET.SCHAKEL_KEYLOG``: no consumer is
-    created, so partners need no right to create or inspect consumers. Entries are returned
-    as stored; :meth:`KeyLog.offer` decides which are valid events.
+    Read with batched direct gets (:meth:`Bus.scan_direct`): partners need no right to create
+    or inspect consumers. Entries are returned as stored; :meth:`KeyLog.offer` decides which
+    are valid events.
     """
-    nc = bus.client
-    inbox = nc.new_inbox()
-    with mapped("key log read"):
-        sub = await nc.subscribe(inbox)
-    try:
-        with mapped("key log read"):
-            await nc.publish(
-                _DIRECT_GET, json.dumps({"seq": from_seq, "batch": 100_000}).encode(), reply=inbox
-            )
-        entries: list[tuple[int, bytes]] = []
-        while True:
-            with mapped("key log read"):
-                msg = await sub.next_msg(timeout=timeout)
-            headers = msg.headers or {}
-            if headers.get("Status") in ("204", "404"):  # end of batch / none
-                return entries
-            seq = headers.get("Nats-Sequence", "")
-            if seq.isdigit():
-                entries.append((int(seq), msg.data))
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    return [(m.seq, m.data) async for m in bus.scan_direct(KEYLOG_STREAM, start=from_seq)]
 
 
 class DirectoryFollower:
@@ -101,9 +73,7 @@ class DirectoryFollower:
         problem = self.log.offer(raw)
         if problem is not None:
             self.skipped.append((seq, problem))
-            _log.error(
-                "key_log_entry_skipped", seq=seq, index=problem.index, reason=problem.reason
-            )
+            _log.error("key_log_entry_skipped", seq=seq, index=problem.index, reason=problem.reason)
             self._on_skip(seq, problem)
             return
         self.directory.load(self.log)

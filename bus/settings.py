@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     nats_url: str | None = Field(None, description="NATS URL; a cluster's, comma-separated")
     nats_nkey: Path | None = Field(None, description="NKey seed file to connect with")
     nats_tls_ca: Path | None = Field(None, description="CA to verify the NATS server against")
+    nats_tls_cert: Path | None = Field(
+        None, description="client certificate (PEM), for a server that verifies clients"
+    )
+    nats_tls_key: Path | None = Field(None, description="the client certificate's key (PEM)")
     authority_public: str | None = Field(
         None, description="the directory authority's public key (base64, or a file holding it)"
     )
@@ -154,10 +158,15 @@ class Settings(BaseSettings):
 
     def credentials(self, inbox_prefix: str | None = None) -> Credentials | None:
         """What to connect to NATS with (``None``: no NKey, no TLS)."""
-        if self.nats_nkey is None and self.nats_tls_ca is None and inbox_prefix is None:
+        tls = (self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key)
+        if self.nats_nkey is None and tls == (None, None, None) and inbox_prefix is None:
             return None
         return Credentials(
-            nkey_seed=self.nats_nkey, tls_ca=self.nats_tls_ca, inbox_prefix=inbox_prefix
+            nkey_seed=self.nats_nkey,
+            tls_ca=self.nats_tls_ca,
+            inbox_prefix=inbox_prefix,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
         )
 
 

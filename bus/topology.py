@@ -11,6 +11,7 @@ Everything the hub keeps lives in JetStream, in the hub's own NATS account:
 - ``SCHAKEL_AUDIT`` the hash-chained audit trail (``hub/audit.py``);
 - KV ``schakel-cases`` (case metadata), ``schakel-messages`` (message ids seen, for duplicates
   and no_forward);
+- ``SCHAKEL_REGISTRY`` the partner registry's editions, signed by the directory authority;
 - ``SCHAKEL_KEYLOG`` the key directory (signed key events), ``SCHAKEL_DLQ`` dead letters
   (deliveries nobody took) and quarantined inbound messages (that the hub could not process).
 
@@ -44,6 +45,8 @@ from schakel.contracts.topology import (
     LEGACY_INBOUND_STREAM,
     MESSAGES_BUCKET,
     QUARANTINE_PREFIX,
+    REGISTRY_STREAM,
+    REGISTRY_SUBJECT,
     delivery_consumer,
     delivery_filter,
     delivery_stream,
@@ -61,6 +64,8 @@ __all__ = [
 ]
 
 DUPLICATE_WINDOW: Final = 300.0
+# Editions of the partner registry kept (each a few kilobytes; readers take the newest).
+REGISTRY_EDITIONS: Final = 100
 # How long a hub instance may hold an inbound message before JetStream hands it to another:
 # a crashed hub's unfinished messages come back after this.
 ACK_WAIT: Final = 30.0
@@ -119,10 +124,22 @@ class Topology:
                 num_replicas=self._replicas,
             ),
             api.StreamConfig(
+                name=REGISTRY_STREAM,
+                subjects=[REGISTRY_SUBJECT],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                allow_direct=True,  # read by direct get (the security officer's user)
+                max_msgs=REGISTRY_EDITIONS,  # the newest editions; a reader takes the highest
+                deny_delete=True,
+                deny_purge=True,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
                 name=DLQ_STREAM,
                 subjects=[DLQ_PREFIX + ">", QUARANTINE_PREFIX + ">"],
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
+                allow_direct=True,  # the operator's user reads it by direct get only
                 max_age=lifetime,
                 num_replicas=self._replicas,
             ),
@@ -131,6 +148,7 @@ class Topology:
                 subjects=[AUDIT_SUBJECT],
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
+                allow_direct=True,  # the operator's user reads it by direct get only
                 duplicate_window=DUPLICATE_WINDOW,
                 deny_delete=True,
                 deny_purge=True,

@@ -31,6 +31,7 @@ __all__ = [
     "HEADER_MSG_ID",
     "HEADER_ORIGINAL_SUBJECT",
     "HUB_CONSUMER",
+    "HUB_STATUS_SUBJECT",
     "INBOUND_ALLOWED_HEADERS",
     "INBOUND_PREFIX",
     "INBOUND_STREAM_PREFIX",
@@ -43,6 +44,9 @@ __all__ = [
     "LEGACY_INBOUND_STREAM",
     "MESSAGES_BUCKET",
     "QUARANTINE_PREFIX",
+    "REGISTRY_STREAM",
+    "REGISTRY_SUBJECT",
+    "REPLAY_SUBJECT",
     "STATUS_PREFIX",
     "delivery_consumer",
     "delivery_filter",
@@ -70,6 +74,13 @@ CASES_BUCKET: Final = "schakel-cases"
 MESSAGES_BUCKET: Final = "schakel-messages"
 KEYLOG_STREAM: Final = "SCHAKEL_KEYLOG"
 KEYLOG_SUBJECT: Final = "schakel.keylog"
+# The partner registry as the directory authority signed it (contracts/registry.py).
+REGISTRY_STREAM: Final = "SCHAKEL_REGISTRY"
+REGISTRY_SUBJECT: Final = "schakel.registry"
+# The operator asks the hub to deliver a dead letter again (a request, answered by the hub).
+REPLAY_SUBJECT: Final = "schakel.admin.replay"
+# The operator asks whether a hub runs and what it uses (registry edition, partners ready).
+HUB_STATUS_SUBJECT: Final = "schakel.admin.status"
 INBOUND_PREFIX: Final = "schakel.in."
 DELIVERY_PREFIX: Final = "schakel.out."
 HUB_CONSUMER: Final = "hub"

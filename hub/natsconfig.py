@@ -14,6 +14,14 @@ partner needs and nothing else:
   new key events on ``schakel.keylog``;
 - its own status question, ``schakel.status.<org>``.
 
+Two more users, each alone in an account of its own, for the people who run the deployment;
+each admin command connects as the narrowest one (``docs/NATS_PERMISSIONS.md``):
+
+- ``operator`` (the ZVH's routing operator): reads the audit trail and the dead letters by
+  direct get and asks the hub to replay a dead letter; it can write nothing;
+- ``security`` (the security officer, who holds the directory authority's key): appends to
+  the key log and to the registry stream and reads both.
+
 Why accounts: NATS does not check a publisher's reply subject against its permissions, and a
 responder (JetStream, the hub) answers to whatever reply subject the request carries. Inside
 one account that reply could name a stream, a KV key or another partner's subject. Across an
@@ -37,8 +45,14 @@ import nkeys
 
 from schakel.contracts.ids import OrgId
 from schakel.contracts.topology import (
+    AUDIT_STREAM,
+    DLQ_STREAM,
+    HUB_STATUS_SUBJECT,
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
+    REGISTRY_STREAM,
+    REGISTRY_SUBJECT,
+    REPLAY_SUBJECT,
     delivery_consumer,
     delivery_stream,
     inbound_subject,
@@ -48,12 +62,16 @@ from schakel.contracts.topology import (
 from schakel.keys.crypto import random_bytes
 
 __all__ = [
+    "ADMIN_ROLES",
     "HUB_ACCOUNT",
     "HUB_USER",
     "PARTNER_MAX_CONNECTIONS",
     "ClusterLayout",
     "TlsFiles",
     "account_name",
+    "admin_account",
+    "admin_permissions",
+    "admin_user_account",
     "ensure_seed",
     "hub_account",
     "hub_permissions",
@@ -66,6 +84,21 @@ __all__ = [
 
 HUB_USER: Final = "hub"
 HUB_ACCOUNT: Final = "HUB"
+# What each administrative user may ask of the hub's account: (subject, response type).
+ADMIN_ROLES: Final[dict[str, list[tuple[str, str | None]]]] = {
+    "operator": [
+        (f"$JS.API.DIRECT.GET.{AUDIT_STREAM}", "stream"),
+        (f"$JS.API.DIRECT.GET.{DLQ_STREAM}", "stream"),
+        (REPLAY_SUBJECT, None),
+        (HUB_STATUS_SUBJECT, None),
+    ],
+    "security": [
+        (KEYLOG_SUBJECT, None),  # append; JetStream's acknowledgement comes back
+        (f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}", "stream"),
+        (REGISTRY_SUBJECT, None),
+        (f"$JS.API.DIRECT.GET.{REGISTRY_STREAM}", "stream"),
+    ],
+}
 PARTNER_MAX_CONNECTIONS: Final = 8
 # Longer than a pull of deliveries may wait (the SDK asks for at most a second; the consumer
 # caps it, see bus/topology.py) for a stream of answers; a single answer comes at once.
@@ -93,6 +126,31 @@ class ClusterLayout:
 def account_name(org: OrgId) -> str:
     """The NATS account of one partner."""
     return "P-" + org.replace(".", "-")
+
+
+def admin_account(role: str) -> str:
+    """The NATS account of an administrative user (no partner's: those start with ``P-``)."""
+    return "ADMIN-" + role.upper()
+
+
+def admin_permissions(role: str) -> dict[str, Any]:
+    """An administrative user may publish exactly its grants and hear only its own inbox."""
+    return {
+        "publish": {"allow": [subject for subject, _ in ADMIN_ROLES[role]]},
+        "subscribe": {"allow": ["_INBOX.>"]},
+    }
+
+
+def admin_user_account(role: str, public: str) -> dict[str, Any]:
+    """The account of one administrative user: the user, its imports, a few connections."""
+    return {
+        "users": [{"nkey": public, "permissions": admin_permissions(role)}],
+        "imports": [
+            {"service": {"account": HUB_ACCOUNT, "subject": subject}}
+            for subject, _ in ADMIN_ROLES[role]
+        ],
+        "limits": {"max_connections": PARTNER_MAX_CONNECTIONS, "max_subscriptions": 100},
+    }
 
 
 def _grants(org: OrgId) -> list[tuple[str, str | None]]:
@@ -135,15 +193,20 @@ def partner_account(org: OrgId, public: str) -> dict[str, Any]:
     }
 
 
-def hub_account(public: str, partners: Iterable[OrgId]) -> dict[str, Any]:
-    """The hub's account: JetStream, the hub's user, and one export per partner grant, each
-    visible to that partner's account only."""
+def hub_account(
+    public: str, partners: Iterable[OrgId], roles: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The hub's account: JetStream, the hub's user, and one export per grant, each visible
+    to the account it was granted to only (a partner's, an administrative user's)."""
+    partners = list(partners)
     exports: list[dict[str, Any]] = []
-    for org in partners:
-        for subject, response in _grants(org):
+    grants = [(account_name(org), _grants(org)) for org in partners]
+    grants += [(admin_account(role), ADMIN_ROLES[role]) for role in roles]
+    for account, granted in grants:
+        for subject, response in granted:
             export: dict[str, Any] = {
                 "service": subject,
-                "accounts": [account_name(org)],
+                "accounts": [account],
                 # The server keeps a route back to the asker for each request until the answer
                 # (or, for a stream of answers, this long): the bound on what a flood of
                 # requests with distinct reply subjects can make it hold.
@@ -202,6 +265,7 @@ def render_config(
     hub_public: str,
     partners: Mapping[OrgId, str],
     *,
+    admins: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
     port: int = 4222,
     store_dir: Path,
@@ -209,13 +273,17 @@ def render_config(
     tls: TlsFiles | None = None,
     cluster: ClusterLayout | None = None,
     max_payload: int = 1024 * 1024,
+    monitor_port: int | None = None,
+    pid_file: Path | None = None,
 ) -> str:
     """The server configuration (JSON, which nats-server reads as its config format).
 
     Args:
         hub_public: the hub user's public NKey.
         partners: each partner and its user's public NKey.
+        admins: each administrative role (``ADMIN_ROLES``) and its user's public NKey.
     """
+    admins = dict(admins or {})
     config: dict[str, Any] = {
         "server_name": server_name,
         "host": host,
@@ -223,13 +291,22 @@ def render_config(
         "max_payload": max_payload,
         "jetstream": {"store_dir": str(store_dir)},
         "accounts": {
-            HUB_ACCOUNT: hub_account(hub_public, sorted(partners)),
+            HUB_ACCOUNT: hub_account(hub_public, sorted(partners), sorted(admins)),
             **{
                 account_name(org): partner_account(org, public)
                 for org, public in sorted(partners.items())
             },
+            **{
+                admin_account(role): admin_user_account(role, public)
+                for role, public in sorted(admins.items())
+            },
         },
     }
+    if monitor_port is not None:
+        # Loopback only: it serves the server's state (no message content, but names).
+        config["http"] = f"127.0.0.1:{monitor_port}"
+    if pid_file is not None:
+        config["pid_file"] = str(pid_file)
     if tls is not None:
         config["tls"] = _tls_block(tls, verify_clients=False)
     if cluster is not None:
@@ -242,7 +319,8 @@ def render_config(
         if tls is not None:
             block["tls"] = _tls_block(tls, verify_clients=True)
         config["cluster"] = block
-    labels = {hub_public: HUB_USER, **{public: org for org, public in partners.items()}}
+    labels = {hub_public: HUB_USER, **{public: org for org, public in partners.items()},
+              **{public: role for role, public in admins.items()}}  # fmt: skip
     header = "".join(f"# {public} = {label}\n" for public, label in sorted(labels.items()))
     return header + json.dumps(config, indent=2, sort_keys=True) + "\n"
 
@@ -252,7 +330,8 @@ def write_config(
     partners: Iterable[OrgId],
     **layout: Any,
 ) -> Path:
-    """Write ``out/nats-server.conf`` and any missing seeds under ``out/creds``; return the path.
+    """Write ``out/nats-server.conf`` and any missing seeds under ``out/creds`` (the hub's,
+    each partner's, ``operator.nk`` and ``security.nk``); return the path.
 
     Existing seeds are kept, so regenerating after adding or removing a partner changes only
     that partner's entry; reload the server (SIGHUP) to apply it without a restart.
@@ -260,6 +339,7 @@ def write_config(
     creds = out / "creds"
     hub_public = ensure_seed(creds / f"{HUB_USER}.nk")
     keys = {org: ensure_seed(creds / f"{org}.nk") for org in sorted(partners)}
+    admins = {role: ensure_seed(creds / f"{role}.nk") for role in ADMIN_ROLES}
     path = out / "nats-server.conf"
-    path.write_text(render_config(hub_public, keys, **layout), encoding="utf-8")
+    path.write_text(render_config(hub_public, keys, admins=admins, **layout), encoding="utf-8")
     return path

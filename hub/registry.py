@@ -3,21 +3,57 @@
 Each case has a regie-gemeente; its kern is that gemeente plus the ZVH, POL and OM of the
 gemeente's region. The registry is operator data (a TOML file the ZVH maintains), separate from
 the key directory: a partner signs its own keys, but its place in a region is assigned to it.
+
+Every hub reads the registry from the stream ``SCHAKEL_REGISTRY``, where ``schakel registry
+publish`` puts it signed by the directory authority with a version that only grows
+(``contracts/KEYLOG.md``, "The partner registry"): a change reaches every running hub within a
+second, and nobody who can write to the stream but lacks the authority's key can change a
+region's kern. A file (``--registry``) or the shipped example serves until one is published.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
 
+from schakel.bus import Bus
+from schakel.contracts.canonical import canonical_json
 from schakel.contracts.enums import OrgType
-from schakel.contracts.errors import PolicyFileError
+from schakel.contracts.errors import PolicyFileError, SchakelError
+from schakel.contracts.header import Base64Signature, Timestamp
 from schakel.contracts.ids import OrgId, OrgIdField, org_type_of
+from schakel.contracts.topology import REGISTRY_STREAM, REGISTRY_SUBJECT
+from schakel.keys.crypto import SigningKey, VerifyKey
 
-__all__ = ["Region", "Registry", "default_registry", "load_registry"]
+__all__ = [
+    "MAX_REGISTRY_BYTES",
+    "Region",
+    "Registry",
+    "RegistryEdition",
+    "SignedRegistry",
+    "default_registry",
+    "load_registry",
+    "newest_edition",
+    "open_registry",
+    "publish_registry",
+    "sign_registry",
+]
+
+REGISTRY_LABEL: Final = b"schakel/1 registry\n"
+# A registry of every gemeente of the Netherlands is some tens of kilobytes.
+MAX_REGISTRY_BYTES: Final = 512 * 1024
 
 
 class _Frozen(BaseModel):
@@ -45,12 +81,20 @@ class Region(_Frozen):
                     raise ValueError(f"{org} listed under {field}")
         return self
 
+    @field_serializer("gemeenten", "zvh", "pol", "om")
+    def _sorted(self, orgs: frozenset[str]) -> list[str]:
+        return sorted(orgs)  # a set has no order; a signature needs one
+
 
 class Registry(_Frozen):
     """All regions, and the partners that belong to no region (national organisations)."""
 
     regions: dict[str, Region]
     national: frozenset[OrgIdField] = frozenset()
+
+    @field_serializer("national")
+    def _sorted(self, orgs: frozenset[str]) -> list[str]:
+        return sorted(orgs)  # a set has no order; a signature needs one
 
     def partners(self) -> frozenset[OrgId]:
         """Every organisation in the registry: who gets NATS credentials and a consumer."""
@@ -88,3 +132,84 @@ def load_registry(path: Path) -> Registry:
 def default_registry() -> Registry:
     """The example registry shipped for the demo and the tests (``hub/registry.toml``)."""
     return _parse(resources.files("schakel.hub").joinpath("registry.toml").read_text("utf-8"))
+
+
+class RegistryEdition(_Frozen):
+    """One published edition of the registry: what the authority signs."""
+
+    format: Literal["schakel-registry/1"] = "schakel-registry/1"
+    version: int = Field(ge=1)
+    at: Timestamp
+    registry: Registry
+
+
+class SignedRegistry(_Frozen):
+    """An edition with the directory authority's signature over its canonical JSON."""
+
+    edition: RegistryEdition
+    authority_signature: Base64Signature
+
+
+def sign_registry(
+    registry: Registry, version: int, authority: SigningKey, at: dt.datetime
+) -> SignedRegistry:
+    """Edition ``version`` of ``registry``, signed by the directory authority."""
+    at = at.astimezone(dt.UTC).replace(microsecond=0)
+    edition = RegistryEdition(version=version, at=at, registry=registry)
+    return SignedRegistry(
+        edition=edition,
+        authority_signature=authority.sign(REGISTRY_LABEL + canonical_json(edition)),
+    )
+
+
+def open_registry(raw: bytes, authority: VerifyKey) -> RegistryEdition | None:
+    """The edition in ``raw`` if it is one and the authority signed it; else ``None``.
+
+    Bounded before parsing: size here, nesting depth by pydantic's parser.
+    """
+    if len(raw) > MAX_REGISTRY_BYTES:
+        return None
+    try:
+        signed = SignedRegistry.model_validate_json(raw)
+    except ValidationError:
+        return None
+    if not authority.verify(
+        REGISTRY_LABEL + canonical_json(signed.edition), signed.authority_signature
+    ):
+        return None
+    return signed.edition
+
+
+async def newest_edition(bus: Bus, authority: VerifyKey) -> tuple[RegistryEdition | None, int, int]:
+    """The published edition with the highest version, the stream's last sequence, and how
+    many entries were skipped because they are not editions the authority signed."""
+    newest: RegistryEdition | None = None
+    last_seq = skipped = 0
+    async for message in bus.scan_direct(REGISTRY_STREAM):
+        last_seq = message.seq
+        edition = open_registry(message.data, authority)
+        if edition is None:
+            skipped += 1
+        elif newest is None or edition.version > newest.version:
+            newest = edition
+    return newest, last_seq, skipped
+
+
+async def publish_registry(
+    bus: Bus, registry: Registry, authority: SigningKey, at: dt.datetime
+) -> RegistryEdition:
+    """Sign ``registry`` as the next edition and append it (the directory authority's job).
+
+    The append expects the stream's last sequence to be the one read, so two publishers
+    never give out the same version.
+
+    Raises:
+        SchakelError: the stream kept changing.
+    """
+    for _ in range(20):
+        newest, last_seq, _ = await newest_edition(bus, authority.public)
+        version = (newest.version if newest is not None else 0) + 1
+        signed = sign_registry(registry, version, authority, at)
+        if await bus.append(REGISTRY_SUBJECT, canonical_json(signed), after=last_seq):
+            return signed.edition
+    raise SchakelError("the registry stream kept changing; try again")

@@ -14,6 +14,7 @@ decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -163,6 +164,16 @@ class Router:
         )
         self._uncounted: Counter[tuple[OrgId, ReasonCode]] = Counter()
 
+    @property
+    def registry(self) -> Registry:
+        """The partner registry the router decides with."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        # Swapped whole (never changed in place): each check reads one published edition.
+        self._registry = registry
+
     async def flush_refusals(self) -> int:
         """Record the refusals counted beyond their senders' budgets: one audit record per
         sender and reason, with the count; return how many were recorded."""
@@ -239,9 +250,7 @@ class Router:
                 # our own redelivery after a crash: done already
                 return Outcome(accepted=seen.status == "accepted", message_id=message_id)
             if not own or seen.status != "claimed":
-                return await self._refuse(
-                    item, sender, now, ReasonCode.DUPLICATE, "replay", header
-                )
+                return await self._refuse(item, sender, now, ReasonCode.DUPLICATE, "replay", header)
             # The sender's own claim, the work unfinished: a crash, or the operator replaying a
             # quarantined message. Every step is idempotent; carry on.
             claim = seen
@@ -348,9 +357,7 @@ class Router:
             return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
 
         await self._messages.update(message_id, add)
-        _log.info(
-            "message_receipted", message_id=message_id, sender=current.sender, recipient=org
-        )
+        _log.info("message_receipted", message_id=message_id, sender=current.sender, recipient=org)
         return Outcome(accepted=True, message_id=message_id)
 
     async def state(self, asker: OrgId, message_id: MessageId) -> DeliveryState:
@@ -384,6 +391,26 @@ class Router:
         await self._undelivered(
             envelope, recipient, "dead-lettered", ReasonCode.UNDELIVERABLE, detail
         )
+
+    async def replayed(
+        self, data: bytes, recipient: OrgId | None, sender: OrgId | None, seq: int
+    ) -> None:
+        """Record that the operator had dead letter ``seq`` delivered again: to ``recipient``
+        (a delivery) or back to the hub from ``sender`` (a quarantined inbound message)."""
+        header = None
+        with contextlib.suppress(EnvelopeError, ContractError):
+            header = decode_header(split_envelope(data)[0])
+        detail = f"dead letter {seq} replayed by the operator"
+        if recipient is not None:
+            record = self._record(header, self._now(), "replayed", None, None,
+                                  sender=None if header else self._identity.org,
+                                  detail=detail)  # fmt: skip
+            record = record.model_copy(update={"recipients": (recipient,)})
+        else:
+            record = self._record(None, self._now(), "replayed", None, None, sender=sender,
+                                  detail=detail, message_id=_claimed_message_id(data))  # fmt: skip
+        await self._audit.append(record)
+        _log.info("dead_letter_replayed", seq=seq, recipient=recipient, sender=sender)
 
     async def quarantined(self, sender: OrgId, seq: int, attempts: int, data: bytes) -> None:
         """Record that the hub set aside ``sender``'s inbound message ``seq`` after

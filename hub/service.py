@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import re
 import zlib
 from collections.abc import Iterable, Mapping
@@ -46,13 +47,17 @@ from schakel.contracts.topology import (
     CASES_BUCKET,
     DELIVERY_STREAM_PREFIX,
     DLQ_PREFIX,
+    DLQ_STREAM,
     HEADER_DELIVERIES,
     HEADER_KIND,
     HEADER_MSG_ID,
     HEADER_ORIGINAL_SUBJECT,
+    HUB_STATUS_SUBJECT,
     INBOUND_STREAM_PREFIX,
     KIND_ENVELOPE,
     MESSAGES_BUCKET,
+    REGISTRY_SUBJECT,
+    REPLAY_SUBJECT,
     STATUS_PREFIX,
     delivery_filter,
     delivery_stream,
@@ -66,6 +71,7 @@ from schakel.contracts.topology import (
 from schakel.hub.audit import AuditTrail
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.quota import RateLimiter
+from schakel.hub.registry import newest_edition
 from schakel.hub.router import Inbound, RetryLater, Router
 from schakel.hub.settings import HubSettings
 from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox, header_case_id
@@ -78,6 +84,7 @@ from schakel.keys.keylog import register_request, sign_request
 __all__ = [
     "Hub",
     "provision",
+    "register",
     "registration",
 ]
 
@@ -107,8 +114,12 @@ class Hub:
         self.bus: Bus | None = None
         self.topology: Topology | None = None
         self.directory_follower: DirectoryFollower | None = None
+        self.router: Router | None = None
         self.processed = 0
         self._clock: Clock = settings.clock or system_clock
+        self.registry_version = 0  # the published edition in use; 0: the configured file
+        self._ready: set[OrgId] = set()  # partners whose streams and consumers exist
+        self._registry_changed = asyncio.Event()  # a new edition, or a new registration
 
     async def __aenter__(self) -> Self:
         if self._state != "unopened":
@@ -148,7 +159,7 @@ class Hub:
                 bus,
                 self.directory,
                 settings.authority,
-                on_change=self._warn_expiring,
+                on_change=self._directory_changed,
                 clock=self._clock,
             )
         )
@@ -161,12 +172,17 @@ class Hub:
             )
         # Every partner's streams and consumers, with this hub's policy limits (whoever
         # provisioned them, the running hub's policy is the one that holds).
-        await topology.ensure_partners(sorted({*settings.partners, *await topology.partners()}))
+        ready = sorted({*settings.partners, *await topology.partners()})
+        await topology.ensure_partners(ready)
         audit = AuditTrail(bus)
         self._stack.push_async_callback(audit.close)
+        edition, _, _ = await newest_edition(bus, settings.authority)
+        if edition is not None:
+            self.registry_version = edition.version
+            _log.info("registry_in_use", version=edition.version, published=edition.at)
         router = Router(
             policy=settings.policy,
-            registry=settings.registry,
+            registry=settings.registry if edition is None else edition.registry,
             directory=self.directory,
             cases=KvCaseStore(await bus.kv(CASES_BUCKET)),
             messages=KvMessageRegistry(await bus.kv(MESSAGES_BUCKET)),
@@ -176,8 +192,13 @@ class Hub:
             instance=settings.instance,
             clock=settings.clock,
         )
+        self.router = router
         await self._watch_dead_letters(router, bus)
         await self._answer_status(router, url)
+        await self._answer_operator(router, bus)
+        self._ready = set(ready)
+        follower = asyncio.create_task(self._follow_registry(router, topology), name="registry")
+        self._stack.push_async_callback(_cancel, follower)
         flusher = asyncio.create_task(self._flush_refusals(router), name="refusal-counts")
         self._stack.push_async_callback(self._last_flush, router, flusher)
         sweeper = asyncio.create_task(self._sweep_expired(router, topology), name="expiry")
@@ -352,6 +373,115 @@ class Hub:
             MAX_DELIVERIES_ADVISORY, on_advisory, queue="schakel-hub"
         )
         self._stack.push_async_callback(subscription.close)
+
+    def _directory_changed(self, _: object) -> None:
+        self._warn_expiring(None)
+        self._registry_changed.set()  # a registration may complete a registry entry
+
+    async def _follow_registry(self, router: Router, topology: Topology) -> None:
+        """Keep the router on the newest registry edition the authority published, and give
+        every organisation that is both in the registry and registered its streams and
+        consumers, without a restart: on a new edition (a message on its subject), on a
+        change of the key directory, and every ``partner_scan`` seconds."""
+        assert self.bus is not None and self.settings.authority is not None
+        bus, authority = self.bus, self.settings.authority
+
+        async def on_edition(_: Message) -> None:
+            self._registry_changed.set()
+
+        subscription = await bus.subscribe(REGISTRY_SUBJECT, on_edition)
+        self._stack.push_async_callback(subscription.close)
+        skipped_seen = 0
+        while True:
+            try:
+                edition, _, skipped = await newest_edition(bus, authority)
+                if skipped > skipped_seen:
+                    _log.error("registry_entry_skipped", entries=skipped,
+                               hint="an entry not signed by the directory authority")  # fmt: skip
+                skipped_seen = skipped
+                if edition is not None and edition.version > self.registry_version:
+                    router.registry = edition.registry
+                    self.registry_version = edition.version
+                    _log.info("registry_updated", version=edition.version)
+                wanted = {
+                    org
+                    for org in router.registry.partners()
+                    if org in self.directory and org not in self._ready
+                }
+                if wanted:
+                    await topology.ensure_partners(sorted(wanted))
+                    self._ready |= wanted
+                    _log.info("partners_ready", partners=sorted(wanted))
+            except Exception as exc:
+                _log.warning("registry_follow_failed", error=type(exc).__name__)
+            self._registry_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._registry_changed.wait(), self.settings.partner_scan)
+
+    async def _answer_operator(self, router: Router, bus: Bus) -> None:
+        """Answer the operator's two questions: is a hub running, on which registry edition
+        with how many partners ready (``schakel hub status``); and deliver a dead letter again
+        (``schakel dlq replay``).
+
+        The operator's user may read the dead-letter stream but write nowhere: it asks, and
+        the hub copies the dead letter back to the subject it came from (a partner's delivery
+        or inbound subject, nothing else) under an id that makes a repeated request a no-op,
+        removes it from the dead-letter stream and records the replay in the audit trail. A
+        replay request is a stream sequence in ASCII digits. Answers go only to the asker's
+        own reply subject (never one the request names in the hub's account) and say what
+        happened; they carry no headers of the request.
+        """
+
+        def own_reply(msg: Message) -> bool:
+            if msg.reply.startswith((_SERVICE_REPLY_PREFIX, "_INBOX.")):
+                return True
+            _log.warning("operator_reply_refused", subject=msg.subject)
+            return False
+
+        async def on_replay(msg: Message) -> None:
+            if not own_reply(msg):
+                return
+            if not (0 < len(msg.data) <= 20 and msg.data.isdigit()):
+                await bus.send(msg.reply, b'{"result": "invalid"}')
+                return
+            seq = int(msg.data)
+            try:
+                result = await self._replay(router, bus, seq)
+            except Exception as exc:
+                _log.warning("replay_failed", seq=seq, error=type(exc).__name__)
+                result = "failed"
+            await bus.send(msg.reply, json.dumps({"seq": seq, "result": result}).encode())
+
+        async def on_status(msg: Message) -> None:
+            if own_reply(msg):
+                status = {
+                    "instance": self.settings.instance,
+                    "registry_version": self.registry_version,
+                    "partners_ready": len(self._ready),
+                    "processed": self.processed,
+                }
+                await bus.send(msg.reply, json.dumps(status).encode())
+
+        for subject, handler in ((REPLAY_SUBJECT, on_replay), (HUB_STATUS_SUBJECT, on_status)):
+            subscription = await bus.subscribe(subject, handler, queue="schakel-hub")
+            self._stack.push_async_callback(subscription.close)
+
+    @staticmethod
+    async def _replay(router: Router, bus: Bus, seq: int) -> str:
+        letter = await bus.get(DLQ_STREAM, seq)
+        if letter is None:
+            return "absent"
+        original = letter.headers.get(HEADER_ORIGINAL_SUBJECT, "")
+        recipient = recipient_of_delivery_subject(original)
+        sender = org_of_inbound_subject(original)
+        if recipient is None and sender is None:
+            return "not-replayable"
+        kind = letter.headers.get(HEADER_KIND, KIND_ENVELOPE)
+        headers = {HEADER_MSG_ID: f"replay:{seq}", HEADER_KIND: kind}
+        await bus.publish(original, letter.data, headers)
+        await bus.delete(DLQ_STREAM, seq)
+        await router.replayed(letter.data, recipient, sender, seq)
+        return "replayed"
 
     def _warn_expiring(self, _: object) -> None:
         now = self._clock()
@@ -578,6 +708,25 @@ def registration(identity: PartnerIdentity, at: dt.datetime | None = None) -> Ke
     return sign_request(register_request(identity, when), identity.signing_key)
 
 
+async def register(
+    bus: Bus, requests: Iterable[KeyEventRequest], authority: SigningKey
+) -> list[OrgId]:
+    """Append each request to the key log, countersigned (the directory authority's job; the
+    security officer's user may do nothing more). A registration of an organisation already
+    in the log is skipped: those organisations are returned. The hub gives a registered
+    organisation of the registry its streams and consumers by itself."""
+    follower = DirectoryFollower(KeyDirectory(), authority.public)
+    await follower.sync(bus)
+    skipped = []
+    for request in requests:
+        org = OrgId(request.event.org)
+        if request.event.kind is KeyEventKind.REGISTER and org in follower.directory:
+            skipped.append(org)
+        else:
+            await append_key_event(bus, request, authority)
+    return skipped
+
+
 async def provision(
     url: str,
     policy: Policy,
@@ -589,26 +738,18 @@ async def provision(
     ack_wait: float = ACK_WAIT,
     redelivery: tuple[float, ...] = REDELIVERY,
 ) -> list[OrgId]:
-    """Operator step: topology, then each request appended to the key log (registrations of
-    organisations already in the log are skipped), then the partners' delivery consumers.
-    Returns the organisations whose registration was skipped."""
+    """Set up a development or test system with the hub's all-powerful user: topology, then
+    :func:`register`, then the partners' streams and consumers (a running hub would make
+    those itself). Returns the organisations whose registration was skipped."""
     async with Bus(url, name="schakel-operator", credentials=credentials) as bus:
         topology = Topology(
             bus, policy.limits, replicas=replicas, ack_wait=ack_wait, redelivery=redelivery
         )
         await topology.ensure()
-        follower = DirectoryFollower(KeyDirectory(), authority.public)
-        await follower.sync(bus)
-        orgs, skipped = [], []
-        for request in requests:
-            org = OrgId(request.event.org)
-            registered = org in follower.directory
-            if registered and request.event.kind is KeyEventKind.REGISTER:
-                skipped.append(org)
-            else:
-                await append_key_event(bus, request, authority)
-            if org_type_of(org) is not OrgType.HUB:
-                orgs.append(org)
+        requests = list(requests)
+        skipped = await register(bus, requests, authority)
+        orgs = [OrgId(r.event.org) for r in requests]
+        orgs = [org for org in orgs if org_type_of(org) is not OrgType.HUB]
         await topology.ensure_partners(orgs)
         return skipped
 

@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import re
 import signal
@@ -21,12 +22,12 @@ from pydantic import SecretStr
 from schakel.bus import Credentials, redacted
 from schakel.bus.settings import CONFIG_ENV, Settings
 from schakel.contracts.clock import system_clock
-from schakel.contracts.enums import OrgType
+from schakel.contracts.enums import MessageType, OrgType
 from schakel.contracts.errors import SchakelError
 from schakel.contracts.ids import KEY_ID_PATTERN, KeyId, OrgId, org_type_of
 from schakel.contracts.keyevents import KeyEventRequest, RevocationReason
 from schakel.contracts.policy import default_policy
-from schakel.hub.registry import default_registry, load_registry
+from schakel.hub.registry import Registry, RegistryEdition, default_registry, load_registry
 from schakel.hub.service import registration
 from schakel.keys.crypto import SigningKey, VerifyKey
 from schakel.keys.identity import PartnerIdentity
@@ -148,25 +149,86 @@ def _request_file(path: Path) -> KeyEventRequest:
 
 
 def _keys_register(args: argparse.Namespace) -> int:
-    from schakel.hub.service import provision
+    """Append signed requests to the key log (the security officer's user suffices)."""
+    from schakel.bus import Bus
+    from schakel.hub.service import register
 
     settings = _settings(args)
     requests = [_request_file(Path(p)) for p in args.requests]
-    skipped = asyncio.run(
-        provision(
-            _nats_url(settings),
-            default_policy(),
-            requests,
-            _authority_key(args.authority),
-            credentials=settings.credentials(),
-        )
-    )
+    authority = _authority_key(args.authority)
+
+    async def append() -> list[OrgId]:
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
+            return await register(bus, requests, authority)
+
+    skipped = asyncio.run(append())
     for org in skipped:
         sys.stderr.write(
             f"{org} is registered already: nothing changed (new keys: `schakel keys rotate`)\n"
         )
-    sys.stdout.write(f"registered {len(requests) - len(skipped)} organisation(s)\n")
+    sys.stdout.write(f"registered {len(requests) - len(skipped)} request(s)\n")
     return 1 if skipped else 0
+
+
+def _registry_file(settings: Settings, path: str | None) -> Registry:
+    if path:
+        return load_registry(Path(path))
+    if settings.registry:
+        return load_registry(settings.registry)
+    raise SchakelError("name the registry file (registry.toml) to publish")
+
+
+def _registry_publish(args: argparse.Namespace) -> int:
+    """Sign the registry as its next edition and publish it: every running hub takes it."""
+    from schakel.bus import Bus
+    from schakel.hub.registry import publish_registry
+
+    settings = _settings(args)
+    registry = _registry_file(settings, args.file)
+    authority = _authority_key(args.authority)
+
+    async def publish() -> RegistryEdition:
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name="schakel-registry", credentials=credentials) as bus:
+            return await publish_registry(bus, registry, authority, system_clock())
+
+    edition = asyncio.run(publish())
+    sys.stdout.write(
+        f"registry edition {edition.version} published: {len(registry.regions)} region(s), "
+        f"{len(registry.partners())} organisation(s); running hubs take it at once\n"
+    )
+    return 0
+
+
+def _registry_show(args: argparse.Namespace) -> int:
+    """The registry edition the hubs use, as the authority signed it."""
+    from schakel.bus import Bus
+    from schakel.hub.registry import newest_edition
+
+    settings = _settings(args)
+    authority = _authority_public(settings)
+
+    async def read() -> tuple[RegistryEdition | None, int, int]:
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name="schakel-registry", credentials=credentials) as bus:
+            return await newest_edition(bus, authority)
+
+    edition, _, skipped = asyncio.run(read())
+    if edition is None:
+        sys.stdout.write("no registry published: hubs use their --registry file\n")
+    else:
+        sys.stdout.write(f"edition {edition.version} of {edition.at:%Y-%m-%d %H:%M:%S}Z\n")
+        for name, region in sorted(edition.registry.regions.items()):
+            kern = ", ".join(sorted(region.zvh | region.pol | region.om))
+            gemeenten = ", ".join(sorted(region.gemeenten))
+            sys.stdout.write(f"  region {name}: gemeenten {gemeenten}; kern {kern}\n")
+        sys.stdout.write(f"  national: {', '.join(sorted(edition.registry.national)) or '-'}\n")
+    if skipped:
+        sys.stdout.write(f"ALARM: {skipped} entr{'y' if skipped == 1 else 'ies'} not signed "
+                         "by the directory authority skipped\n")  # fmt: skip
+        return 1
+    return 0
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
@@ -241,19 +303,45 @@ async def _key_published(
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
+    """Revoke one key (``--kid``) or every key an organisation still has (``--all``: it
+    leaves, or all its keys are compromised), signed by the authority alone."""
     settings = _settings(args)
     org = _org_id(args.org, None)
-    if not re.fullmatch(KEY_ID_PATTERN, args.kid):
+    if (args.kid is None) == (not args.all):
+        raise SchakelError("name the key to revoke (--kid) or revoke them all (--all)")
+    if args.kid is not None and not re.fullmatch(KEY_ID_PATTERN, args.kid):
         raise SchakelError("--kid: not a key id (sig-... or enc-... and 32 hex digits)")
-    request = sign_request(
-        revoke_request(org, KeyId(args.kid), args.reason, system_clock()), None
-    )
-    asyncio.run(
-        _append(
-            _nats_url(settings), [request], _authority_key(args.authority), settings.credentials()
-        )
-    )
+    url, credentials = _nats_url(settings), settings.credentials()
+    authority = _authority_key(args.authority)
+    now = system_clock()
+    kids = [KeyId(args.kid)] if args.kid else _unrevoked_keys(url, credentials, authority, org)
+    if not kids:
+        raise SchakelError(f"{org} has no key that is not revoked already")
+    requests = [sign_request(revoke_request(org, kid, args.reason, now), None) for kid in kids]
+    asyncio.run(_append(url, requests, authority, credentials))
     return 0
+
+
+def _unrevoked_keys(
+    url: str, credentials: Credentials | None, authority: SigningKey, org: OrgId
+) -> list[KeyId]:
+    """Every key of ``org`` the key log has not revoked: encryption keys, then signing keys."""
+    from schakel.bus import Bus, DirectoryFollower
+    from schakel.keys.directory import KeyDirectory
+
+    async def read() -> KeyDirectory:
+        async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
+            follower = DirectoryFollower(KeyDirectory(), authority.public)
+            await follower.sync(bus)
+            return follower.directory
+
+    directory = asyncio.run(read())
+    if org not in directory:
+        raise SchakelError(f"{org} is not registered")
+    record = directory.record(org)
+    kids = [KeyId(c.kid) for c in record.encryption_keys]
+    kids += [KeyId(i.kid) for i in (*record.previous_signing_keys, record.signing_key)]
+    return [kid for kid in kids if directory.revoked_at(org, kid) is None]
 
 
 def _keys_list(args: argparse.Namespace) -> int:
@@ -354,6 +442,8 @@ def _add_nats(parser: argparse.ArgumentParser) -> None:
     _setting(parser, "nats_url", "--nats")
     _setting(parser, "nats_nkey", "--nkey")
     _setting(parser, "nats_tls_ca", "--tls-ca")
+    _setting(parser, "nats_tls_cert", "--tls-cert")
+    _setting(parser, "nats_tls_key", "--tls-key")
 
 
 def _nats_url(settings: Settings) -> str:
@@ -492,6 +582,7 @@ _DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "cluster_name": "schakel",
     "cluster_port": None,
     "route": [],
+    "monitor_port": 8222,
 }
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -555,6 +646,8 @@ def _nats_config(args: argparse.Namespace) -> int:
         cluster = ClusterLayout(name=values["cluster_name"], port=int(values["cluster_port"]),
                                 routes=tuple(values["route"]))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    monitor = int(values["monitor_port"])
+    before = _config_loaded(monitor) if args.reload else None
     path = write_config(
         out,
         registry.partners(),
@@ -563,16 +656,73 @@ def _nats_config(args: argparse.Namespace) -> int:
         store_dir=Path(values["store_dir"]),
         tls=tls,
         cluster=cluster,
+        monitor_port=monitor,
+        pid_file=(out / _PID_FILE).resolve(),
     )
     _write_deployment(out, values)
+    if args.reload:
+        _reload(out / _PID_FILE, monitor, before)
     sys.stdout.write(
         f"wrote {path} ({len(registry.partners())} partners + hub, "
         f"{'TLS' if tls else 'loopback, no TLS'}); settings kept in {out / _DEPLOYMENT_FILE}\n"
         f"seeds in {out / 'creds'} (mode 0600): give each partner only its own file\n"
         f"start:  nats-server -c {path}\n"
-        "reload after adding or removing a partner:  nats-server --signal reload\n"
+        f"after adding or removing a partner: schakel nats-config --out {out} --reload\n"
     )
     return 0
+
+
+_PID_FILE = "nats-server.pid"
+
+
+def _config_loaded(monitor_port: int) -> str | None:
+    """When the server on this machine last loaded its configuration (its monitoring
+    endpoint's ``config_load_time``), or ``None`` if it does not answer."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        with opener.open(f"http://127.0.0.1:{monitor_port}/varz", timeout=2) as answer:
+            loaded = json.loads(answer.read(1_000_000)).get("config_load_time")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(loaded) if loaded else None
+
+
+def _reload(pid_file: Path, monitor_port: int, before: str | None) -> None:
+    """Make the running server read the new configuration and wait for its answer: its
+    monitoring endpoint shows a new load time only when the reload succeeded."""
+    import time
+
+    try:
+        pid = int(pid_file.read_text("ascii").strip())
+    except (OSError, ValueError):
+        raise SchakelError(
+            f"no running server to reload ({pid_file} missing): the configuration is written; "
+            "start the server with it"
+        ) from None
+    if before is None:
+        raise SchakelError(
+            f"the server does not answer on its monitoring port {monitor_port}: the "
+            "configuration is written, reload it yourself (nats-server --signal reload)"
+        )
+    from schakel.hub.natsserver import RELOAD_PASSES
+
+    for _ in range(RELOAD_PASSES):  # an added account's imports work after the second
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            raise SchakelError(f"cannot signal the server (pid {pid} from {pid_file})") from None
+        deadline = time.monotonic() + 10
+        while (loaded := _config_loaded(monitor_port)) is None or loaded == before:
+            if time.monotonic() > deadline:
+                raise SchakelError(
+                    "the server did not take the new configuration (its log says why); "
+                    "it runs on the previous one"
+                )
+            time.sleep(0.1)
+        before = loaded
+    sys.stdout.write("the server reloaded the new configuration\n")
 
 
 async def _dead_letters(
@@ -581,20 +731,19 @@ async def _dead_letters(
     credentials: Credentials | None = None,
     only: frozenset[int] | None = None,
 ) -> int:
-    """List (or replay) the dead letters; ``only`` limits both to these stream sequences."""
+    """List (or have the hub replay) the dead letters; ``only`` limits both to these stream
+    sequences. Returns how many were listed; a replay the hub did not do fails."""
     from schakel.bus import Bus
     from schakel.contracts.topology import (
         DLQ_STREAM,
         HEADER_DELIVERIES,
-        HEADER_KIND,
-        HEADER_MSG_ID,
         HEADER_ORIGINAL_SUBJECT,
-        KIND_ENVELOPE,
+        REPLAY_SUBJECT,
     )
 
     async with Bus(url, name="schakel-dlq", credentials=credentials) as bus:
-        count = 0
-        async for msg in bus.scan(DLQ_STREAM):
+        count, failed = 0, []
+        async for msg in bus.scan_direct(DLQ_STREAM):
             if only is not None and msg.seq not in only:
                 continue
             original = msg.headers.get(HEADER_ORIGINAL_SUBJECT, "")
@@ -602,14 +751,21 @@ async def _dead_letters(
                 f"#{msg.seq} {msg.subject} from {original} after "
                 f"{msg.headers.get(HEADER_DELIVERIES, '?')} deliveries\n"
             )
-            if replay and original:
-                kind = msg.headers.get(HEADER_KIND, KIND_ENVELOPE)
-                await bus.publish(
-                    original, msg.data, {HEADER_MSG_ID: f"replay:{msg.seq}", HEADER_KIND: kind}
-                )
-                await bus.delete(DLQ_STREAM, msg.seq)
             count += 1
+            if not replay:
+                continue
+            # The hub copies it back (the operator's user may only ask): a hub must be running.
+            try:
+                answer = await bus.request(REPLAY_SUBJECT, str(msg.seq).encode(), timeout=10)
+                result = str(json.loads(answer).get("result", "?"))
+            except (SchakelError, ValueError, AttributeError):
+                result = "no answer from a hub"
+            sys.stdout.write(f"  replay: {result}\n")
+            if result != "replayed":
+                failed.append(msg.seq)
         sys.stdout.write(f"{count} dead letter(s){' replayed' if replay and count else ''}\n")
+        if failed:
+            raise SchakelError(f"not replayed: {', '.join(f'#{seq}' for seq in failed)}")
         return count
 
 
@@ -625,6 +781,76 @@ def _dlq(args: argparse.Namespace) -> int:
     url, credentials = _nats_url(settings), settings.credentials()
     asyncio.run(_dead_letters(url, replay=replay, credentials=credentials, only=only))
     return 0
+
+
+def _hub_status(args: argparse.Namespace) -> int:
+    """Ask the running hubs whether one is up (the operator's user suffices); with ``--wait``,
+    keep asking until one answers or the time is up."""
+    import time
+
+    from schakel.bus import Bus
+    from schakel.contracts.topology import HUB_STATUS_SUBJECT
+
+    settings = _settings(args)
+
+    async def ask() -> dict[str, Any]:
+        deadline = time.monotonic() + args.wait
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name="schakel-status", credentials=credentials) as bus:
+            while True:
+                try:
+                    answer = await bus.request(HUB_STATUS_SUBJECT, b"", timeout=2)
+                except SchakelError:
+                    if time.monotonic() >= deadline:
+                        raise SchakelError(
+                            f"no hub answered{f' within {args.wait:g} s' if args.wait else ''}"
+                        ) from None
+                    await asyncio.sleep(0.5)
+                    continue
+                try:
+                    status = json.loads(answer)
+                except ValueError:
+                    status = None
+                if not isinstance(status, dict):
+                    raise SchakelError("the hub's answer is not readable")
+                return status
+
+    status = asyncio.run(ask())
+    sys.stdout.write(
+        f"hub {status.get('instance')} running: registry edition "
+        f"{status.get('registry_version') or 'from its file'}, "
+        f"{status.get('partners_ready')} partner(s) ready, {status.get('processed')} routed\n"
+    )
+    return 0
+
+
+def _partner(args: argparse.Namespace) -> int:
+    """The SDK from the shell: send example messages, or receive and acknowledge."""
+    from schakel.adapters.client import PartnerClient
+    from schakel.contracts.enums import MessageType
+    from schakel.harness.partner import receive_messages, send_messages
+
+    settings = _settings(args)
+    client = PartnerClient.from_settings(settings)
+
+    def out(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    async def run() -> int:
+        async with client:
+            if args.partner_command == "send":
+                to = [_org_id(org, None) for org in args.to]
+                await send_messages(client, MessageType(args.type), to, args.count, out)
+                return 0
+            seen = await receive_messages(client, args.count, args.timeout, out)
+            if seen.deliveries < args.count:
+                sys.stderr.write(f"schakel: {seen.deliveries} of {args.count} deliveries "
+                                 f"within {args.timeout:g} s\n")  # fmt: skip
+                return 1
+            return 1 if seen.rejected else 0
+
+    return asyncio.run(run())
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -691,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(handler=_keys_rotate)
     revoke = keys.add_parser("revoke", help="revoke a key, effective immediately")
     revoke.add_argument("--org", required=True)
-    revoke.add_argument("--kid", required=True)
+    revoke.add_argument("--kid", help="the key to revoke (sig-... or enc-...)")
+    revoke.add_argument("--all", action="store_true", help="every key it still has")
     revoke.add_argument("--reason", required=True, choices=[r.value for r in RevocationReason])
     revoke.add_argument("--authority", required=True, help="directory authority keystore")
     _add_nats(revoke)
@@ -705,6 +932,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(vdir)
     vdir.set_defaults(handler=_verify_directory)
 
+    registry = commands.add_parser(
+        "registry", help="the partner registry every hub follows"
+    ).add_subparsers(dest="registry_command", required=True)
+    publish = registry.add_parser("publish", help="sign and publish a registry file")
+    publish.add_argument("file", nargs="?", help="registry TOML (default: the registry setting)")
+    publish.add_argument("--authority", required=True, help="directory authority keystore")
+    _add_nats(publish)
+    publish.set_defaults(handler=_registry_publish)
+    rshow = registry.add_parser("show", help="the edition the hubs use")
+    _setting(rshow, "authority_public")
+    _add_nats(rshow)
+    rshow.set_defaults(handler=_registry_show)
+
     hub = commands.add_parser("hub", help="the hub service").add_subparsers(
         dest="hub_command", required=True
     )
@@ -716,6 +956,28 @@ def build_parser() -> argparse.ArgumentParser:
         _setting(run, name)  # typed and bounded by the model, which names what is wrong
     _setting(run, "log", choices=["json", "console"])
     run.set_defaults(handler=_hub_run)
+    status = hub.add_parser("status", help="whether a hub runs (the operator's user suffices)")
+    status.add_argument("--wait", type=float, default=0.0,
+                        help="keep asking this many seconds until a hub answers")  # fmt: skip
+    _add_nats(status)
+    status.set_defaults(handler=_hub_status)
+
+    partner = commands.add_parser(
+        "partner", help="the partner SDK from a shell: send examples, receive and acknowledge"
+    ).add_subparsers(dest="partner_command", required=True)
+    send = partner.add_parser("send", help="send example messages of one type")
+    send.add_argument("--type", required=True, choices=[t.value for t in MessageType])
+    send.add_argument("--to", required=True, action="append", help="recipient; repeatable")
+    send.add_argument("--count", type=_positive, default=1)
+    receive = partner.add_parser("receive", help="receive and acknowledge deliveries")
+    receive.add_argument("--count", type=_positive, default=1, help="deliveries to wait for")
+    receive.add_argument("--timeout", type=float, default=30.0,
+                         help="give up after this many seconds without one")  # fmt: skip
+    for sub in (send, receive):
+        for name in ("keystore", "state_dir", "authority_public"):
+            _setting(sub, name)
+        _add_nats(sub)
+        sub.set_defaults(handler=_partner)
 
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True
@@ -756,6 +1018,10 @@ def build_parser() -> argparse.ArgumentParser:
     natscfg.add_argument("--cluster-name", help="cluster name (default schakel)")
     natscfg.add_argument("--cluster-port", type=int, help="route port (enables clustering)")
     natscfg.add_argument("--route", action="append", help="peer route URL")
+    natscfg.add_argument("--monitor-port", type=int,
+                         help="monitoring port on 127.0.0.1 (default 8222)")  # fmt: skip
+    natscfg.add_argument("--reload", action="store_true", help="make the running server "
+                         "read the new configuration and wait for its answer")  # fmt: skip
     natscfg.set_defaults(handler=_nats_config)
 
     demo = commands.add_parser("demo", help="play scenario 1 through an embedded hub")
@@ -765,6 +1031,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    # asyncio's TLS transport warns about nats-py's protocol at every close: noise, not news.
+    logging.getLogger("asyncio").addFilter(lambda r: "eof_received" not in r.getMessage())
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

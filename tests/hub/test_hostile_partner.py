@@ -46,6 +46,9 @@ from schakel.contracts.topology import (
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
     MESSAGES_BUCKET,
+    REGISTRY_STREAM,
+    REGISTRY_SUBJECT,
+    REPLAY_SUBJECT,
     delivery_consumer,
     delivery_filter,
     delivery_stream,
@@ -56,7 +59,12 @@ from schakel.contracts.topology import (
     quarantine_subject,
 )
 from schakel.hub.audit import AuditRecord, parse_record, read_trail, verify_chain
-from schakel.hub.natsconfig import PARTNER_MAX_CONNECTIONS, partner_permissions, write_config
+from schakel.hub.natsconfig import (
+    ADMIN_ROLES,
+    PARTNER_MAX_CONNECTIONS,
+    partner_permissions,
+    write_config,
+)
 from schakel.hub.natsserver import NatsServer, free_port
 from schakel.hub.service import provision, registration
 from schakel.keys.crypto import SigningKey
@@ -136,7 +144,8 @@ class Rig:
             consumer = await js.consumer_info(delivery_stream(org), delivery_consumer(org))
             acked = consumer.ack_floor.stream_seq
             state[f"consumer {org}"] = (consumer.delivered.stream_seq, acked)
-        for stream in (KEYLOG_STREAM, DLQ_STREAM, f"KV_{CASES_BUCKET}", f"KV_{MESSAGES_BUCKET}"):
+        for stream in (KEYLOG_STREAM, REGISTRY_STREAM, DLQ_STREAM, f"KV_{CASES_BUCKET}",
+                       f"KV_{MESSAGES_BUCKET}"):  # fmt: skip
             info = await js.stream_info(stream)
             state[stream] = (info.state.messages, info.state.last_seq)
         return state
@@ -344,6 +353,62 @@ async def test_no_answer_lands_outside_the_askers_own_account(tmp_path: Path) ->
             assert client.directory_follower is not None
             assert not client.directory_follower.skipped
         await exchange(rig, OM, ZVH)  # the victims still talk
+        assert rig.hub.poll() is None
+
+
+@pytest.mark.parametrize("role", sorted(ADMIN_ROLES))
+async def test_no_answer_to_an_administrative_user_lands_in_the_hubs_account(
+    tmp_path: Path, role: str
+) -> None:
+    """The operator's and the security officer's users, like a partner's, get every answer in
+    their own account: each of their grants, aimed with every reply subject of the hub's
+    topology and hostile headers, changes nothing of the hub's or the partners' records.
+    (The security officer's appends carry an expectation that fails, so that nothing is
+    stored: storing is its job, answering elsewhere is not. For the same reason its own two
+    write subjects are left out as reply subjects: an answer may land where the asker could
+    publish itself, and it can publish there.)"""
+    async with hostile_rig(tmp_path) as rig:
+        victim_id, _ = await exchange(rig, OM, ZVH, settle=True)
+        case_id = next(r.case_id for r in await rig.audit() if r.message_id == victim_id)
+        assert case_id is not None
+        audited = len(await rig.audit())
+        before = await rig.victim_state()
+        attempted = 0
+        nc = await nats.connect(rig.server.url, nkeys_seed=str(rig.seed(role)),
+                                allow_reconnect=False)  # fmt: skip
+        try:
+            own = {s for s, _ in ADMIN_ROLES[role]}
+            targets = [t for t in reply_targets(case_id, victim_id) if t not in own]
+            for subject in own:
+                writes = subject in (KEYLOG_SUBJECT, REGISTRY_SUBJECT)
+                for reply in targets:
+                    for headers in HOSTILE_HEADERS:
+                        if writes:
+                            headers = {**headers, "Nats-Expected-Last-Subject-Sequence": "999999"}
+                        payload = (b"1" if subject == REPLAY_SUBJECT
+                                   else grant_payload(subject, victim_id))  # fmt: skip
+                        await nc.publish(subject, payload, reply=reply, headers=headers or None)
+                        attempted += 1
+            await nc.flush()
+            # Round trips through the hub and JetStream after all of them: handled.
+            if role == "operator":
+                await nc.request(REPLAY_SUBJECT, b"1", timeout=5)
+            else:
+                await nc.request(f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}", b'{"seq":1}', timeout=5)
+        finally:
+            await nc.close()
+        after = await rig.victim_state()
+        leaked = sum(1 for key in before if before[key] != after[key])
+        report(f"reply subjects ({role})", attempted, leaked)
+        assert after == before
+        trail = [item async for item in read_trail(rig.hub_bus)]
+        chain = verify_chain(trail)
+        assert chain.ok and not chain.foreign, chain
+        assert len(await rig.audit()) == audited
+        for client in rig.clients.values():
+            assert client.directory_follower is not None
+            assert not client.directory_follower.skipped
+        await exchange(rig, OM, ZVH)
         assert rig.hub.poll() is None
 
 
@@ -713,20 +778,24 @@ async def test_a_flood_of_status_questions_never_slows_routing(tmp_path: Path) -
 
 
 async def test_the_repair_commands_reach_a_secured_deployment(tmp_path: Path) -> None:
-    """`audit verify`, `dlq list` and `keys verify-directory` connect with the hub's NKey to the
-    account-separated server, so the documented repair can be run there."""
+    """`audit verify`, `dlq list` and `keys verify-directory` connect to the account-separated
+    server as the narrowest user that may do each: the operator's and the security officer's
+    users, never the hub's NKey."""
     async with hostile_rig(tmp_path) as rig:
         await exchange(rig, OM, ZVH)
-        nkey = ["--nats", rig.server.url, "--nkey", str(rig.seed("hub"))]
         public = base64.b64encode(rig.authority.public.raw).decode()
         commands = {
-            ("audit", "verify"): "audit chain intact",
-            ("dlq", "list"): "0 dead letter(s)",
-            ("keys", "verify-directory", "--authority-public", public): "valid events",
-        }
+            ("audit", "verify", "--nkey", str(rig.seed("operator"))): "audit chain intact",
+            ("dlq", "list", "--nkey", str(rig.seed("operator"))): "0 dead letter(s)",
+            ("keys", "verify-directory", "--authority-public", public,
+             "--nkey", str(rig.seed("security"))): "valid events",
+            ("keys", "list", "--authority-public", public,
+             "--nkey", str(rig.seed("security"))): "organisation(s), key log of",
+        }  # fmt: skip
         for command, expected in commands.items():
             result = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "schakel", *command, *nkey],
+                subprocess.run, [sys.executable, "-m", "schakel", *command,
+                                 "--nats", rig.server.url],
                 capture_output=True, text=True, check=False, timeout=60,
             )  # fmt: skip
             assert result.returncode == 0, (command, result.stdout, result.stderr)

@@ -185,6 +185,67 @@ async def test_attack_is_denied(
     assert any("permissions violation" in e and subject.lower() in e for e in errors), errors
 
 
+RoleAttack = tuple[str, str, Callable[[Client, str], Awaitable[None]], str]
+_EITHER: list[Attack] = [
+    ("publish into a partner's inbound subject", _publish, "schakel.in.OM.west"),
+    ("publish into a partner's deliveries", _publish, "schakel.out.OM.west.POL.west"),
+    ("pull a partner's deliveries", _request, f"$JS.API.CONSUMER.MSG.NEXT.{VS}.{V}"),
+    ("read deliveries by direct get", _request, f"$JS.API.DIRECT.GET.{VS}"),
+    ("read case metadata", _request, "$JS.API.DIRECT.GET.KV_schakel-cases"),
+    ("write case metadata", _publish, "$KV.schakel-cases.case-aaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ("publish into the audit stream", _publish, "schakel.audit"),
+    ("delete a dead letter itself", _request, "$JS.API.STREAM.MSG.DELETE.SCHAKEL_DLQ"),
+    ("stream info", _request, "$JS.API.STREAM.INFO.SCHAKEL_AUDIT"),
+    ("create a consumer", _request, "$JS.API.CONSUMER.CREATE.SCHAKEL_AUDIT"),
+    ("delete the key log", _request, "$JS.API.STREAM.DELETE.SCHAKEL_KEYLOG"),
+    ("ask about a partner's message", _request, "schakel.status.OM.west"),
+    ("subscribe to everything", _subscribe, ">"),
+    ("subscribe to a partner's deliveries", _subscribe, "schakel.out.>"),
+    ("subscribe to a partner's inbox", _subscribe, "_INBOX_OM-west.>"),
+]
+ROLE_ATTACKS: list[RoleAttack] = [
+    (role, name, act, subject)
+    for role in ("operator", "security")
+    for name, act, subject in _EITHER
+] + [
+    ("operator", "append to the key log", _publish, "schakel.keylog"),
+    ("operator", "publish a registry", _publish, "schakel.registry"),
+    ("operator", "read the key log", _request, "$JS.API.DIRECT.GET.SCHAKEL_KEYLOG"),
+    ("security", "read the audit trail", _request, "$JS.API.DIRECT.GET.SCHAKEL_AUDIT"),
+    ("security", "read dead letters", _request, "$JS.API.DIRECT.GET.SCHAKEL_DLQ"),
+    ("security", "replay a dead letter", _request, "schakel.admin.replay"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("role", "name", "act", "subject"), ROLE_ATTACKS, ids=[f"{a[0]}: {a[1]}" for a in ROLE_ATTACKS]
+)
+async def test_an_administrative_user_can_do_only_its_role(
+    secured: Secured,
+    role: str,
+    name: str,
+    act: Callable[[Client, str], Awaitable[None]],
+    subject: str,
+) -> None:
+    """The operator reads metadata and asks for replays; the security officer appends to and
+    reads the key log and the registry. Anything else the server refuses."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await nats.connect(secured.server.url, nkeys_seed=str(secured.seed(role)),
+                            allow_reconnect=False, error_cb=on_error)  # fmt: skip
+    try:
+        await act(nc, subject)
+        await nc.flush()
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await nc.request("_INBOX.ping", b"", timeout=0.2)
+    finally:
+        await nc.close()
+    assert any("permissions violation" in e and subject.lower() in e for e in errors), errors
+
+
 async def test_every_partner_is_confined_to_its_own_subject(secured: Secured) -> None:
     """With each partner's credentials, publishing as any other partner is denied."""
     for org in PARTNERS:
@@ -240,6 +301,9 @@ async def test_reload_adds_and_removes_a_partner(secured: Secured, tmp_path: Pat
     async with raw_client(secured, newcomer) as (nc, errors):
         await nc.publish(f"schakel.in.{newcomer}", b"{}")
         await nc.flush()
+        # Its imports work: the key directory answers (after one reload they did not).
+        answer = await nc.request("$JS.API.DIRECT.GET.SCHAKEL_KEYLOG", b'{"seq":1}', timeout=5)
+        assert answer.headers is not None and answer.headers.get("Nats-Sequence") == "1"
     assert errors == []
     write_config(secured.config_dir, PARTNERS, port=secured.server.port, store_dir=tmp_path / "js")
     await secured.server.reload()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from schakel.bus import Bus, Topology
+from schakel.contracts.policy import default_policy
 from schakel.hub.natsserver import NatsServer
 from schakel.keys.keystore import load_keystore
 
@@ -39,6 +41,8 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         "kid"
     ]
     async with NatsServer(tmp_path / "nats") as server:
+        async with Bus(server.url, name="test") as bus:  # what a hub does when it starts
+            await Topology(bus, default_policy().limits).ensure()
         url = ["--nats", server.url]
         keystore = str(authority / "directory-authority.keystore")
         steps = [
@@ -56,7 +60,7 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         again = await asyncio.to_thread(run, *steps[0])
         assert again.returncode == 1
         assert "POL.west is registered already" in again.stderr
-        assert "registered 0 organisation(s)" in again.stdout
+        assert "registered 0 request(s)" in again.stdout
         # A key that would be expired already is refused before anything happens; a rotation
         # that cannot publish leaves the keystore as it was.
         zvh_keystore = tmp_path / "ZVH" / "ZVH.west.keystore"

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from schakel.contracts.ids import OrgId
-from schakel.hub.natsconfig import HUB_ACCOUNT, account_name, partner_permissions, write_config
+from schakel.hub.natsconfig import (
+    ADMIN_ROLES,
+    HUB_ACCOUNT,
+    account_name,
+    admin_account,
+    partner_permissions,
+    write_config,
+)
 from schakel.hub.registry import default_registry
 
 
@@ -51,7 +58,7 @@ def test_cli_writes_config_and_private_seeds(tmp_path: Path) -> None:
     config = _config(out / "nats-server.conf")
     accounts: dict[str, Any] = config["accounts"]  # type: ignore[assignment]
     users = [user for account in accounts.values() for user in account["users"]]
-    assert len(users) == len(default_registry().partners()) + 1
+    assert len(users) == len(default_registry().partners()) + 1 + len(ADMIN_ROLES)
     assert all(len(account["users"]) == 1 for account in accounts.values())
     assert config["tls"]["ca_file"] == "ca.pem"  # type: ignore[index]
     assert config["cluster"]["tls"]["verify"] is True  # type: ignore[index]
@@ -95,7 +102,7 @@ def test_regenerating_keeps_existing_seeds(tmp_path: Path) -> None:
     seed = (tmp_path / "creds" / "POL.west.nk").read_bytes()
     write_config(tmp_path, [OrgId("POL.west"), OrgId("OM.west")], store_dir=tmp_path / "js")
     assert (tmp_path / "creds" / "POL.west.nk").read_bytes() == seed
-    assert first.read_text().count('"nkey"') == 3
+    assert first.read_text().count('"nkey"') == 3 + len(ADMIN_ROLES)
 
 
 def test_accounts_confine_every_partner(tmp_path: Path) -> None:
@@ -105,10 +112,15 @@ def test_accounts_confine_every_partner(tmp_path: Path) -> None:
     partners = sorted(default_registry().partners())
     config = _config(write_config(tmp_path, partners, store_dir=tmp_path / "js"))
     accounts: dict[str, Any] = config["accounts"]  # type: ignore[assignment]
-    assert set(accounts) == {HUB_ACCOUNT, *(account_name(o) for o in partners)}
+    admins = [admin_account(role) for role in ADMIN_ROLES]
+    assert set(accounts) == {HUB_ACCOUNT, *(account_name(o) for o in partners), *admins}
     assert [name for name, a in accounts.items() if "jetstream" in a] == [HUB_ACCOUNT]
-    exports = {
-        e.get("service") or e["stream"]: e["accounts"] for e in accounts[HUB_ACCOUNT]["exports"]
+    hub_exports = accounts[HUB_ACCOUNT]["exports"]
+    exports = {e["stream"]: e["accounts"] for e in hub_exports if "stream" in e}
+    exports |= {
+        e["service"]: [a for a in e["accounts"] if a not in admins]
+        for e in hub_exports
+        if "service" in e
     }
     for org in partners:
         account = accounts[account_name(org)]
@@ -120,3 +132,26 @@ def test_accounts_confine_every_partner(tmp_path: Path) -> None:
             shared = "KEYLOG" in subject
             assert exports[subject] == ([account_name(o) for o in partners] if shared
                                         else [account_name(org)]), subject  # fmt: skip
+
+
+def test_administrative_users_get_exactly_their_role(tmp_path: Path) -> None:
+    """The operator and the security officer each have an account of their own importing
+    exactly their role's grants (no JetStream API but direct gets, no partner's subject), and
+    each of those exports names that account."""
+    config = _config(write_config(tmp_path, [OrgId("POL.west")], store_dir=tmp_path / "js"))
+    accounts: dict[str, Any] = config["accounts"]  # type: ignore[assignment]
+    services = {e["service"]: e["accounts"] for e in accounts[HUB_ACCOUNT]["exports"]
+                if "service" in e}  # fmt: skip
+    for role, grants in ADMIN_ROLES.items():
+        account = accounts[admin_account(role)]
+        assert "jetstream" not in account
+        allowed = account["users"][0]["permissions"]["publish"]["allow"]
+        imported = [i["service"]["subject"] for i in account["imports"]]
+        assert sorted(allowed) == sorted(imported) == sorted(s for s, _ in grants)
+        assert all(not s.startswith("$JS.API") or s.startswith("$JS.API.DIRECT.GET.")
+                   for s in allowed), allowed  # fmt: skip
+        assert not any("schakel.in." in s or "schakel.out." in s for s in allowed)
+        for subject in allowed:
+            assert admin_account(role) in services[subject]
+    assert (tmp_path / "creds" / "operator.nk").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "creds" / "security.nk").stat().st_mode & 0o777 == 0o600

@@ -87,6 +87,11 @@ async def test_message_the_hub_fails_on_is_quarantined_after_bounded_attempts(
         assert isinstance(item, Delivery)
         assert item.message_id == poisoned
         await item.ack()
+        # The hub did the replay (the operator's user may only ask) and recorded it.
+        records = [parse_record(raw) async for _, raw in read_trail(hub.bus)]
+        replayed = [r for r in records if r is not None and r.event == "replayed"]
+        assert [(r.sender, r.message_id) for r in replayed] == [(POL, poisoned)]
+        assert await _dead_letters(system.url, replay=False) == 0
 
 
 async def test_foreign_entries_in_the_key_log_and_audit_stream_stop_nothing(

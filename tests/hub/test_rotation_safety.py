@@ -101,7 +101,7 @@ async def test_a_delivery_for_a_key_not_held_is_dead_lettered_not_dropped(tmp_pa
         await notice.ack()
 
 
-def test_the_keystore_is_read_again_at_most_every_few_seconds() -> None:
+async def test_the_keystore_is_read_again_at_most_every_few_seconds() -> None:
     """A flood of deliveries sealed to a key of ours we do not hold costs one key derivation
     per interval, not one per delivery."""
     identity = PartnerIdentity.generate(OrgId(ZVH))
@@ -113,9 +113,10 @@ def test_the_keystore_is_read_again_at_most_every_few_seconds() -> None:
 
     client = PartnerClient(identity, "nats://127.0.0.1:1", authority=identity.signing_key.public,
                            identity_source=source)  # fmt: skip
-    for _ in range(100):
-        client._reload_identity()
+    await asyncio.gather(*(client._reload_identity() for _ in range(100)))
     assert len(reads) == 1
+    await client._reload_identity(force=True)  # news from the key log: always read
+    assert len(reads) == 2
 
 
 async def test_an_unregistered_partner_is_told_at_connect(tmp_path: Path) -> None:
@@ -197,3 +198,31 @@ def test_an_uncertain_rotation_keeps_the_new_key(
         monkeypatch.setattr(cli, "_key_published", answer)
         assert cli.main(args) == 2
         assert len(load_keystore(keystore, SecretStr("z")).certificates) == kept
+
+
+async def test_a_keystore_read_under_way_is_waited_for_not_taken_for_a_miss() -> None:
+    """The race the walkthrough found: a delivery sealed to the rotated key starts a keystore
+    read (a key derivation, in a thread); the key log's news of that key arrives meanwhile.
+    The check waits for the read under way and sees the key as ours: no compromise alarm."""
+    import time
+
+    from schakel.keys.crypto import SigningKey
+    from schakel.keys.directory import KeyDirectory
+    from schakel.keys.keylog import KeyLog
+
+    old = PartnerIdentity.generate(OrgId(ZVH))
+    new = old.with_new_encryption_key()
+
+    def slow_source() -> PartnerIdentity:
+        time.sleep(0.3)  # a derivation's worth
+        return new
+
+    client = PartnerClient(old, "nats://127.0.0.1:1", authority=old.signing_key.public,
+                           identity_source=slow_source)  # fmt: skip
+    client.directory = KeyDirectory([new.public_record()])
+    delivery = asyncio.create_task(client._reload_identity())  # for the delivery
+    await asyncio.sleep(0.05)
+    client._check_own_keys(KeyLog(SigningKey.generate().public))  # the key log's news
+    await asyncio.gather(delivery, *set(client._checks))
+    assert client.alarms == []
+    assert new.certificates[-1].kid in client.identity.encryption_keys
