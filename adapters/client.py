@@ -335,6 +335,7 @@ class PartnerClient:
                 "(<org>.register.json from `schakel keys init`) to the directory authority"
             )
         registered = self.directory.record(self.org).signing_key.kid
+        self._settle()
         if registered != self.identity.signing_kid:
             raise NotRegistered(
                 f"{self.org} is registered with signing key {registered}, which this keystore "
@@ -343,7 +344,19 @@ class PartnerClient:
 
     @staticmethod
     def _public_keys(identity: PartnerIdentity) -> set[bytes]:
-        return {identity.signing_key.public.raw} | {c.body.public for c in identity.certificates}
+        keys = {identity.signing_key.public.raw} | {c.body.public for c in identity.certificates}
+        if identity.next_signing_key is not None:
+            keys.add(identity.next_signing_key.public.raw)
+        return keys
+
+    def _settle(self) -> None:
+        """Sign with our next signing key once the key log shows its rotation."""
+        if self.identity.next_signing_key is not None and self.org in self.directory:
+            registered = KeyId(self.directory.record(self.org).signing_key.kid)
+            settled = self.identity.settled(registered)
+            if settled is not self.identity:
+                self.identity = settled
+                _log.info("signing_key_rotated", org=self.org, kid=registered)
 
     def update_identity(self, identity: PartnerIdentity) -> None:
         """Use a rotated identity (same organisation) from now on; keep the old keys as ours."""
@@ -410,6 +423,7 @@ class PartnerClient:
         after reading our keystore again (the security officer may have rotated the key with
         the CLI meanwhile; a read already under way for a delivery is waited for, not taken
         for a miss)."""
+        self._settle()
         if not self._suspicious_keys():
             return
         task = asyncio.get_running_loop().create_task(self._confirm_foreign_keys(log.length))
@@ -419,6 +433,7 @@ class PartnerClient:
     async def _confirm_foreign_keys(self, length: int) -> None:
         if self._suspicious_keys():
             await self._reload_identity(force=True)
+            self._settle()
         for foreign in self._suspicious_keys():
             if foreign in self._alarmed:
                 continue

@@ -112,6 +112,7 @@ class TlsFiles:
     cert: Path
     key: Path
     ca: Path
+    verify_clients: bool = False  # require client certificates signed by ``ca``
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +309,7 @@ def render_config(
     if pid_file is not None:
         config["pid_file"] = str(pid_file)
     if tls is not None:
-        config["tls"] = _tls_block(tls, verify_clients=False)
+        config["tls"] = _tls_block(tls, verify_clients=tls.verify_clients)
     if cluster is not None:
         block: dict[str, Any] = {
             "name": cluster.name,

@@ -8,6 +8,7 @@ belongs to another key.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from dataclasses import dataclass, field
@@ -175,6 +176,9 @@ class PartnerIdentity:
     signing_key: SigningKey
     encryption_keys: dict[KeyId, EncryptionPrivateKey]
     certificates: tuple[EncryptionKeyCert, ...] = field(default=())
+    # A signing key whose rotation request is with the directory authority: it replaces
+    # ``signing_key`` once the key log shows it as current (:meth:`settled`).
+    next_signing_key: SigningKey | None = None
 
     @classmethod
     def generate(
@@ -215,9 +219,8 @@ class PartnerIdentity:
         cert = EncryptionKeyCert(
             body=body, signature=self.signing_key.sign(CERT_LABEL + canonical_json(body))
         )
-        return PartnerIdentity(
-            org=self.org,
-            signing_key=self.signing_key,
+        return dataclasses.replace(
+            self,
             encryption_keys={**self.encryption_keys, cert.kid: key},
             certificates=(*self.certificates, cert),
         )
@@ -232,12 +235,38 @@ class PartnerIdentity:
         drop = {
             old.kid for old, new in itertools.pairwise(certs) if new.body.not_before + keep <= now
         }
-        return PartnerIdentity(
-            org=self.org,
-            signing_key=self.signing_key,
+        return dataclasses.replace(
+            self,
             encryption_keys={k: v for k, v in self.encryption_keys.items() if k not in drop},
             certificates=tuple(c for c in self.certificates if c.kid not in drop),
         )
+
+    def with_new_signing_key(
+        self,
+        *,
+        now: dt.datetime | None = None,
+        validity: dt.timedelta = DEFAULT_ENCRYPTION_KEY_VALIDITY,
+    ) -> PartnerIdentity:
+        """A copy whose next signing key is fresh, with a fresh encryption key certified by it
+        (kept, like every encryption key; published with the rotation). The current signing
+        key stays current until :meth:`settled` sees the rotation in the key log."""
+        successor = PartnerIdentity(
+            org=self.org, signing_key=SigningKey.generate(), encryption_keys={}
+        ).with_new_encryption_key(now=now, validity=validity)
+        return dataclasses.replace(
+            self,
+            next_signing_key=successor.signing_key,
+            encryption_keys={**self.encryption_keys, **successor.encryption_keys},
+            certificates=(*self.certificates, *successor.certificates),
+        )
+
+    def settled(self, registered: KeyId) -> PartnerIdentity:
+        """This identity once the key log shows ``registered`` as its current signing key: the
+        next signing key becomes the signing key if it is the registered one."""
+        nxt = self.next_signing_key
+        if nxt is None or signing_key_id(nxt.public) != registered:
+            return self
+        return dataclasses.replace(self, signing_key=nxt, next_signing_key=None)
 
     def public_record(self) -> PublicKeyRecord:
         """The public key record others use to reach and verify this partner."""

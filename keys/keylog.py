@@ -50,6 +50,7 @@ __all__ = [
     "add_encryption_key_request",
     "countersign",
     "event_hash",
+    "recovery_request",
     "register_request",
     "revoke_request",
     "rotate_signing_key_request",
@@ -163,9 +164,24 @@ def add_encryption_key_request(identity: PartnerIdentity, at: dt.datetime) -> Ke
     )
 
 
-def rotate_signing_key_request(org: OrgId, new_key: SigningKey, at: dt.datetime) -> KeyEvent:
-    """The event that replaces an organisation's signing key (sign it with the old key)."""
-    return _request(org, KeyEventKind.ROTATE_SIGNING_KEY, at, signing_key=_signing_grant(new_key))
+def rotate_signing_key_request(identity: PartnerIdentity, at: dt.datetime) -> KeyEvent:
+    """The event that replaces the identity's signing key by its next one, with the newest
+    encryption key (certified by the next key); sign it with the current key."""
+    if identity.next_signing_key is None:
+        raise ValueError("the identity has no next signing key (with_new_signing_key)")
+    return _request(identity.org, KeyEventKind.ROTATE_SIGNING_KEY, at,
+                    signing_key=_signing_grant(identity.next_signing_key),
+                    **_newest_encryption_key(identity))  # fmt: skip
+
+
+def recovery_request(registration: KeyEvent, at: dt.datetime) -> KeyEvent:
+    """The authority's event that gives an organisation which lost its signing key the keys of
+    a fresh keystore (its registration request, ``keys init``): a signing-key rotation the
+    organisation cannot cross-sign, valid only once its current signing key is revoked."""
+    if registration.kind is not KeyEventKind.REGISTER:
+        raise ValueError("a recovery is made from a fresh keystore's registration request")
+    fields = registration.model_dump(exclude={"index", "prev", "at", "org", "kind"})
+    return _request(OrgId(registration.org), KeyEventKind.ROTATE_SIGNING_KEY, at, **fields)
 
 
 def revoke_request(org: OrgId, kid: KeyId, reason: str, at: dt.datetime) -> KeyEvent:
@@ -300,8 +316,13 @@ class KeyLog:
         if current.revoked_at is None and not self._org_signed_by(signed, current.info.key):
             raise KeyLogError(index, "new signing key not cross-signed by the current one")
         info = self._grant(signed, index)
+        # An encryption key may come along, certified by the new signing key (a recovery
+        # brings one: the old private keys are gone with the old signing key).
+        cert = self._cert(signed, info, index) if signed.event.encryption_key else None
         current.retired_at = current.retired_at or signed.event.at
         keys.signing.append(SigningKeyState(info=info, since=signed.event.at))
+        if cert is not None:
+            keys.certs.append(cert)
 
     def _apply_revoke(self, signed: SignedKeyEvent, index: int) -> None:
         event = signed.event

@@ -83,6 +83,7 @@ class _Material(_Frozen):
     signing_seed: Base64Key
     encryption_keys: tuple[_EncKey, ...]
     certificates: tuple[EncryptionKeyCert, ...]
+    next_signing_seed: Base64Key | None = None  # a signing-key rotation not yet in the log
 
 
 def save_keystore(
@@ -109,6 +110,7 @@ def save_keystore(
             _EncKey(kid=kid, secret=k.secret) for kid, k in identity.encryption_keys.items()
         ),
         certificates=identity.certificates,
+        next_signing_seed=identity.next_signing_key.seed if identity.next_signing_key else None,
     )
     document = _File(
         format=_FORMAT,
@@ -119,7 +121,8 @@ def save_keystore(
             memlimit=params.memlimit,
         ),
         box=base64.b64encode(
-            secretbox_encrypt(key, material.model_dump_json().encode("utf-8"))
+            # exclude_none: a keystore without a pending rotation reads as before
+            secretbox_encrypt(key, material.model_dump_json(exclude_none=True).encode("utf-8"))
         ).decode("ascii"),
     )
     _write_private(path, document.model_dump_json(indent=2).encode("utf-8") + b"\n")
@@ -183,4 +186,7 @@ def load_keystore(path: Path, passphrase: SecretStr) -> PartnerIdentity:
         signing_key=SigningKey(material.signing_seed),
         encryption_keys={k.kid: EncryptionPrivateKey(k.secret) for k in material.encryption_keys},
         certificates=material.certificates,
+        next_signing_key=(
+            SigningKey(material.next_signing_seed) if material.next_signing_seed else None
+        ),
     )

@@ -25,13 +25,19 @@ from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import MessageType, OrgType
 from schakel.contracts.errors import SchakelError
 from schakel.contracts.ids import KEY_ID_PATTERN, KeyId, OrgId, org_type_of
-from schakel.contracts.keyevents import KeyEventRequest, RevocationReason
+from schakel.contracts.keyevents import KeyEventKind, KeyEventRequest, RevocationReason
 from schakel.contracts.policy import default_policy
 from schakel.hub.registry import Registry, RegistryEdition, default_registry, load_registry
 from schakel.hub.service import registration
 from schakel.keys.crypto import SigningKey, VerifyKey
-from schakel.keys.identity import PartnerIdentity
-from schakel.keys.keylog import add_encryption_key_request, revoke_request, sign_request
+from schakel.keys.identity import PartnerIdentity, signing_key_id
+from schakel.keys.keylog import (
+    add_encryption_key_request,
+    recovery_request,
+    revoke_request,
+    rotate_signing_key_request,
+    sign_request,
+)
 from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore, save_keystore
 
 __all__ = ["build_parser", "main"]
@@ -237,20 +243,31 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     passphrase = _passphrase(confirm=False)
     identity = load_keystore(path, passphrase)
     now = system_clock()
-    rotated = identity.with_new_encryption_key(now=now, validity=dt.timedelta(days=args.days))
+    validity = dt.timedelta(days=args.days)
+    what = "signing key" if args.signing else "encryption key"
+    if args.signing:
+        # A rotation already handed over and not yet in the log is published again, not
+        # replaced (the authority may hold its request).
+        pending = identity.next_signing_key is not None
+        rotated = identity if pending else identity.with_new_signing_key(now=now, validity=validity)
+        # Cross-signed: the current key signs the request for its successor.
+        request = sign_request(rotate_signing_key_request(rotated, now), identity.signing_key)
+    else:
+        rotated = identity.with_new_encryption_key(now=now, validity=validity)
+        request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
     # Keep superseded private keys for the overlap plus the longest message lifetime, so that
     # whatever was sealed to them can still be opened; destroy them after that.
     keep = dt.timedelta(days=args.overlap_days + default_policy().limits.max_lifetime_days)
     rotated = rotated.prune_encryption_keys(now, keep)
     new_kid = rotated.certificates[-1].kid
     if args.request_out:
-        # The partner's half on the partner's machine: the new key is kept, the signed request
-        # goes to the directory authority, which appends it with `schakel keys register`.
+        # The partner's half on the partner's machine: the new key is kept (a new signing key
+        # as the next one: the adapter signs with it once the log shows it), the signed
+        # request goes to the directory authority, which appends it with `keys register`.
         save_keystore(rotated, path, passphrase)
-        request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
         Path(args.request_out).write_text(request.model_dump_json(indent=2) + "\n", "utf-8")
         sys.stdout.write(
-            f"new encryption key {new_kid} for {identity.org} kept in {path}; give "
+            f"new {what} for {identity.org} kept in {path}; give "
             f"{args.request_out} to the directory authority (`schakel keys register`)\n"
         )
         return 0
@@ -262,7 +279,6 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     # reloads the keystore when it sees the key); if the publication fails, the keystore is
     # put back as it was, unless the key reached the log after all.
     save_keystore(rotated, path, passphrase)
-    request = sign_request(add_encryption_key_request(rotated, now), rotated.signing_key)
     try:
         asyncio.run(_append(url, [request], authority, credentials))
     except _NeverConnected:
@@ -281,7 +297,34 @@ def _keys_rotate(args: argparse.Namespace) -> int:
                 "whether it was published, and rotate again if it was not\n"
             )
         raise
+    if rotated.next_signing_key is not None:  # in the log now: sign with it from here on
+        rotated = rotated.settled(signing_key_id(rotated.next_signing_key.public))
+        save_keystore(rotated, path, passphrase)
+        sys.stdout.write(f"new signing key {rotated.signing_kid} for {identity.org}\n")
     sys.stdout.write(f"new encryption key {new_kid} for {identity.org}\n")
+    return 0
+
+
+def _keys_recover(args: argparse.Namespace) -> int:
+    """An organisation lost its signing key (keystore or passphrase gone): it made a fresh
+    keystore with `keys init --force`; the authority revokes every key the organisation still
+    has and installs the fresh keystore's keys, signed by the authority alone."""
+    settings = _settings(args)
+    fresh = _request_file(Path(args.request))
+    if fresh.event.kind is not KeyEventKind.REGISTER:
+        raise SchakelError(f"{args.request}: not a registration request (from `keys init`)")
+    org = OrgId(fresh.event.org)
+    url, credentials = _nats_url(settings), settings.credentials()
+    authority = _authority_key(args.authority)
+    now = system_clock()
+    old = _unrevoked_keys(url, credentials, authority, org)
+    requests = [sign_request(revoke_request(org, kid, args.reason, now), None) for kid in old]
+    requests.append(sign_request(recovery_request(fresh.event, now), None))
+    asyncio.run(_append(url, requests, authority, credentials))
+    sys.stdout.write(
+        f"{org}: {len(old)} old key(s) revoked ({args.reason}); the fresh keystore's keys are "
+        "current. Messages sealed to the old keys can no longer be opened.\n"
+    )
     return 0
 
 
@@ -489,11 +532,24 @@ def _embedded_identity(data_dir: Path) -> PartnerIdentity:
 
 def _hub_run(args: argparse.Namespace) -> int:
     from schakel.hub.logconfig import configure_logging
-    from schakel.hub.service import Hub
-    from schakel.hub.settings import HubSettings
 
     config = _settings(args)
     configure_logging(json=config.log == "json")
+    try:
+        return _serve_hub(config)
+    except SchakelError as exc:  # one log line like every other (JSON by default), not text
+        import structlog
+
+        structlog.get_logger("schakel.hub").error("hub_failed", error=str(exc))
+        return 2
+
+
+def _serve_hub(config: Settings) -> int:
+    import structlog
+
+    from schakel.hub.service import Hub
+    from schakel.hub.settings import HubSettings
+
     settings = HubSettings.from_settings(config, authority=_authority_public(config))
     if config.identity is not None:
         identity = load_keystore(config.identity, _passphrase(confirm=False))
@@ -519,7 +575,9 @@ def _hub_run(args: argparse.Namespace) -> int:
         try:
             async with Hub(settings, identity) as hub:
                 started.set()
-                sys.stderr.write(f"schakel hub running on {redacted(hub.url)}; Ctrl-C stops it\n")
+                structlog.get_logger("schakel.hub").info(
+                    "hub_running", nats=redacted(hub.url), stop="SIGTERM or Ctrl-C"
+                )
                 await stop.wait()
         except asyncio.CancelledError:
             return False  # stopped before it was up
@@ -583,6 +641,7 @@ _DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "cluster_port": None,
     "route": [],
     "monitor_port": 8222,
+    "verify_clients": False,
 }
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -616,6 +675,8 @@ def _write_deployment(out: Path, values: dict[str, Any]) -> None:
         if isinstance(value, list):
             quoted = ", ".join(json.dumps(str(v), ensure_ascii=False) for v in value)
             lines.append(f"{key} = [{quoted}]")
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
         elif isinstance(value, int):
             lines.append(f"{key} = {value}")
         else:
@@ -635,7 +696,8 @@ def _nats_config(args: argparse.Namespace) -> int:
     if any(tls_files):
         if not all(tls_files):
             raise SchakelError("TLS needs --tls-cert, --tls-key and --tls-ca together")
-        tls = TlsFiles(*(Path(f) for f in tls_files))
+        cert, key, ca = (Path(f) for f in tls_files)
+        tls = TlsFiles(cert, key, ca, verify_clients=bool(values["verify_clients"]))
     elif values["host"] not in _LOOPBACK:
         raise SchakelError(
             f"listening on {values['host']} without TLS: pass --tls-cert, --tls-key and "
@@ -914,7 +976,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep superseded keys this long + lifetime",
     )  # fmt: skip
     _add_nats(rotate)
-    rotate.set_defaults(handler=_keys_rotate)
+    rotate.set_defaults(handler=_keys_rotate, signing=False)
+    rsign = keys.add_parser(
+        "rotate-signing", help="new signing key, cross-signed by the current one (with a new "
+        "encryption key certified by it)"
+    )  # fmt: skip
+    rsign.add_argument("--keystore", required=True, help="the organisation's keystore")
+    rsign.add_argument("--authority", help="directory authority keystore (publish now)")
+    rsign.add_argument("--request-out", help="write the signed request here instead; the "
+                       "adapter switches to the new key when the log shows it")  # fmt: skip
+    rsign.add_argument("--days", type=_positive, default=365, help="validity of the new "
+                       "encryption key")  # fmt: skip
+    rsign.add_argument("--overlap-days", type=_positive, default=7)
+    _add_nats(rsign)
+    rsign.set_defaults(handler=_keys_rotate, signing=True)
+    recover = keys.add_parser(
+        "recover", help="replace a lost signing key: revoke the old keys, install a fresh "
+        "keystore's (the authority alone)"
+    )  # fmt: skip
+    recover.add_argument("request", help="the fresh keystore's <org>.register.json")
+    recover.add_argument("--authority", required=True, help="directory authority keystore")
+    recover.add_argument("--reason", default="lost", choices=["lost", "compromised"])
+    _add_nats(recover)
+    recover.set_defaults(handler=_keys_recover)
     revoke = keys.add_parser("revoke", help="revoke a key, effective immediately")
     revoke.add_argument("--org", required=True)
     revoke.add_argument("--kid", help="the key to revoke (sig-... or enc-...)")
@@ -1018,6 +1102,8 @@ def build_parser() -> argparse.ArgumentParser:
     natscfg.add_argument("--cluster-name", help="cluster name (default schakel)")
     natscfg.add_argument("--cluster-port", type=int, help="route port (enables clustering)")
     natscfg.add_argument("--route", action="append", help="peer route URL")
+    natscfg.add_argument("--verify-clients", action="store_true", default=None,
+                         help="require client certificates signed by the CA")  # fmt: skip
     natscfg.add_argument("--monitor-port", type=int,
                          help="monitoring port on 127.0.0.1 (default 8222)")  # fmt: skip
     natscfg.add_argument("--reload", action="store_true", help="make the running server "

@@ -70,10 +70,12 @@ def test_a_hub_that_cannot_connect_says_so_in_one_line_and_exits(tmp_path: Path)
                             timeout=60, check=False)  # fmt: skip
     assert time.monotonic() - start < 30
     assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("schakel: cannot connect to nats://127.0.0.1:"), result.stderr
-    for line in lines[:-1]:  # before it, only the log's JSON lines (errors counted, not repeated)
-        assert json.loads(line)["event"] == "nats_error"
+    assert result.stdout == ""
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    # Nothing but JSON lines: the log's (errors counted, not repeated), then the reason.
+    assert lines[-1]["event"] == "hub_failed", result.stderr
+    assert lines[-1]["error"].startswith("cannot connect to nats://127.0.0.1:")
+    assert all(line["event"] == "nats_error" for line in lines[:-1])
     assert len(lines) < 10
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -135,14 +137,15 @@ def test_an_embedded_hub_keeps_its_port_and_key_across_restarts(tmp_path: Path) 
                               text=True) as process:  # fmt: skip
             assert process.stderr is not None
             deadline = time.monotonic() + 60
-            line = ""
-            while "running on" not in line:
+            event: dict[str, str] = {}
+            while event.get("event") != "hub_running":
                 assert time.monotonic() < deadline, "the hub did not start"
                 line = process.stderr.readline()
                 assert line or process.poll() is None, "the hub stopped"
+                event = json.loads(line)  # nothing but JSON lines
             passphrase = (tmp_path / "hub.keystore.passphrase").read_text().strip()
             hub_key = load_keystore(tmp_path / "hub.keystore", SecretStr(passphrase)).signing_kid
-            seen.append((line.split("running on ")[1].split(";")[0], hub_key))
+            seen.append((event["nats"], hub_key))
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
     assert seen[0] == seen[1]

@@ -340,3 +340,36 @@ async def test_tls_requires_trusting_the_ca(tmp_path: Path, tls_files: TlsFiles)
         nc = await nats.connect(url, nkeys_seed=seed, allow_reconnect=False, tls=trusting)
         assert nc.is_connected
         await nc.close()
+
+
+async def test_a_server_that_verifies_clients_takes_the_certificate_the_settings_name(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """With `nats-config --verify-clients`, a client without a certificate from the CA is
+    refused; every command and the SDK present one with --tls-cert/--tls-key."""
+    import dataclasses
+
+    from schakel.bus import Bus
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    files = dataclasses.replace(tls_files, verify_clients=True)
+    server_cert.cert_chain_pems[0].write_to_path(str(files.cert))
+    server_cert.private_key_pem.write_to_path(str(files.key))
+    ca.cert_pem.write_to_path(str(files.ca))
+    client = ca.issue_cert("client.schakel.test")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    port = free_port()
+    config = write_config(tmp_path / "cfg", PARTNERS, port=port, store_dir=tmp_path / "js",
+                          tls=files)  # fmt: skip
+    seed = tmp_path / "cfg" / "creds" / "operator.nk"
+    async with NatsServer(tmp_path, port=port, config=config):
+        url = f"tls://127.0.0.1:{port}"
+        trusting = ssl.create_default_context(cafile=str(files.ca))
+        await refused(url, nkeys_seed=str(seed), tls=trusting)  # no client certificate
+        credentials = Credentials(nkey_seed=seed, tls_ca=files.ca,
+                                  tls_cert=tmp_path / "client.pem",
+                                  tls_key=tmp_path / "client.key")  # fmt: skip
+        async with Bus(url, name="test", credentials=credentials) as bus:
+            await bus.flush()

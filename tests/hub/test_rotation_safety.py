@@ -226,3 +226,71 @@ async def test_a_keystore_read_under_way_is_waited_for_not_taken_for_a_miss() ->
     await asyncio.gather(delivery, *set(client._checks))
     assert client.alarms == []
     assert new.certificates[-1].kid in client.identity.encryption_keys
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "schakel", *args], capture_output=True,
+                          text=True, env=env, check=False, timeout=120)  # fmt: skip
+
+
+async def test_signing_key_rotation_and_recovery_through_the_cli(tmp_path: Path) -> None:
+    """`keys rotate-signing` while the adapter runs: it switches to the new key when the log
+    shows it (no alarm) and what it signs from then on is routed. `keys recover` after the
+    keystore is lost: the authority alone revokes the old keys and installs a fresh
+    keystore's, which connects and sends; the old key is refused."""
+    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
+    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("authority-pass"),
+                  KdfParams.for_tests())  # fmt: skip
+    ids = {o: PartnerIdentity.generate(OrgId(o)) for o in (POL, ZVH)}
+    keystore = tmp_path / "POL.west.keystore"
+    save_keystore(ids[POL], keystore, SecretStr("pol-pass"), KdfParams.for_tests())
+    env = {**os.environ, PASSPHRASE_ENV: "pol-pass", "SCHAKEL_AUTHORITY_PASSPHRASE":
+           "authority-pass"}  # fmt: skip
+    async with local_hub(ids, data_dir=tmp_path / "hub", authority=authority.signing_key,
+                         connect=False) as system:  # fmt: skip
+        key, url = system.authority.public, system.url
+        nats = ["--nats", url, "--authority", str(tmp_path / "authority.keystore")]
+        body = example_body(MessageType.M1)
+        draft = example_draft(MessageType.M1, body)
+        async with (
+            PartnerClient(ids[ZVH], url, authority=key) as zvh,
+            PartnerClient(ids[POL], url, authority=key,
+                          identity_source=lambda: load_keystore(keystore, SecretStr("pol-pass")),
+                          ) as pol,
+        ):  # fmt: skip
+            old_kid = pol.identity.signing_kid
+            rotated = await asyncio.to_thread(
+                _cli, "keys", "rotate-signing", "--keystore", str(keystore), *nats, env=env)
+            assert rotated.returncode == 0, rotated.stderr
+            new_kid = load_keystore(keystore, SecretStr("pol-pass")).signing_kid
+            assert new_kid != old_kid
+            await _until(lambda: pol.identity.signing_kid == new_kid)
+            sent = await pol.send(body, draft, [OrgId(ZVH)])
+            item = await zvh.receive(timeout=30)
+            assert isinstance(item, Delivery), item
+            assert item.message_id == sent
+            await item.ack()
+            assert pol.alarms == []
+
+            # The keystore is lost; a fresh one, and the authority's recovery.
+            init = await asyncio.to_thread(
+                _cli, "keys", "init", "--org", POL, "--out", str(tmp_path / "fresh"), env=env)
+            assert init.returncode == 0, init.stderr
+            recovered = await asyncio.to_thread(
+                _cli, "keys", "recover", str(tmp_path / "fresh" / f"{POL}.register.json"),
+                *nats, env=env)  # fmt: skip
+            assert recovered.returncode == 0, recovered.stderr
+            fresh = load_keystore(tmp_path / "fresh" / f"{POL}.keystore", SecretStr("pol-pass"))
+            await _until(lambda: zvh.directory.record(OrgId(POL)).signing_key.kid
+                         == fresh.signing_kid)  # fmt: skip
+            async with PartnerClient(fresh, url, authority=key) as again:
+                sent = await again.send(body, draft, [OrgId(ZVH)])
+                item = await zvh.receive(timeout=30)
+                assert isinstance(item, Delivery), item
+                assert item.message_id == sent
+                await item.ack()
+                # The lost key signs nothing any more.
+                await pol.send(body, draft, [OrgId(ZVH)])
+                notice = await again.receive(timeout=30)
+                assert isinstance(notice, Refusal), notice
+                assert notice.notice.reason is ReasonCode.KEY_REVOKED

@@ -17,6 +17,7 @@ from schakel.keys.keylog import (
     KeyLogError,
     add_encryption_key_request,
     countersign,
+    recovery_request,
     register_request,
     revoke_request,
     rotate_signing_key_request,
@@ -77,19 +78,47 @@ def test_signing_rotation_is_cross_signed_and_old_signatures_still_verify() -> N
     """A new signing key needs the old one's signature; messages from before the switch verify."""
     log, ids = registered("POL.west")
     pol = ids["POL.west"]
-    new_key = SigningKey.generate()
     switch = T0 + dt.timedelta(days=5)
-    request = rotate_signing_key_request(pol.org, new_key, switch)
+    rotated = pol.with_new_signing_key(now=switch)
+    new_key = rotated.next_signing_key
+    assert new_key is not None
+    request = rotate_signing_key_request(rotated, switch)
     with pytest.raises(KeyLogError, match="cross-signed"):
         append(_fresh_copy(log, ids), sign_request(request, new_key))
     append(log, sign_request(request, pol.signing_key))
     directory = KeyDirectory()
     directory.load(log)
     org, old_kid = OrgId("POL.west"), KeyId(pol.signing_kid)
+    # The new key is current, its encryption key came along, and the keystore settles on it.
+    record = directory.record(org)
+    settled = rotated.settled(KeyId(record.signing_key.kid))
+    assert settled.signing_key is new_key and settled.next_signing_key is None
+    assert record.current_encryption_key(switch).kid == rotated.certificates[-1].kid
+    assert rotated.settled(old_kid) is rotated  # not yet in the log: the old key signs
     assert directory.signer(org, old_kid, switch - dt.timedelta(hours=1))
     with pytest.raises(KeyDirectoryError) as info:
         directory.signer(org, old_kid, switch + dt.timedelta(hours=1))
     assert info.value.code == "KEY_EXPIRED"
+
+
+def test_a_lost_signing_key_is_replaced_by_the_authority_alone() -> None:
+    """The organisation lost its keystore: it makes a fresh one; the authority revokes the old
+    signing key and installs the fresh keys without a cross-signature. Before the revocation
+    the same event is refused (nobody may take over a working organisation this way)."""
+    log, ids = registered("POL.west")
+    pol = ids["POL.west"]
+    fresh = PartnerIdentity.generate(pol.org, now=T0 + dt.timedelta(days=2))
+    at = T0 + dt.timedelta(days=3)
+    recovery = sign_request(recovery_request(register_request(fresh, at), at), None)
+    with pytest.raises(KeyLogError, match="cross-signed"):
+        append(_fresh_copy(log, ids), recovery)
+    append(log, sign_request(revoke_request(pol.org, KeyId(pol.signing_kid), "lost", at), None))
+    append(log, recovery)
+    directory = KeyDirectory()
+    directory.load(log)
+    record = directory.record(pol.org)
+    assert record.signing_key.kid == fresh.signing_kid
+    assert record.current_encryption_key(at).kid == fresh.certificates[-1].kid
 
 
 def _fresh_copy(log: KeyLog, ids: dict[str, PartnerIdentity]) -> KeyLog:
