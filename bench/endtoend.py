@@ -1,15 +1,25 @@
-"""End-to-end benchmark: the hub beside a bare JetStream relay, in the same run.
+"""The hub's benchmark: what it routes, beside what bare NATS does on the same machine, in the
+same run (the machine is shared and noisy: only ratios within one run mean much).
 
-Both paths carry the same pre-sealed envelopes (M7 CASUSINFORMATIE, GEM -> ZVH, ~1 KiB body,
-spread over 64 cases in CASUSOVERLEG) from one publisher to one consumer:
+1. **Hub-only.** N envelopes (M7 CASUSINFORMATIE, GEM -> ZVH, ~1 KiB body, spread over 64 cases
+   in CASUSOVERLEG) are loaded into the sender's inbound stream first; then 1, 2 and 4 hub
+   processes drain them. Measured from the first delivery stored to the N-th: messages/s, and
+   CPU per message of the hub processes and of nats-server (from ``/proc``).
+   Beside it, a **pipelined bare relay** drains N messages of the same size from one work
+   queue into another (fetch a batch, publish all of it with the acknowledgements awaited
+   together, ack): the most NATS itself does here. ``H`` = hub (1 process) / relay.
+2. **End to end with receipts on**, SDK to SDK: the sender publishes N envelopes as fast as
+   JetStream acknowledges (256 in flight), the receiver opens, validates and acknowledges each
+   (sending its signed receipt). Beside it, the same clients with a **do-nothing hub** in the
+   hub's place (it moves each envelope to the recipient and drops receipts): the ceiling the
+   clients allow. ``E`` = hub / do-nothing hub.
+3. **Latency at fixed offered rates** (500, 1,000, 2,000 msg/s, receipts on, one hub): each
+   message's latency runs from its *intended* send time (start + i/rate) to the moment the
+   receiver has it, so a sender held up by a slow system does not hide the wait (no
+   coordinated omission). p50, p99 and max.
 
-- hub:   publish -> hub (verify, duplicate/time/key checks, policy, case CAS, delivery, audit)
-         -> the recipient's SDK yields the opened, validated message;
-- relay: publish -> a relay task that pulls and republishes (no crypto, no policy)
-         -> a consumer that pulls it.
-
-Measured: throughput at saturation (N messages published as fast as JetStream acks them) and
-latency percentiles at a fixed offered rate. The last line is what the issue asks for.
+The last line is exactly:
+``hub-only ratio: H, e2e vs null-hub: E, p99 at 500 msg/s: P ms, p99 at 2000 msg/s: Q ms``
 """
 
 from __future__ import annotations
@@ -20,16 +30,15 @@ import base64
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
-from nats.aio.msg import Msg
 from nats.js import api
 
 from schakel.adapters.client import Delivery, PartnerClient
@@ -37,6 +46,15 @@ from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy_text, parse_policy, with_limits
+from schakel.contracts.topology import (
+    HEADER_KIND,
+    HEADER_MSG_ID,
+    HUB_CONSUMER,
+    KIND_ENVELOPE,
+    delivery_stream,
+    delivery_subject,
+    inbound_stream,
+)
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, OM, POL, ZVH
 from schakel.harness.simulation import ScenarioRunner, Step
@@ -45,128 +63,110 @@ from schakel.keys.envelope import seal, split_envelope
 from schakel.keys.identity import PartnerIdentity
 
 CASES = 64
+RATES = (500, 1000, 2000)
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], p: float) -> float:
+def percentile(values: Sequence[float], p: float) -> float:
     """The p-th percentile (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def paced(count: int, rate: float | None, send: Callable[[int], Awaitable[None]]) -> None:
-    """Call ``send(i)`` for each i, at ``rate`` per second or as fast as acks allow."""
-    window = asyncio.Semaphore(256)
-    start = time.perf_counter()
-
-    async def one(i: int) -> None:
-        try:
-            await send(i)
-        finally:
-            window.release()
-
-    tasks = []
-    for i in range(count):
-        if rate is not None:
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await window.acquire()
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
 
 
-async def relay_process(url: str) -> None:
-    """The bare relay, run in its own process like the hub: pull, republish, ack; for ever."""
+@dataclass
+class Drain:
+    """One drain: messages/s and CPU milliseconds per message, of the worker and of NATS."""
+
+    rate: float
+    worker_ms: float
+    nats_ms: float
+
+
+async def drain(
+    js: nats.js.JetStreamContext, stream: str, target: int, workers: list[int], server: int
+) -> Drain:
+    """Wait until ``stream`` holds ``target`` messages (or nothing arrives for 10 s: what
+    was refused never arrives); measure from the first one stored to the last."""
+    first: tuple[float, int, float, float] | None = None
+    held, last, progress = 0, 0.0, time.monotonic()
+    while held < target and time.monotonic() - progress < 10:
+        now_held = (await js.stream_info(stream)).state.messages
+        if now_held > held:
+            held, last, progress = now_held, time.perf_counter(), time.monotonic()
+            if first is None:
+                first = (last, held, cpu_seconds(workers), cpu_seconds([server]))
+        await asyncio.sleep(0.02)
+    if first is None:
+        raise RuntimeError(f"{stream}: nothing arrived")
+    if held < target:
+        print(f"  ({target - held} of {target} never arrived: refused?)", flush=True)
+    now = last
+    start, done, worker0, server0 = first
+    moved = max(1, held - done)
+    return Drain(
+        rate=moved / max(now - start, 1e-6),
+        worker_ms=(cpu_seconds(workers) - worker0) * 1000 / moved,
+        nats_ms=(cpu_seconds([server]) - server0) * 1000 / moved,
+    )
+
+
+async def publish_all(
+    js: nats.js.JetStreamContext, subject: str, items: list[tuple[bytes, dict[str, str]]]
+) -> None:
+    """Store every payload with its headers, 256 acknowledgements awaited together."""
+    for start in range(0, len(items), 256):
+        await asyncio.gather(*(
+            js.publish(subject, data, headers=headers) for data, headers in items[start:start + 256]
+        ))  # fmt: skip
+
+
+async def relay_process(url: str, source: str, durable: str, target: str) -> None:
+    """A pipelined bare relay, in its own process like the hub: fetch up to 256, publish them
+    all with the acknowledgements awaited together, ack them; for ever. With ``target``
+    ``-``, it drops what it takes (a do-nothing hub's receipt side)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    inbound = await js.pull_subscribe("relay.in", durable="relay", stream="RELAY_IN")
-
-    async def worker(queue: asyncio.Queue[Msg]) -> None:
-        while True:
-            msg = await queue.get()
-            await js.publish("relay.out", msg.data, headers=msg.headers)
-            await msg.ack()
-
-    queues: list[asyncio.Queue[Msg]] = [asyncio.Queue(64) for _ in range(8)]
-    workers = [asyncio.create_task(worker(q)) for q in queues]
-    n = 0
+    sub = await js.pull_subscribe_bind(durable, stream=source)
     while True:
         try:
-            batch = await inbound.fetch(64, timeout=0.5)
+            batch = await sub.fetch(256, timeout=0.5)
         except (nats.errors.TimeoutError, TimeoutError):
             continue
-        for msg in batch:
-            n += 1
-            await queues[n % len(queues)].put(msg)
-    del workers
+        if target != "-":
+            await asyncio.gather(*(
+                js.publish(target, m.data, headers={HEADER_KIND: KIND_ENVELOPE,
+                                                    HEADER_MSG_ID: f"r:{m.reply}"})
+                for m in batch
+            ))  # fmt: skip
+        await asyncio.gather(*(m.ack() for m in batch))
 
 
-async def relay_run(
-    url: str, payloads: list[bytes], rate: float | None
-) -> tuple[float, list[float]]:
-    """Messages through a bare JetStream relay: (throughput msg/s, latencies in ms)."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    outbound = await js.pull_subscribe("relay.out", durable="sink", stream="RELAY_OUT")
-    sent: dict[int, float] = {}
-    latencies: list[float] = []
-    done = asyncio.Event()
-
-    async def sink() -> None:
-        while len(latencies) < len(payloads):
-            try:
-                batch = await outbound.fetch(64, timeout=0.5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            for msg in batch:
-                seq = int((msg.headers or {})["Bench-Seq"])
-                latencies.append((time.perf_counter() - sent[seq]) * 1000)
-                await msg.ack()
-        done.set()
-
-    async def send(i: int) -> None:
-        sent[i] = time.perf_counter()
-        await js.publish("relay.in", payloads[i], headers={"Bench-Seq": str(i)})
-
-    sinking = asyncio.create_task(sink())
-    start = time.perf_counter()
-    await paced(len(payloads), rate, send)
-    await done.wait()
-    elapsed = time.perf_counter() - start
-    await sinking
-    await nc.close()
-    return len(payloads) / elapsed, latencies
+def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a helper process (hub or relay) with its output in ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
 
 
-async def hub_run(
-    sender: PartnerClient,
-    receiver: PartnerClient,
-    envelopes: list[tuple[str, bytes]],
-    rate: float | None,
-) -> tuple[float, list[float]]:
-    """Messages through the hub to the recipient's SDK: (throughput msg/s, latencies in ms)."""
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
-
-    async def receive() -> None:
-        while len(latencies) < len(envelopes):
-            item = await receiver.receive(timeout=30)
-            if item is None:
-                raise RuntimeError(f"stalled after {len(latencies)} messages")
-            assert isinstance(item, Delivery), item
-            latencies.append((time.perf_counter() - sent[item.message_id]) * 1000)
-            await item.ack()
-
-    async def send(i: int) -> None:
-        message_id, raw = envelopes[i]
-        sent[message_id] = time.perf_counter()
-        await sender.publish_raw(raw, message_id)
-
-    receiving = asyncio.create_task(receive())
-    start = time.perf_counter()
-    await paced(len(envelopes), rate, send)
-    await receiving
-    return len(envelopes) / (time.perf_counter() - start), latencies
+@contextlib.asynccontextmanager
+async def processes(commands: list[list[str]], log: Path) -> AsyncIterator[list[int]]:
+    """Run the commands while inside; their pids."""
+    started = [spawn(c, log) for c in commands]
+    try:
+        yield [p.pid for p in started]
+    finally:
+        for p in started:
+            p.terminate()
+        for p in started:
+            await asyncio.to_thread(p.wait)
 
 
 def seal_many(
@@ -183,120 +183,178 @@ def seal_many(
     return out
 
 
-async def main(count: int, rate: float, seconds: float, hub_count: int) -> None:
-    """Run both paths and print the comparison."""
-    # A throughput benchmark from one sender: the per-sender rate and backlog share (which
-    # protect other partners, tests/hub/test_hostile_partner.py) are lifted, nothing else.
+async def through_clients(
+    sender: PartnerClient, receiver: PartnerClient, envelopes: list[tuple[str, bytes]],
+    rate: float | None,
+) -> tuple[float, list[float]]:  # fmt: skip
+    """Envelopes from the sender's SDK to the receiver's (which acks, and so sends receipts):
+    (msg/s, latencies in ms from each message's intended send time)."""
+    intended: dict[str, float] = {}
+    latencies: list[float] = []
+
+    async def receive() -> None:
+        while len(latencies) < len(envelopes):
+            item = await receiver.receive(timeout=60)
+            if item is None:
+                raise RuntimeError(f"stalled after {len(latencies)} messages")
+            if isinstance(item, Delivery):
+                latencies.append((time.perf_counter() - intended[item.message_id]) * 1000)
+            await item.ack()  # type: ignore[union-attr]
+
+    window = asyncio.Semaphore(256)
+
+    async def send(message_id: str, raw: bytes) -> None:
+        try:
+            await sender.publish_raw(raw, message_id)
+        finally:
+            window.release()
+
+    receiving = asyncio.create_task(receive())
+    start = time.perf_counter()
+    sends = []
+    for i, (message_id, raw) in enumerate(envelopes):
+        at = start + i / rate if rate else time.perf_counter()
+        if rate and at > time.perf_counter():
+            await asyncio.sleep(at - time.perf_counter())
+        intended[message_id] = at
+        await window.acquire()
+        sends.append(asyncio.create_task(send(message_id, raw)))
+    await asyncio.gather(*sends)
+    await receiving
+    return len(envelopes) / (time.perf_counter() - start), latencies
+
+
+async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
+    """Run every part and print the figures; the last line is the summary."""
+    # One sender at full speed: the per-sender rate and backlog shares (which protect other
+    # partners, tests/hub/test_hostile_partner.py) are lifted, nothing else.
     text = with_limits(
         default_policy_text(),
-        max_inbound_per_second=1_000_000,
-        max_inbound_burst=1_000_000,
-        max_backlog_per_sender=10_000,
-    )
+        max_inbound_per_second=1_000_000, max_inbound_burst=1_000_000,
+        max_backlog=1_000_000, max_backlog_per_sender=1_000_000,
+        max_inbound_pending=1_000_000,
+    )  # fmt: skip
     policy = parse_policy(text)
-    with tempfile.TemporaryDirectory(prefix="schakel-bench-") as tmp, open(os.devnull, "w") as sink:
-        policy_path = Path(tmp) / "policy.toml"
-        policy_path.write_text(text, encoding="utf-8")
-        configure_logging(json=True, stream=sink)  # as in production: JSON lines
-        orgs = (GEM, ZVH, POL, OM)
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    with tempfile.TemporaryDirectory(prefix="schakel-bench-") as tmp_name, \
+            open(os.devnull, "w") as sink:  # fmt: skip
+        tmp = Path(tmp_name)
+        (tmp / "policy.toml").write_text(text, encoding="utf-8")
+        configure_logging(json=True, stream=sink)
         hub_id = PartnerIdentity.generate(OrgId("HUB.bench"))
         async with local_hub(
-            orgs, data_dir=Path(tmp), policy=policy, hub_identity=hub_id, run_hub=False,
-            receipts=False,  # the figure is send -> yielded, as the issue defines it
-        ) as system, contextlib.AsyncExitStack() as stack:  # fmt: skip
+            (GEM, ZVH, POL, OM), data_dir=tmp, policy=policy, hub_identity=hub_id,
+            run_hub=False, receipts=True,
+        ) as system:  # fmt: skip
+            assert system.server is not None and system.server.pid is not None
+            server_pid = system.server.pid
             url, ids, clients = system.url, system.identities, system.clients
             public = base64.b64encode(system.authority.public.raw).decode()
-            await make_relay_streams(url)
-            relay = spawn([sys.executable, __file__, "--relay", url], Path(tmp) / "relay.log")
-            stack.callback(relay.terminate)
             hub_cmd = [sys.executable, "-m", "schakel", "hub", "run", "--nats", url,
-                       "--authority-public", public, "--policy", str(policy_path),
-                       "--data-dir", str(Path(tmp) / "hub")]  # fmt: skip
-            for n in range(hub_count):
-                stack.callback(spawn(hub_cmd, Path(tmp) / f"hub{n}.log").terminate)
-            runner = ScenarioRunner(clients, policy)
-            for n in range(CASES):
-                alias = f"c{n}"
-                await runner.run([
-                    Step(POL, MessageType.M1, (GEM, ZVH), case=alias),
-                    Step(ZVH, MessageType.M3, (OM,), case=alias),
-                    Step(GEM, MessageType.M5, (ZVH, POL, OM), case=alias,
-                         decision=Decision.OPSCHALEN),
-                ])  # fmt: skip
-            cases = [runner.case_id(f"c{n}") for n in range(CASES)]
-            fixed = int(rate * seconds)
-            batches = seal_many(ids[GEM], ids[ZVH].public_record(), cases, count + fixed + 200)
-            warm, batches = batches[:200], batches[200:]
-            await hub_run(clients[GEM], clients[ZVH], warm, None)
-            payloads = [raw for _, raw in batches]
-            relay_tp, _ = await relay_run(url, payloads[:count], None)
-            hub_tp, hub_sat = await hub_run(clients[GEM], clients[ZVH], batches[:count], None)
-            relay_fixed_tp, relay_lat = await relay_run(url, payloads[count:], rate)
-            hub_fixed_tp, hub_lat = await hub_run(
-                clients[GEM], clients[ZVH], batches[count:], rate
-            )
-    report(
-        rate, seconds, relay_tp, relay_lat, relay_fixed_tp, hub_tp, hub_sat, hub_lat, hub_fixed_tp
-    )
+                       "--authority-public", public, "--policy", str(tmp / "policy.toml"),
+                       "--data-dir", str(tmp / "hub")]  # fmt: skip
+            log = tmp / "procs.log"
+            nc = await nats.connect(url)
+            js = nc.jetstream()
+            out_zvh, in_gem = delivery_stream(OrgId(ZVH)), inbound_stream(OrgId(GEM))
 
+            async with processes([hub_cmd], log):  # the cases, and a warm-up
+                runner = ScenarioRunner(clients, policy)
+                for n in range(CASES):
+                    await runner.run([
+                        Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
+                        Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
+                        Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
+                             decision=Decision.OPSCHALEN),
+                    ])  # fmt: skip
+                cases = [runner.case_id(f"c{n}") for n in range(CASES)]
+                total = count * (len(hub_counts) + 1) + 400 + int(sum(RATES) * seconds)
+                sealed = seal_many(ids[GEM], ids[ZVH].public_record(), cases, total)
+                warm, sealed = sealed[:300], sealed[300:]
+                await through_clients(clients[GEM], clients[ZVH], warm, None)
+                # a freshly started hub is warmed up before anything is timed
+                warm_ups = [sealed[:50], sealed[50:100]]
+                sealed = sealed[100:]
 
-def report(
-    rate: float,
-    seconds: float,
-    relay_tp: float,
-    relay_lat: list[float],
-    relay_fixed_tp: float,
-    hub_tp: float,
-    hub_sat: list[float],
-    hub_lat: list[float],
-    hub_fixed_tp: float,
-) -> None:
-    """Print the comparison; the last line is the one the issue asks for."""
-    p = percentile
-    print(f"saturation: msg/s  (p50, p99 ms)   | offered {rate:.0f} msg/s for {seconds:.0f} s")
-    print(
-        f"relay {relay_tp:>10,.0f}                   | "
-        f"p50 {p(relay_lat, 50):6.1f}  p99 {p(relay_lat, 99):6.1f}  max {max(relay_lat):6.1f} ms"
-        f"  ({relay_fixed_tp:,.0f} msg/s achieved)"
-    )
-    print(
-        f"hub   {hub_tp:>10,.0f}  ({p(hub_sat, 50):6.0f}, {p(hub_sat, 99):6.0f})  | "
-        f"p50 {p(hub_lat, 50):6.1f}  p99 {p(hub_lat, 99):6.1f}  max {max(hub_lat):6.1f} ms"
-        f"  ({hub_fixed_tp:,.0f} msg/s achieved, mean {statistics.mean(hub_lat):.1f} ms)"
-    )
-    print(
-        f"hub/relay throughput ratio: {hub_tp / relay_tp:.2f}, "
-        f"hub p99 at {rate:.0f} msg/s: {p(hub_lat, 99):.1f} ms"
-    )
+            # 1. Hub-only, 1/2/4 processes, beside the pipelined relay.
+            say(f"hub-only: {count} envelopes preloaded, drained by the hub processes")
+            drains: dict[int, Drain] = {}
+            for k in hub_counts:
+                batch, sealed = sealed[:count], sealed[count:]
+                await js.purge_stream(out_zvh)
+                items = [(raw, {HEADER_MSG_ID: message_id}) for message_id, raw in batch]
+                await publish_all(js, f"schakel.in.{GEM}", items)
+                async with processes([hub_cmd] * k, log) as pids:
+                    drains[k] = await drain(js, out_zvh, count, pids, server_pid)
+                d = drains[k]
+                say(f"  hub x{k}: {d.rate:8,.0f} msg/s   CPU/msg hub {d.worker_ms:.3f} ms, "
+                    f"nats-server {d.nats_ms:.3f} ms")  # fmt: skip
+            await js.purge_stream(out_zvh)
+            for name, subject in (("RELAY_IN", "relay.in"), ("RELAY_OUT", "relay.out")):
+                await js.add_stream(api.StreamConfig(
+                    name=name, subjects=[subject], retention=api.RetentionPolicy.WORK_QUEUE
+                ))  # fmt: skip
+            await js.add_consumer("RELAY_IN", api.ConsumerConfig(
+                durable_name="relay", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=4096
+            ))  # fmt: skip
+            await publish_all(js, "relay.in", [(raw, {}) for _, raw in sealed[:count]])
+            relay_cmd = [sys.executable, __file__, "--relay", url, "RELAY_IN", "relay", "relay.out"]
+            async with processes([relay_cmd], log) as pids:
+                relay = await drain(js, "RELAY_OUT", count, pids, server_pid)
+            say(f"  relay : {relay.rate:8,.0f} msg/s   CPU/msg relay {relay.worker_ms:.3f} ms, "
+                f"nats-server {relay.nats_ms:.3f} ms (pipelined, no checks)")  # fmt: skip
+            one = drains[hub_counts[0]]
+            h = one.rate / relay.rate
 
+            # 2. End to end, receipts on: the hub, then a do-nothing hub in its place.
+            batch, sealed = sealed[:count], sealed[count:]
+            async with processes([hub_cmd], log):
+                await through_clients(clients[GEM], clients[ZVH], warm_ups[0], None)
+                hub_e2e, _ = await through_clients(clients[GEM], clients[ZVH], batch, None)
+            batch = seal_many(ids[GEM], ids[ZVH].public_record(), cases, count)
+            null = [
+                [sys.executable, __file__, "--relay", url, in_gem, HUB_CONSUMER,
+                 delivery_subject(OrgId(ZVH), OrgId(GEM))],
+                [sys.executable, __file__, "--relay", url, inbound_stream(OrgId(ZVH)),
+                 HUB_CONSUMER, "-"],
+            ]  # fmt: skip
+            async with processes(null, log):
+                null_e2e, _ = await through_clients(clients[GEM], clients[ZVH], batch, None)
+            e = hub_e2e / null_e2e
+            say(f"end to end, receipts on: hub {hub_e2e:,.0f} msg/s, do-nothing hub "
+                f"{null_e2e:,.0f} msg/s")  # fmt: skip
 
-def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a helper process (hub or relay) with its output in ``log``."""
-    with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-
-async def make_relay_streams(url: str) -> None:
-    """The relay's two work-queue streams."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    for name, subject in (("RELAY_IN", "relay.in"), ("RELAY_OUT", "relay.out")):
-        await js.add_stream(
-            api.StreamConfig(
-                name=name, subjects=[subject], retention=api.RetentionPolicy.WORK_QUEUE
-            )
-        )
-    await nc.close()
+            # 3. Latency at fixed offered rates, from the intended send time.
+            p99: dict[int, float] = {}
+            async with processes([hub_cmd], log):
+                await through_clients(clients[GEM], clients[ZVH], warm_ups[1], None)
+                for rate in RATES:
+                    n = int(rate * seconds)
+                    batch, sealed = sealed[:n], sealed[n:]
+                    achieved, lat = await through_clients(clients[GEM], clients[ZVH], batch,
+                                                          rate)  # fmt: skip
+                    p99[rate] = percentile(lat, 99)
+                    say(f"  offered {rate:5} msg/s for {seconds:g} s: p50 "
+                        f"{percentile(lat, 50):7.1f}  p99 {p99[rate]:7.1f}  max {max(lat):7.1f} ms"
+                        f"  ({achieved:,.0f} msg/s achieved)")  # fmt: skip
+            await nc.close()
+    say(f"hub-only ratio: {h:.2f}, e2e vs null-hub: {e:.2f}, p99 at 500 msg/s: {p99[500]:.1f} "
+        f"ms, p99 at 2000 msg/s: {p99[2000]:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--relay":
-        asyncio.run(relay_process(sys.argv[2]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--relay":
+        asyncio.run(relay_process(*sys.argv[2:6]))
         raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=3000, help="messages at saturation")
-    parser.add_argument("--rate", type=float, default=500.0, help="fixed offered rate, msg/s")
-    parser.add_argument("--seconds", type=float, default=6.0, help="duration at the fixed rate")
-    parser.add_argument("--hubs", type=int, default=1, help="hub instances sharing the work")
+    parser.add_argument("--count", type=int, default=4000, help="messages per drain")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration per fixed rate")
+    parser.add_argument("--hubs", type=int, nargs="+", default=[1, 2, 4],
+                        help="hub process counts for the hub-only part")  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.rate, args.seconds, args.hubs))
+    asyncio.run(main(args.count, args.seconds, args.hubs))

@@ -158,16 +158,30 @@ class Topology:
         for config in streams:
             await self._ensure_stream(config)
         for bucket, ttl in ((CASES_BUCKET, None), (MESSAGES_BUCKET, lifetime + 86400)):
-            with mapped("create bucket"):
-                await self._bus.js.create_key_value(
-                    api.KeyValueConfig(
-                        bucket=bucket,
-                        history=1,
-                        ttl=ttl,
-                        storage=api.StorageType.FILE,
-                        replicas=self._replicas,
-                    )
-                )
+            bucket_config = api.KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                ttl=ttl,
+                storage=api.StorageType.FILE,
+                replicas=self._replicas,
+                direct=True,  # reads answered by the stream itself, not JetStream's API
+            )
+            try:
+                with mapped("create bucket"):
+                    await self._bus.js.create_key_value(bucket_config)
+            except TransportError as exc:
+                if not isinstance(exc.__cause__, nats.js.errors.BadRequestError):
+                    raise
+                await self._allow_direct(f"KV_{bucket}")  # a bucket of an earlier version
+
+    async def _allow_direct(self, stream: str) -> None:
+        """Turn on direct gets for an existing stream (buckets made before they were used)."""
+        with mapped("stream info"):
+            info = await self._bus.js.stream_info(stream)
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            with mapped("update stream"):
+                await self._bus.js.update_stream(info.config)
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
         """Create the stream, or bring an existing one to ``config``."""

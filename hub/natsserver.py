@@ -152,6 +152,11 @@ class NatsServer:
                 raise SchakelError("nats-server did not start in time")
             await asyncio.sleep(0.05)
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for measurements)."""
+        return None if self._process is None else self._process.pid
+
     async def reload(self, timeout: float = 10.0) -> None:
         """Make the server re-read its configuration file (SIGHUP) and wait until it has,
         twice: an account that a reload adds gets its imports resolved only by the next

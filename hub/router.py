@@ -278,7 +278,8 @@ class Router:
             )
         accepted = claim.model_copy(update={"status": "accepted"})
         await self._messages.settle(message_id, accepted, revision)
-        _log.info(
+        # Debug, not info: one line per message costs the hot path (the status answer counts).
+        _log.debug(
             "message_routed",
             message_id=message_id,
             message_type=header.message_type.value,

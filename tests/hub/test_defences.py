@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,7 @@ async def test_no_access_looks_like_no_such_case(world: World) -> None:
 async def test_canary_appears_nowhere_but_at_the_recipient(world: World, tmp_path: Path) -> None:
     """A plaintext canary reaches the recipient and nothing else: logs, audit, KV, disk."""
     log = io.StringIO()
-    configure_logging(json=True, stream=log)
+    configure_logging(json=True, stream=log, level=logging.DEBUG)  # the most detailed lines
     try:
         _, case_id = await _signal(world, canary=CANARY)
         runner = ScenarioRunner(world.clients, default_policy())
