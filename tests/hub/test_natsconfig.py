@@ -155,3 +155,34 @@ def test_administrative_users_get_exactly_their_role(tmp_path: Path) -> None:
             assert admin_account(role) in services[subject]
     assert (tmp_path / "creds" / "operator.nk").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "creds" / "security.nk").stat().st_mode & 0o777 == 0o600
+
+
+async def test_reload_waits_for_the_servers_answer_and_fails_when_refused(tmp_path: Path) -> None:
+    """`nats-config --reload` signals the running server and waits for its new configuration
+    load time; a configuration the server refuses (a port change needs a restart) fails the
+    command, where it used to exit 0."""
+    import asyncio
+
+    from schakel.hub.natsserver import NatsServer, free_port
+
+    out, port, monitor = tmp_path / "nats", free_port(), free_port()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "schakel", "nats-config", "--out", str(out), *args],
+            capture_output=True, text=True, check=False, env=os.environ.copy(), timeout=60,
+        )  # fmt: skip
+
+    first = run("--host", "127.0.0.1", "--port", str(port), "--monitor-port", str(monitor),
+                "--store-dir", str(tmp_path / "js"))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    async with NatsServer(tmp_path / "server", port=port, config=out / "nats-server.conf"):
+        again = await asyncio.to_thread(run, "--reload")
+        assert again.returncode == 0, again.stderr
+        assert "reloaded" in again.stdout
+        refused = await asyncio.to_thread(run, "--port", str(free_port()), "--reload")
+        assert refused.returncode == 2
+        assert "did not take the new configuration" in refused.stderr
+    stopped = await asyncio.to_thread(run, "--reload")  # no server: says so
+    assert stopped.returncode == 2
+    assert "reload" in stopped.stderr
