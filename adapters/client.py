@@ -396,12 +396,16 @@ class PartnerClient:
             return self._own_keys != known
 
     def _newer_than_held(self, kid: KeyId) -> bool:
-        """Whether the directory's key ``kid`` of ours is newer than every key we hold."""
+        """Whether ``kid`` may be a key of ours newer than every key we hold: one the
+        directory lists as newer, or one our view of the directory does not know yet (the hub
+        delivers only to keys its directory lists, and ours may be a resync behind)."""
         if self.org not in self.directory:
-            return False
+            return True
         cert = self.directory.record(self.org).encryption_key(kid)
+        if cert is None:
+            return True
         held = [c.body.not_before for c in self.identity.certificates]
-        return cert is not None and (not held or cert.body.not_before > max(held))
+        return not held or cert.body.not_before > max(held)
 
     def _suspicious_keys(self) -> set[bytes]:
         """Keys the directory lists as ours, current, that we do not hold: its current signing

@@ -481,7 +481,13 @@ class Bus:
             raise
 
     async def read_direct(
-        self, stream: str, from_seq: int, *, limit: int = 100_000, timeout: float = 5.0
+        self,
+        stream: str,
+        from_seq: int,
+        *,
+        limit: int = 100_000,
+        max_bytes: int = 4 * 1024 * 1024,
+        timeout: float = 5.0,
     ) -> list[Stored]:
         """Messages of ``stream`` from sequence ``from_seq`` on, at most ``limit`` of them, in
         order, read with one batched direct get.
@@ -496,13 +502,26 @@ class Bus:
         with mapped("direct read"):
             sub = await nc.subscribe(inbox)
         try:
-            request = json.dumps({"seq": max(from_seq, 1), "batch": limit}).encode()
+            # A page is bounded in count and bytes (the server stops at either); the caller
+            # reads on from the last sequence.
+            request = json.dumps(
+                {"seq": max(from_seq, 1), "batch": limit, "max_bytes": max_bytes}
+            ).encode()
             with mapped("direct read"):
                 await nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
             entries: list[Stored] = []
             while True:
-                with mapped("direct read"):
-                    msg = await sub.next_msg(timeout=timeout)
+                try:
+                    with mapped("direct read"):
+                        msg = await sub.next_msg(timeout=timeout)
+                except TransportError as exc:
+                    if not isinstance(exc.__cause__, nats.errors.TimeoutError):
+                        raise
+                    raise TransportError(
+                        f"no answer reading {stream} (does this NATS user have the right to "
+                        "read it? the operator's reads the audit trail and dead letters, the "
+                        "security officer's the key log and the registry)"
+                    ) from None
                 headers = dict(msg.headers or {})
                 status = headers.get("Status")
                 if status in ("204", "404", "408"):  # end of batch / none

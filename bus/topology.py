@@ -53,19 +53,26 @@ from schakel.contracts.topology import (
     inbound_stream,
     inbound_subject,
 )
+from schakel.keys.keylog import MAX_EVENT_BYTES
 
 __all__ = [
     "ACK_WAIT",
     "INBOUND_ATTEMPTS",
     "INBOUND_DELIVERIES",
     "MAX_DELIVERIES_ADVISORY",
+    "MAX_REGISTRY_BYTES",
     "REDELIVERY",
     "Topology",
 ]
 
 DUPLICATE_WINDOW: Final = 300.0
-# Editions of the partner registry kept (each a few kilobytes; readers take the newest).
-REGISTRY_EDITIONS: Final = 100
+# Bounds of the two streams the security officer's user may append to (partners cannot): an
+# entry larger than one event or edition can be is refused by JetStream, and the streams stop
+# taking entries when full (nothing old is ever discarded: a reader must see the newest genuine
+# edition, and the key log is a chain).
+MAX_REGISTRY_BYTES: Final = 512 * 1024  # every gemeente of the Netherlands: some tens of KiB
+REGISTRY_STREAM_BYTES: Final = 64 * 1024 * 1024
+KEYLOG_STREAM_BYTES: Final = 256 * 1024 * 1024
 # How long a hub instance may hold an inbound message before JetStream hands it to another:
 # a crashed hub's unfinished messages come back after this.
 ACK_WAIT: Final = 30.0
@@ -119,6 +126,9 @@ class Topology:
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
                 allow_direct=True,  # partners read it by direct get only
+                max_msg_size=MAX_EVENT_BYTES,
+                max_bytes=KEYLOG_STREAM_BYTES,
+                discard=api.DiscardPolicy.NEW,
                 deny_delete=True,
                 deny_purge=True,
                 num_replicas=self._replicas,
@@ -129,7 +139,9 @@ class Topology:
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
                 allow_direct=True,  # read by direct get (the security officer's user)
-                max_msgs=REGISTRY_EDITIONS,  # the newest editions; a reader takes the highest
+                max_msg_size=MAX_REGISTRY_BYTES,
+                max_bytes=REGISTRY_STREAM_BYTES,
+                discard=api.DiscardPolicy.NEW,  # never drop an edition: no rollback by flood
                 deny_delete=True,
                 deny_purge=True,
                 num_replicas=self._replicas,

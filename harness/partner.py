@@ -64,12 +64,18 @@ class Received:
 
 
 async def receive_messages(
-    client: PartnerClient, count: int, timeout: float, out: Callable[[str], None]
+    client: PartnerClient,
+    count: int,
+    timeout: float,
+    out: Callable[[str], None],
+    *,
+    refusals: bool = False,
 ) -> Received:
-    """Take deliveries (and refusal notices) until ``count`` deliveries arrived or nothing
-    came for ``timeout`` seconds; acknowledge each after printing it."""
+    """Take deliveries and refusal notices until ``count`` deliveries (with ``refusals``:
+    refusal notices) arrived or nothing came for ``timeout`` seconds; acknowledge each after
+    printing it."""
     seen = Received()
-    while seen.deliveries < count:
+    while (seen.refusals if refusals else seen.deliveries) < count:
         item = await client.receive(timeout=timeout)
         if item is None:
             break

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from schakel.bus import Bus
+from schakel.bus.topology import MAX_REGISTRY_BYTES
 from schakel.contracts.canonical import canonical_json
 from schakel.contracts.enums import OrgType
 from schakel.contracts.errors import PolicyFileError, SchakelError
@@ -42,6 +43,7 @@ __all__ = [
     "Region",
     "Registry",
     "RegistryEdition",
+    "RegistryReader",
     "SignedRegistry",
     "default_registry",
     "load_registry",
@@ -52,8 +54,6 @@ __all__ = [
 ]
 
 REGISTRY_LABEL: Final = b"schakel/1 registry\n"
-# A registry of every gemeente of the Netherlands is some tens of kilobytes.
-MAX_REGISTRY_BYTES: Final = 512 * 1024
 
 
 class _Frozen(BaseModel):
@@ -180,19 +180,39 @@ def open_registry(raw: bytes, authority: VerifyKey) -> RegistryEdition | None:
     return signed.edition
 
 
-async def newest_edition(bus: Bus, authority: VerifyKey) -> tuple[RegistryEdition | None, int, int]:
-    """The published edition with the highest version, the stream's last sequence, and how
-    many entries were skipped because they are not editions the authority signed."""
-    newest: RegistryEdition | None = None
-    last_seq = skipped = 0
-    async for message in bus.scan_direct(REGISTRY_STREAM):
-        last_seq = message.seq
-        edition = open_registry(message.data, authority)
-        if edition is None:
-            skipped += 1
-        elif newest is None or edition.version > newest.version:
-            newest = edition
-    return newest, last_seq, skipped
+class RegistryReader:
+    """Follows the registry stream from where it last read: the newest genuine edition, and
+    how many entries it skipped (not an edition the authority signed, or a signed edition no
+    newer than one before it: an old edition appended again, a rollback)."""
+
+    def __init__(self, authority: VerifyKey) -> None:
+        self._authority = authority
+        self.newest: RegistryEdition | None = None
+        self.next_seq = 1
+        self.skipped = 0
+
+    async def read(self, bus: Bus) -> RegistryEdition | None:
+        """Read what is new; the newest genuine edition so far."""
+        async for message in bus.scan_direct(REGISTRY_STREAM, start=self.next_seq):
+            self.next_seq = message.seq + 1
+            edition = open_registry(message.data, self._authority)
+            if edition is None or (
+                self.newest is not None and edition.version <= self.newest.version
+            ):
+                self.skipped += 1
+                continue
+            self.newest = edition
+        return self.newest
+
+
+async def newest_edition(
+    bus: Bus, authority: VerifyKey
+) -> tuple[RegistryEdition | None, int, int]:
+    """The newest genuine edition, the stream's last sequence read, and how many entries were
+    skipped (:class:`RegistryReader`)."""
+    reader = RegistryReader(authority)
+    newest = await reader.read(bus)
+    return newest, reader.next_seq - 1, reader.skipped
 
 
 async def publish_registry(

@@ -71,7 +71,7 @@ from schakel.contracts.topology import (
 from schakel.hub.audit import AuditTrail
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.quota import RateLimiter
-from schakel.hub.registry import newest_edition
+from schakel.hub.registry import RegistryReader
 from schakel.hub.router import Inbound, RetryLater, Router
 from schakel.hub.settings import HubSettings
 from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox, header_case_id
@@ -176,7 +176,8 @@ class Hub:
         await topology.ensure_partners(ready)
         audit = AuditTrail(bus)
         self._stack.push_async_callback(audit.close)
-        edition, _, _ = await newest_edition(bus, settings.authority)
+        self._registry_reader = RegistryReader(settings.authority)
+        edition = await self._registry_reader.read(bus)
         if edition is not None:
             self.registry_version = edition.version
             _log.info("registry_in_use", version=edition.version, published=edition.at)
@@ -383,22 +384,24 @@ class Hub:
         every organisation that is both in the registry and registered its streams and
         consumers, without a restart: on a new edition (a message on its subject), on a
         change of the key directory, and every ``partner_scan`` seconds."""
-        assert self.bus is not None and self.settings.authority is not None
-        bus, authority = self.bus, self.settings.authority
+        assert self.bus is not None
+        bus = self.bus
 
         async def on_edition(_: Message) -> None:
             self._registry_changed.set()
 
         subscription = await bus.subscribe(REGISTRY_SUBJECT, on_edition)
         self._stack.push_async_callback(subscription.close)
+        reader = self._registry_reader
         skipped_seen = 0
         while True:
             try:
-                edition, _, skipped = await newest_edition(bus, authority)
-                if skipped > skipped_seen:
-                    _log.error("registry_entry_skipped", entries=skipped,
-                               hint="an entry not signed by the directory authority")  # fmt: skip
-                skipped_seen = skipped
+                edition = await reader.read(bus)  # only what is new since the last read
+                if reader.skipped > skipped_seen:
+                    _log.error("registry_entry_skipped", entries=reader.skipped,
+                               hint="not signed by the directory authority, or an older "
+                               "edition appended again")  # fmt: skip
+                skipped_seen = reader.skipped
                 if edition is not None and edition.version > self.registry_version:
                     router.registry = edition.registry
                     self.registry_version = edition.version

@@ -30,6 +30,7 @@ from schakel.contracts.policy import default_policy
 from schakel.hub.registry import Registry, RegistryEdition, default_registry, load_registry
 from schakel.hub.service import registration
 from schakel.keys.crypto import SigningKey, VerifyKey
+from schakel.keys.directory import KeyDirectory
 from schakel.keys.identity import PartnerIdentity, signing_key_id
 from schakel.keys.keylog import (
     add_encryption_key_request,
@@ -125,7 +126,8 @@ async def _append(
     authority: SigningKey,
     credentials: Credentials | None = None,
 ) -> None:
-    from schakel.bus import Bus, append_key_event
+    from schakel.bus import Bus, append_key_event, read_keylog
+    from schakel.keys.keylog import KeyLog, countersign
 
     bus = Bus(url, name="schakel-authority", credentials=credentials)
     try:
@@ -133,6 +135,14 @@ async def _append(
     except SchakelError as exc:
         raise _NeverConnected(str(exc)) from exc
     try:
+        # All or nothing: every event must apply, in order, to the log as it stands before
+        # the first is appended (a recovery whose last event is invalid must not leave the
+        # organisation with its keys revoked and nothing in their place).
+        log = KeyLog(authority.public)
+        for _, raw in await read_keylog(bus, 1):
+            log.offer(raw)
+        for request in requests:
+            log.apply(countersign(request, index=log.length, prev=log.head, authority=authority))
         for request in requests:
             signed = await append_key_event(bus, request, authority)
             sys.stdout.write(
@@ -238,16 +248,25 @@ def _registry_show(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
+    """A new encryption key (``keys rotate``) or signing key (``keys rotate-signing``).
+
+    A failed command leaves the keystore as it was (or with a new private key too many, never
+    one too few); a request file is written before the keystore changes.
+    """
     settings = _settings(args)
     path = Path(args.keystore)
     passphrase = _passphrase(confirm=False)
     identity = load_keystore(path, passphrase)
+    if not args.request_out and not args.authority:
+        raise SchakelError("--authority (to publish now) or --request-out (to hand it over)")
+    authority = _authority_key(args.authority) if args.authority else None
+    identity = _settle_keystore(identity, path, passphrase, settings, authority)
     now = system_clock()
     validity = dt.timedelta(days=args.days)
     what = "signing key" if args.signing else "encryption key"
     if args.signing:
-        # A rotation already handed over and not yet in the log is published again, not
-        # replaced (the authority may hold its request).
+        # A rotation handed over and not yet in the log is published again, not replaced
+        # (the authority may hold its request).
         pending = identity.next_signing_key is not None
         rotated = identity if pending else identity.with_new_signing_key(now=now, validity=validity)
         # Cross-signed: the current key signs the request for its successor.
@@ -261,20 +280,18 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     rotated = rotated.prune_encryption_keys(now, keep)
     new_kid = rotated.certificates[-1].kid
     if args.request_out:
-        # The partner's half on the partner's machine: the new key is kept (a new signing key
-        # as the next one: the adapter signs with it once the log shows it), the signed
-        # request goes to the directory authority, which appends it with `keys register`.
+        # The partner's half on the partner's machine: the signed request first (a command
+        # that cannot write it changes nothing), then the keystore with the new key (a new
+        # signing key as the next one: the adapter signs with it once the log shows it).
+        _write_file(Path(args.request_out), request.model_dump_json(indent=2) + "\n")
         save_keystore(rotated, path, passphrase)
-        Path(args.request_out).write_text(request.model_dump_json(indent=2) + "\n", "utf-8")
         sys.stdout.write(
             f"new {what} for {identity.org} kept in {path}; give "
             f"{args.request_out} to the directory authority (`schakel keys register`)\n"
         )
         return 0
-    if not args.authority:
-        raise SchakelError("--authority (to publish now) or --request-out (to hand it over)")
+    assert authority is not None
     url, credentials = _nats_url(settings), settings.credentials()
-    authority = _authority_key(args.authority)
     # The new private key is kept before its public key is published (a running adapter
     # reloads the keystore when it sees the key); if the publication fails, the keystore is
     # put back as it was, unless the key reached the log after all.
@@ -286,8 +303,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         sys.stderr.write("the key was not published; the keystore is as it was\n")
         raise
     except (SchakelError, OSError):
-        published = asyncio.run(_key_published(url, credentials, authority.public, identity.org,
-                                                new_kid))  # fmt: skip
+        published = _key_published(url, credentials, authority.public, identity.org, new_kid)
         if published is False:
             save_keystore(identity, path, passphrase)
             sys.stderr.write("the key was not published; the keystore is as it was\n")
@@ -297,12 +313,50 @@ def _keys_rotate(args: argparse.Namespace) -> int:
                 "whether it was published, and rotate again if it was not\n"
             )
         raise
-    if rotated.next_signing_key is not None:  # in the log now: sign with it from here on
+    if args.signing and rotated.next_signing_key is not None:
+        # This command's own rotation is in the log now: sign with the new key from here on.
         rotated = rotated.settled(signing_key_id(rotated.next_signing_key.public))
         save_keystore(rotated, path, passphrase)
         sys.stdout.write(f"new signing key {rotated.signing_kid} for {identity.org}\n")
     sys.stdout.write(f"new encryption key {new_kid} for {identity.org}\n")
     return 0
+
+
+def _settle_keystore(
+    identity: PartnerIdentity,
+    path: Path,
+    passphrase: SecretStr,
+    settings: Settings,
+    authority: SigningKey | None,
+) -> PartnerIdentity:
+    """A signing-key rotation handed over earlier may be in the key log by now: then the
+    keystore signs with the new key from here on (the SDK does the same in memory). Looked up
+    only when a server and the authority's key are at hand."""
+    verify_key = authority.public if authority is not None else settings.authority_key()
+    if identity.next_signing_key is None or verify_key is None or not settings.nats_url:
+        return identity
+    directory = _read_directory(settings.nats_url, settings.credentials(), verify_key)
+    if identity.org not in directory:
+        return identity
+    settled = identity.settled(KeyId(directory.record(identity.org).signing_key.kid))
+    if settled is not identity:
+        save_keystore(settled, path, passphrase)
+        sys.stdout.write(
+            f"the signing-key rotation is in the key log: {path} now signs with "
+            f"{settled.signing_kid}\n"
+        )
+    return settled
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SchakelError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _keys_recover(args: argparse.Namespace) -> int:
@@ -328,20 +382,34 @@ def _keys_recover(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _key_published(
-    url: str, credentials: Credentials | None, authority: VerifyKey, org: OrgId, kid: str
-) -> bool | None:
-    """Whether ``kid`` is in the key log under ``org``; ``None`` if the log cannot be read."""
-    from schakel.bus import Bus, DirectoryFollower
-    from schakel.keys.directory import KeyDirectory
+def _read_directory(
+    url: str, credentials: Credentials | None, authority: VerifyKey
+) -> KeyDirectory:
+    """The key directory as the verified fold of the key log.
 
-    try:
+    Raises:
+        SchakelError: the log cannot be read.
+    """
+    from schakel.bus import Bus, DirectoryFollower
+
+    async def read() -> KeyDirectory:
         async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
             follower = DirectoryFollower(KeyDirectory(), authority)
             await follower.sync(bus)
+            return follower.directory
+
+    return asyncio.run(read())
+
+
+def _key_published(
+    url: str, credentials: Credentials | None, authority: VerifyKey, org: OrgId, kid: str
+) -> bool | None:
+    """Whether ``kid`` is in the key log under ``org``; ``None`` if the log cannot be read."""
+    try:
+        directory = _read_directory(url, credentials, authority)
     except SchakelError:
         return None
-    record = follower.directory.record(org) if org in follower.directory else None
+    record = directory.record(org) if org in directory else None
     return record is not None and record.encryption_key(kid) is not None
 
 
@@ -369,16 +437,7 @@ def _unrevoked_keys(
     url: str, credentials: Credentials | None, authority: SigningKey, org: OrgId
 ) -> list[KeyId]:
     """Every key of ``org`` the key log has not revoked: encryption keys, then signing keys."""
-    from schakel.bus import Bus, DirectoryFollower
-    from schakel.keys.directory import KeyDirectory
-
-    async def read() -> KeyDirectory:
-        async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
-            follower = DirectoryFollower(KeyDirectory(), authority.public)
-            await follower.sync(bus)
-            return follower.directory
-
-    directory = asyncio.run(read())
+    directory = _read_directory(url, credentials, authority.public)
     if org not in directory:
         raise SchakelError(f"{org} is not registered")
     record = directory.record(org)
@@ -533,9 +592,10 @@ def _embedded_identity(data_dir: Path) -> PartnerIdentity:
 def _hub_run(args: argparse.Namespace) -> int:
     from schakel.hub.logconfig import configure_logging
 
-    config = _settings(args)
-    configure_logging(json=config.log == "json")
+    configure_logging(json=getattr(args, "log", None) != "console")  # before anything can fail
     try:
+        config = _settings(args)
+        configure_logging(json=config.log == "json")
         return _serve_hub(config)
     except SchakelError as exc:  # one log line like every other (JSON by default), not text
         import structlog
@@ -642,6 +702,7 @@ _DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "route": [],
     "monitor_port": 8222,
     "verify_clients": False,
+    "registry": None,
 }
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -688,9 +749,16 @@ def _nats_config(args: argparse.Namespace) -> int:
     from schakel.hub.natsconfig import ClusterLayout, TlsFiles, write_config
 
     settings = _settings(args)
-    registry = load_registry(settings.registry) if settings.registry else default_registry()
     out = Path(args.out)
     values = _deployment(args, out)
+    if settings.registry:  # given now (flag, environment, settings file): kept from here on
+        values["registry"] = str(settings.registry.resolve())
+    if values["registry"]:
+        registry = load_registry(Path(values["registry"]))
+    else:
+        registry = default_registry()
+        sys.stderr.write("no registry given: the shipped example's partners (--registry FILE "
+                         "for your own; it is kept for the next runs)\n")  # fmt: skip
     tls = None
     tls_files = (values["tls_cert"], values["tls_key"], values["tls_ca"])
     if any(tls_files):
@@ -710,6 +778,11 @@ def _nats_config(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     monitor = int(values["monitor_port"])
     before = _config_loaded(monitor) if args.reload else None
+    previous = {
+        name: (out / name).read_text("utf-8")
+        for name in ("nats-server.conf", _DEPLOYMENT_FILE)
+        if (out / name).is_file()
+    }
     path = write_config(
         out,
         registry.partners(),
@@ -723,7 +796,14 @@ def _nats_config(args: argparse.Namespace) -> int:
     )
     _write_deployment(out, values)
     if args.reload:
-        _reload(out / _PID_FILE, monitor, before)
+        try:
+            _reload(out / _PID_FILE, monitor, before)
+        except SchakelError as exc:
+            if "did not take" in str(exc):  # the server runs on the previous files: keep them
+                for name, text in previous.items():
+                    _write_file(out / name, text)
+                raise SchakelError(f"{exc}; the previous files are restored") from None
+            raise
     sys.stdout.write(
         f"wrote {path} ({len(registry.partners())} partners + hub, "
         f"{'TLS' if tls else 'loopback, no TLS'}); settings kept in {out / _DEPLOYMENT_FILE}\n"
@@ -804,10 +884,11 @@ async def _dead_letters(
     )
 
     async with Bus(url, name="schakel-dlq", credentials=credentials) as bus:
-        count, failed = 0, []
+        count, failed, listed = 0, [], set()
         async for msg in bus.scan_direct(DLQ_STREAM):
             if only is not None and msg.seq not in only:
                 continue
+            listed.add(msg.seq)
             original = msg.headers.get(HEADER_ORIGINAL_SUBJECT, "")
             sys.stdout.write(
                 f"#{msg.seq} {msg.subject} from {original} after "
@@ -826,6 +907,8 @@ async def _dead_letters(
             if result != "replayed":
                 failed.append(msg.seq)
         sys.stdout.write(f"{count} dead letter(s){' replayed' if replay and count else ''}\n")
+        if replay and only is not None:
+            failed += sorted(only - listed)  # named, but not (or no longer) a dead letter
         if failed:
             raise SchakelError(f"not replayed: {', '.join(f'#{seq}' for seq in failed)}")
         return count
@@ -905,9 +988,12 @@ def _partner(args: argparse.Namespace) -> int:
                 to = [_org_id(org, None) for org in args.to]
                 await send_messages(client, MessageType(args.type), to, args.count, out)
                 return 0
-            seen = await receive_messages(client, args.count, args.timeout, out)
-            if seen.deliveries < args.count:
-                sys.stderr.write(f"schakel: {seen.deliveries} of {args.count} deliveries "
+            seen = await receive_messages(client, args.count, args.timeout, out,
+                                          refusals=args.refused)  # fmt: skip
+            got, kind = (seen.refusals, "refusals") if args.refused else (
+                seen.deliveries, "deliveries")  # fmt: skip
+            if got < args.count:
+                sys.stderr.write(f"schakel: {got} of {args.count} {kind} "
                                  f"within {args.timeout:g} s\n")  # fmt: skip
                 return 1
             return 1 if seen.rejected else 0
@@ -931,9 +1017,9 @@ def _version() -> str:
 
 
 def _positive(text: str) -> int:
-    """A whole number of days, at least one."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError("a whole number of days, at least 1")
+    """A whole number, at least one and at most 3650 (days: ten years)."""
+    if not text.isdigit() or not 1 <= int(text) <= 3650:
+        raise argparse.ArgumentTypeError("a whole number from 1 to 3650")
     return int(text)
 
 
@@ -1055,6 +1141,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--count", type=_positive, default=1)
     receive = partner.add_parser("receive", help="receive and acknowledge deliveries")
     receive.add_argument("--count", type=_positive, default=1, help="deliveries to wait for")
+    receive.add_argument("--refused", action="store_true",
+                         help="wait for refusal notices instead of deliveries")  # fmt: skip
     receive.add_argument("--timeout", type=float, default=30.0,
                          help="give up after this many seconds without one")  # fmt: skip
     for sub in (send, receive):
@@ -1120,8 +1208,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # asyncio's TLS transport warns about nats-py's protocol at every close: noise, not news.
     logging.getLogger("asyncio").addFilter(lambda r: "eof_received" not in r.getMessage())
     args = build_parser().parse_args(argv)
+    from schakel.hub.logconfig import configure_logging
+
+    # A command's log lines (the SDK's, the bus's) go to stderr: stdout is its answer.
+    configure_logging(json=False, stream=sys.stderr)
     try:
         return int(args.handler(args))
     except SchakelError as exc:
         sys.stderr.write(f"schakel: {exc}\n")
         return 2
+    except OSError as exc:  # a file named on the command line
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"schakel: {exc.strerror or type(exc).__name__}{where}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("schakel: interrupted\n")
+        return 130

@@ -11,6 +11,7 @@ the walkthrough), and the block ends by stopping what it started.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -77,7 +78,11 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     received = (tmp_path / "zvh.out").read_text("utf-8")
     assert received.count("received ") == 4, received
     assert "REJECTED" not in received, received
-    assert "foreign_key_for_own_org" not in text  # the rotation raised no compromise alarm
-    assert "Traceback" not in text
+    # The adapters' log lines go to stderr (here: the output); stdout is the answer.
+    assert "foreign_key_for_own_org" not in text + received  # no compromise alarm
+    hub_log = (tmp_path / "hub" / "hub.log").read_text("utf-8")
+    assert "Traceback" not in text + hub_log
+    for line in hub_log.splitlines():  # `hub run` writes nothing but JSON lines
+        assert isinstance(json.loads(line), dict), line
     assert "audit chain intact" in text
     assert "0 dead letter(s)" in text

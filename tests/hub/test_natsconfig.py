@@ -186,3 +186,27 @@ async def test_reload_waits_for_the_servers_answer_and_fails_when_refused(tmp_pa
     stopped = await asyncio.to_thread(run, "--reload")  # no server: says so
     assert stopped.returncode == 2
     assert "reload" in stopped.stderr
+
+
+def test_a_rerun_keeps_the_registry_it_was_given(tmp_path: Path) -> None:
+    """Run again with --out only (as its own hint says), nats-config keeps the registry file
+    it was given, instead of the shipped example (which dropped the real partners and made
+    users for the example's)."""
+    registry = tmp_path / "registry.toml"
+    registry.write_text('national = []\n[regions.west]\ngemeenten = ["GEM.nieuwdorp"]\n'
+                        'zvh = ["ZVH.west"]\npol = ["POL.west"]\nom = ["OM.west"]\n')  # fmt: skip
+    out = tmp_path / "nats"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "schakel", "nats-config", "--out", str(out),
+             "--host", "127.0.0.1", *args],
+            capture_output=True, text=True, check=False, env=os.environ.copy(),
+        )  # fmt: skip
+
+    assert run("--registry", str(registry)).returncode == 0
+    first = (out / "nats-server.conf").read_text()
+    again = run()
+    assert again.returncode == 0, again.stderr
+    assert (out / "nats-server.conf").read_text() == first
+    assert "GEM.nieuwdorp" in first and "AIVD.nl" not in first

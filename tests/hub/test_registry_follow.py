@@ -7,14 +7,25 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from schakel.adapters.client import Delivery, PartnerClient
+from schakel.bus import TransportError
+from schakel.bus.topology import MAX_REGISTRY_BYTES
 from schakel.contracts.canonical import canonical_json
 from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
 from schakel.contracts.topology import REGISTRY_SUBJECT, inbound_stream
-from schakel.hub.registry import Region, Registry, default_registry, publish_registry, sign_registry
+from schakel.hub.registry import (
+    Region,
+    Registry,
+    default_registry,
+    newest_edition,
+    publish_registry,
+    sign_registry,
+)
 from schakel.hub.service import register, registration
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
@@ -92,3 +103,24 @@ def hub_router_partners(world: World) -> frozenset[OrgId]:
     """The organisations the running hub's router knows from the registry."""
     assert world.hub.router is not None
     return world.hub.router.registry.partners()
+
+
+async def test_a_flood_of_old_editions_rolls_nothing_back(world: World) -> None:
+    """The stream never drops an edition, so appending an old signed edition again and again
+    (the security officer's NATS user can) leaves the newest genuine one in place for every
+    reader, also one starting afresh (a restarted hub, `registry show`), and each copy is
+    reported; an entry larger than an edition can be is refused by the stream itself."""
+    hub = world.hub
+    assert hub.bus is not None
+    bus = hub.bus
+    await publish_registry(bus, default_registry(), world.authority, system_clock())
+    old = canonical_json(sign_registry(default_registry(), 1, world.authority, system_clock()))
+    await publish_registry(bus, with_newcomer(), world.authority, system_clock())
+    for _ in range(150):
+        await bus.publish(REGISTRY_SUBJECT, old)
+    with pytest.raises(TransportError):
+        await bus.publish(REGISTRY_SUBJECT, b" " * (MAX_REGISTRY_BYTES + 1))
+    newest, _, skipped = await newest_edition(bus, world.authority.public)
+    assert newest is not None and newest.version == 2
+    assert skipped == 150
+    assert NEWCOMER in newest.registry.partners()

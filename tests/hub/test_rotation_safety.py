@@ -6,7 +6,9 @@ told, as any other delivery."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import POL, ZVH
+from schakel.hub.service import registration
 from schakel.keys.envelope import seal
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import add_encryption_key_request, sign_request
@@ -192,7 +195,7 @@ def test_an_uncertain_rotation_keeps_the_new_key(
             str(tmp_path / "authority.keystore"), "--nats", "nats://127.0.0.1:1"]  # fmt: skip
     for published, kept in ((None, 2), (True, 3), (False, 3)):
 
-        async def answer(*_: object, value: bool | None = published) -> bool | None:
+        def answer(*_: object, value: bool | None = published) -> bool | None:
             return value
 
         monkeypatch.setattr(cli, "_key_published", answer)
@@ -294,3 +297,65 @@ async def test_signing_key_rotation_and_recovery_through_the_cli(tmp_path: Path)
                 notice = await again.receive(timeout=30)
                 assert isinstance(notice, Refusal), notice
                 assert notice.notice.reason is ReasonCode.KEY_REVOKED
+
+
+async def test_a_signing_rotation_handed_over_is_settled_never_guessed(tmp_path: Path) -> None:
+    """The hostile review's cases: a request that cannot be written changes nothing; an
+    encryption rotation while a signing rotation waits at the authority keeps signing with
+    the registered key (it used to promote the unpublished one and lose the registered);
+    once the authority appended it, the next command settles the keystore first; a recovery
+    with one invalid event appends none (it used to revoke every key and install nothing)."""
+    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
+    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("authority-pass"),
+                  KdfParams.for_tests())  # fmt: skip
+    ids = {o: PartnerIdentity.generate(OrgId(o)) for o in (POL, ZVH)}
+    keystore = tmp_path / "POL.west.keystore"
+    save_keystore(ids[POL], keystore, SecretStr("pol-pass"), KdfParams.for_tests())
+    registered = ids[POL].signing_kid
+    env = {**os.environ, PASSPHRASE_ENV: "pol-pass", "SCHAKEL_AUTHORITY_PASSPHRASE":
+           "authority-pass"}  # fmt: skip
+
+    def load() -> PartnerIdentity:
+        return load_keystore(keystore, SecretStr("pol-pass"))
+
+    async with local_hub(ids, data_dir=tmp_path / "hub", authority=authority.signing_key,
+                         connect=False) as system:  # fmt: skip
+        nats = ["--nats", system.url]
+        auth = ["--authority", str(tmp_path / "authority.keystore")]
+
+        async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(_cli, *args, env=env)
+
+        before = keystore.read_bytes()
+        nowhere = await cli("keys", "rotate-signing", "--keystore", str(keystore),
+                            "--request-out", str(tmp_path / "missing" / "r.json"))  # fmt: skip
+        assert nowhere.returncode == 2 and "Traceback" not in nowhere.stderr
+        assert keystore.read_bytes() == before
+        request = tmp_path / "rotate-signing.json"
+        handed = await cli("keys", "rotate-signing", "--keystore", str(keystore),
+                           "--request-out", str(request))  # fmt: skip
+        assert handed.returncode == 0, handed.stderr
+        pending = load().next_signing_key
+        assert pending is not None
+        enc = await cli("keys", "rotate", "--keystore", str(keystore), *auth, *nats)
+        assert enc.returncode == 0, enc.stderr
+        assert load().signing_kid == registered  # still the registered key
+        assert load().next_signing_key is not None
+        appended = await cli("keys", "register", str(request), *auth, *nats)
+        assert appended.returncode == 0, appended.stderr
+        again = await cli("keys", "rotate", "--keystore", str(keystore), *auth, *nats)
+        assert again.returncode == 0, again.stderr
+        assert "now signs with" in again.stdout
+        assert load().signing_kid != registered and load().next_signing_key is None
+
+        fresh = PartnerIdentity.generate(OrgId(POL))
+        bad = json.loads(registration(fresh).model_dump_json())
+        bad["event"]["encryption_cert_signature"] = bad["event"]["org_signature"] = (
+            base64.b64encode(bytes(64)).decode()
+        )
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        recovered = await cli("keys", "recover", str(tmp_path / "bad.json"), *auth, *nats)
+        assert recovered.returncode == 2
+        public = base64.b64encode(authority.signing_key.public.raw).decode()
+        listed = await cli("keys", "list", "--authority-public", public, *nats)
+        assert "REVOKED" not in listed.stdout, listed.stdout
