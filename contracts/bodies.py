@@ -13,6 +13,7 @@ contract_version)``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -421,6 +422,7 @@ def categories_of(value: BaseModel) -> frozenset[DataCategory]:
     return frozenset(found)
 
 
+@functools.cache  # contracts are fixed classes; the hub asks once per message
 def contract_categories(cls: type[BaseModel]) -> frozenset[DataCategory]:
     """Return every category a contract could hold: the most a header may declare for it."""
     found: set[DataCategory] = set()

@@ -72,15 +72,15 @@ class MemoryCaseStore:
         record, revision = self.records.get(case_id, (None, 0))
         return record, revision
 
-    async def put(self, record: CaseRecord, revision: int) -> bool:
-        """Write ``record`` if the case is still at ``revision``."""
+    async def put(self, record: CaseRecord, revision: int) -> int | None:
+        """Write ``record`` if the case is still at ``revision``: its new revision."""
         await asyncio.sleep(0)
         current = self.records.get(record.case_id, (None, 0))[1]
         if current != revision:
-            return False
+            return None
         self._journal.write("cases", "put", record.case_id)
         self.records[record.case_id] = (record, revision + 1)
-        return True
+        return revision + 1
 
 
 class MemoryMessageRegistry:

@@ -14,6 +14,7 @@ region's kern. A file (``--registry``) or the shipped example serves until one i
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -98,6 +99,10 @@ class Registry(_Frozen):
 
     def partners(self) -> frozenset[OrgId]:
         """Every organisation in the registry: who gets NATS credentials and a consumer."""
+        return self._partners
+
+    @functools.cached_property
+    def _partners(self) -> frozenset[OrgId]:  # a frozen model: computed once, asked per message
         regional = {o for r in self.regions.values() for o in r.gemeenten | r.zvh | r.pol | r.om}
         return frozenset(OrgId(o) for o in regional | self.national)
 

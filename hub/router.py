@@ -14,6 +14,7 @@ decision.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -59,6 +60,7 @@ from schakel.keys.statement import claimed_statement, sign_statement, verify_sta
 __all__ = [
     "REFUSAL_LABEL",
     "AuditSink",
+    "CaseCache",
     "CaseStore",
     "Deliverer",
     "Inbound",
@@ -76,7 +78,53 @@ _log = structlog.get_logger("schakel.router")
 
 class CaseStore(Protocol):
     async def get(self, case_id: CaseId) -> tuple[CaseRecord | None, int]: ...
-    async def put(self, record: CaseRecord, revision: int) -> bool: ...
+    async def put(self, record: CaseRecord, revision: int) -> int | None: ...
+
+
+class CaseCache:
+    """The case records this hub read or wrote last, in front of the store.
+
+    A read may come from here and be stale (another hub instance changed the case): every
+    decision that changes a case is committed by compare-and-set on the revision, which fails
+    on a stale one, and the router then reads afresh; a refusal decided on a cached record is
+    confirmed on a fresh read before it stands. One instance's messages about one case go to
+    one worker, so the cache has no races of its own. Bounded, least recently used first out.
+    """
+
+    def __init__(self, store: CaseStore, size: int = 20_000) -> None:
+        self._store = store
+        self._size = size
+        self._entries: collections.OrderedDict[CaseId, tuple[CaseRecord, int]] = (
+            collections.OrderedDict()
+        )
+
+    async def get(self, case_id: CaseId, *, fresh: bool = False) -> tuple[CaseRecord | None, int]:
+        """The record and its revision; from the cache unless ``fresh``."""
+        if not fresh and case_id in self._entries:
+            self._entries.move_to_end(case_id)
+            return self._entries[case_id]
+        record, revision = await self._store.get(case_id)
+        if record is None:
+            self._entries.pop(case_id, None)
+        else:
+            self._remember(case_id, record, revision)
+        return record, revision
+
+    async def put(self, record: CaseRecord, revision: int) -> int | None:
+        """Compare-and-set through to the store; the cache follows the outcome."""
+        case_id = CaseId(record.case_id)
+        new = await self._store.put(record, revision)
+        if new is None:
+            self._entries.pop(case_id, None)
+        else:
+            self._remember(case_id, record, new)
+        return new
+
+    def _remember(self, case_id: CaseId, record: CaseRecord, revision: int) -> None:
+        self._entries[case_id] = (record, revision)
+        self._entries.move_to_end(case_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
 
 class MessageRegistry(Protocol):
@@ -150,7 +198,7 @@ class Router:
         self._policy = policy
         self._registry = registry
         self._directory = directory
-        self._cases = cases
+        self._cases = CaseCache(cases)
         self._messages = messages
         self._audit = audit
         self._outbox = outbox
@@ -512,8 +560,9 @@ class Router:
             if isinstance(verdict, Refuse):
                 return verdict
             return (await self._backlog_full(header)) or verdict
+        fresh = False  # the first read may come from the cache; a refusal needs a fresh one
         for _ in range(_CAS_ATTEMPTS):
-            case, revision = await self._cases.get(CaseId(header.case_id))
+            case, revision = await self._cases.get(CaseId(header.case_id), fresh=fresh)
             if case is not None and case.has_applied(MessageId(header.message_id)):
                 if not resumed:
                     # The case applied this id, but this is no redelivery of ours: the id was
@@ -526,6 +575,9 @@ class Router:
                 return Allow(case=case, state_before=None, opened=opened)
             verdict = decide(header, case, ctx)
             if isinstance(verdict, Refuse):
+                if not fresh:  # decided on a cached record: it stands only on a fresh one
+                    fresh = True
+                    continue
                 # A refusal about an existing case names it in the audit trail (the privacy
                 # officer sees every attempt on the case); one about a case that does not
                 # exist does not: that id is the sender's text, not a case.
@@ -538,6 +590,7 @@ class Router:
                 if verdict.opened is not None:
                     await self._open(verdict.opened, header)
                 return verdict
+            fresh = True  # someone else changed the case: read it again
         return Refuse(ReasonCode.CONFLICT, "case kept changing", case_exists=True)
 
     async def _open(self, opened: CaseRecord, header: EnvelopeHeader) -> None:
@@ -546,7 +599,7 @@ class Router:
         the creation is idempotent)."""
         if await self._cases.put(opened, 0):
             return
-        existing, _ = await self._cases.get(CaseId(opened.case_id))
+        existing, _ = await self._cases.get(CaseId(opened.case_id), fresh=True)
         if existing is None or not existing.has_applied(MessageId(header.message_id)):
             # Its id is derived from this message's (claimed, unique) id: only a hash
             # collision gets here. Fail the message rather than merge two cases.

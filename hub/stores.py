@@ -71,12 +71,13 @@ class KvCaseStore:
             return None, 0
         return CaseRecord.model_validate_json(entry.value), entry.revision
 
-    async def put(self, record: CaseRecord, revision: int) -> bool:
-        """Write ``record`` if the case is still at ``revision``; ``False`` on a conflict."""
+    async def put(self, record: CaseRecord, revision: int) -> int | None:
+        """Write ``record`` if the case is still at ``revision``: its new revision, or
+        ``None`` on a conflict."""
         value = record.model_dump_json().encode()
         if revision == 0:
-            return await self._kv.create(record.case_id, value) is not None
-        return await self._kv.update(record.case_id, value, revision) is not None
+            return await self._kv.create(record.case_id, value)
+        return await self._kv.update(record.case_id, value, revision)
 
 
 class KvMessageRegistry:

@@ -243,3 +243,24 @@ async def test_an_old_message_id_on_its_case_is_a_replay_not_a_pass(rig: Rig) ->
     outcome = await rig.router.handle(rig.inbound(OM, reused))
     assert outcome.reason is ReasonCode.DUPLICATE
     assert "outbox.deliver" not in rig.journal.actions()
+
+
+async def test_a_second_instance_sees_past_its_stale_case_cache(rig: Rig) -> None:
+    """Two hub instances share the stores. Instance A caches the case it opened; instance B
+    moves the case on; a message A then handles that the new state allows (and the old one
+    refuses) is routed: A's refusal on its cached record is confirmed on a fresh read, which
+    allows it. A message the old state allowed but whose commit meets B's newer revision is
+    committed after a fresh read, not refused."""
+    other = Router(
+        policy=default_policy(), registry=default_registry(), directory=rig.directory,
+        cases=rig.cases, messages=rig.messages, audit=rig.audit, outbox=rig.outbox,
+        identity=rig.ids[HUB], instance="hub-other", clock=lambda: rig.now,
+    )  # fmt: skip
+    signal = rig.envelope(POL, (GEM, ZVH))
+    assert (await rig.router.handle(rig.inbound(POL, signal))).accepted
+    case_id = next(iter(rig.cases.records))
+    weging = rig.envelope(ZVH, (OM,), MessageType.M3, case_id=case_id)
+    assert (await other.handle(rig.inbound(ZVH, weging))).accepted  # B moves the case on
+    decision = rig.envelope(GEM, (ZVH, POL, OM), MessageType.M5, case_id=case_id)
+    outcome = await rig.router.handle(rig.inbound(GEM, decision))  # A, on its stale cache
+    assert outcome.accepted, outcome
