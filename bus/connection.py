@@ -166,31 +166,99 @@ class Pulled:
 
 
 class Puller:
-    """Fetches from one durable pull consumer (bound, never created by the caller)."""
+    """Fetches from one durable pull consumer (bound, never created by the caller).
+
+    Adaptive: a fetch waits for one message, then takes what is already waiting on the
+    server, up to the batch, and returns; it never waits to fill the batch. (nats-py's own
+    fetch, once a waiting pull has brought one message, waits for the rest of the batch until
+    its timeout: at low rates a message sat there for up to the timeout.) No pull request
+    stays open after a fetch returns, so nothing is handed out to a client that is not
+    fetching (it would count as a delivery attempt).
+    """
 
     def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
         self._subscription = subscription
+        # nats-py's pull subscription: its core subscription (the inbox the server delivers
+        # to) and the consumer's next-message subject. Taken here, so that a client upgrade
+        # that renames them fails at bind, not in the middle of routing.
+        self._inbox: _NatsSubscription = subscription._sub
+        self._next_subject: str = subscription._nms
+        self._deliver: str = subscription._deliver
         self.foreign = 0  # messages that arrived in the inbox but were not JetStream's
 
+    async def _pull(self, request: dict[str, object]) -> None:
+        with mapped("fetch"):
+            await self._inbox._conn.publish(
+                self._next_subject, json.dumps(request).encode(), reply=self._deliver
+            )
+
+    async def _next(self, timeout: float) -> Msg | None:
+        """The next message in the inbox (a status message too), or ``None`` in time."""
+        try:
+            with mapped("fetch"):
+                return await self._inbox.next_msg(timeout=max(0.001, timeout))
+        except TransportError as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                return None
+            raise
+
+    @staticmethod
+    def _status(msg: Msg) -> str | None:
+        status = (msg.headers or {}).get("Status")
+        return status if status is not None and not msg.data else None
+
+    def _check(self, msg: Msg) -> None:
+        if self._status(msg) == "409":
+            description = (msg.headers or {}).get("Description", "").lower()
+            if "deleted" in description or "push" in description:
+                raise TransportError("fetch: the consumer is gone")
+
     async def fetch(self, batch: int, timeout: float) -> list[Pulled]:
-        """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first; an
-        empty list when none came. Messages that are not JetStream's are dropped and
-        counted (:attr:`foreign`), never raised.
+        """Up to ``batch`` messages, as soon as one is there; waiting at most ``timeout``
+        seconds for it; an empty list when none came. Messages that are not JetStream's are
+        dropped and counted (:attr:`foreign`), never raised.
 
         Raises:
             TransportError: the fetch failed (the consumer is gone, NATS is unreachable).
         """
-        timeout = max(timeout, 0.05)  # nats-py turns a tiny timeout into a negative expiry
-        try:
-            with mapped("fetch"):
-                # a hard bound of our own as well: no pull may wait for ever
-                messages = await asyncio.wait_for(
-                    self._subscription.fetch(batch, timeout=timeout), timeout + 5.0
-                )
-        except TransportError as exc:
-            if isinstance(exc.__cause__, (nats.errors.TimeoutError, TimeoutError)):
-                return []
-            raise
+        timeout = max(timeout, 0.05)
+        expires = int(timeout * 1_000_000_000)
+        messages: list[Msg] = []
+        # Left over from an earlier fetch (a late answer): take those first.
+        while not self._inbox._pending_queue.empty() and len(messages) < batch:
+            left = self._inbox._pending_queue.get_nowait()
+            self._inbox._pending_size -= len(left.data)
+            if self._status(left) is None:
+                messages.append(left)
+        if not messages:
+            # Wait for one; the request ends with it, or with a 408 at its expiry (waited
+            # for, with a margin, so that no request outlives the fetch).
+            await self._pull({"batch": 1, "expires": expires})
+            deadline = time.monotonic() + timeout + 1.0
+            while not messages:
+                first = await self._next(deadline - time.monotonic())
+                if first is None:
+                    return []
+                self._check(first)
+                if self._status(first) is None:
+                    messages.append(first)
+                elif self._status(first) in ("404", "408", "409"):
+                    return []  # expired (or too many pulls waiting): the caller comes back
+        if batch > len(messages):
+            # What else is waiting already: answered at once, ended by a status if short.
+            wanted = batch - len(messages)
+            await self._pull({"batch": wanted, "no_wait": True})
+            deadline = time.monotonic() + 5.0
+            while wanted:
+                msg = await self._next(deadline - time.monotonic())
+                if msg is None:
+                    break
+                self._check(msg)
+                if self._status(msg) is None:
+                    messages.append(msg)
+                    wanted -= 1
+                elif self._status(msg) in ("404", "408", "409"):
+                    break
         pulled = [Pulled.of(msg) for msg in messages]
         taken = [p for p in pulled if p is not None]
         if len(taken) < len(pulled):

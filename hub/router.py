@@ -515,7 +515,7 @@ class Router:
         )
         _log.warning(
             "message_undelivered",
-            event=event,
+            kind=event,
             message_id=header.message_id,
             sender=sender,
             recipient=recipient,
