@@ -359,3 +359,23 @@ async def test_a_signing_rotation_handed_over_is_settled_never_guessed(tmp_path:
         public = base64.b64encode(authority.signing_key.public.raw).decode()
         listed = await cli("keys", "list", "--authority-public", public, *nats)
         assert "REVOKED" not in listed.stdout, listed.stdout
+
+
+def test_a_key_our_directory_view_does_not_know_yet_is_never_given_up() -> None:
+    """The hub delivers only to keys its directory lists; ours may be a resync behind (a key
+    the security officer just appended). Such a delivery is treated as one for a key newer
+    than ours (left unacknowledged, retried, dead-lettered with the sender told), not as one
+    for a key we pruned (acknowledged and given up): the review found that drop window."""
+    from schakel.contracts.ids import KeyId
+    from schakel.keys.directory import KeyDirectory
+
+    zvh = PartnerIdentity.generate(OrgId(ZVH))
+    client = PartnerClient(zvh, "nats://127.0.0.1:1", authority=zvh.signing_key.public)
+    client.directory = KeyDirectory([zvh.public_record()])
+    unknown = KeyId("enc-" + "0" * 32)
+    assert client._newer_than_held(unknown)
+    client.directory = KeyDirectory()  # not even our organisation yet
+    assert client._newer_than_held(unknown)
+    older = zvh.with_new_encryption_key(now=dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
+    client.directory = KeyDirectory([older.public_record()])
+    assert not client._newer_than_held(KeyId(older.certificates[-1].kid))  # a key we pruned
