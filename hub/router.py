@@ -441,6 +441,28 @@ class Router:
             envelope, recipient, "dead-lettered", ReasonCode.UNDELIVERABLE, detail
         )
 
+    def replay_problem(self, data: bytes, recipient: OrgId) -> str | None:
+        """Why a dead-lettered delivery to ``recipient`` may not go out again today, or
+        ``None``: the envelope expired, the recipient is no longer a registered partner, or
+        the key it was sealed to is no longer usable (revoked, expired). Notices and receipts
+        (not envelopes) carry no such header and may go."""
+        try:
+            header = decode_header(split_envelope(data)[0])
+        except (EnvelopeError, ContractError):
+            return None  # a notice or a receipt, signed by the hub or the recipient
+        now = self._now()
+        if now >= header.expires_at:
+            return "expired"
+        if recipient not in self._registry.partners() or recipient not in self._directory:
+            return "recipient-not-registered"
+        mine = [r for r in header.recipients if r.org == recipient]
+        for entry in mine:
+            try:
+                self._directory.encryption_key(recipient, entry.kid, now)
+            except KeyDirectoryError:
+                return "recipient-key-stale"
+        return None
+
     async def replayed(
         self, data: bytes, recipient: OrgId | None, sender: OrgId | None, seq: int
     ) -> None:

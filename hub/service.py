@@ -480,6 +480,10 @@ class Hub:
         if recipient is None and sender is None:
             return "not-replayable"
         kind = letter.headers.get(HEADER_KIND, KIND_ENVELOPE)
+        if recipient is not None and kind == KIND_ENVELOPE:
+            problem = router.replay_problem(letter.data, recipient)
+            if problem is not None:
+                return problem  # stays in the dead-letter stream; the operator sees why
         headers = {HEADER_MSG_ID: f"replay:{seq}", HEADER_KIND: kind}
         await bus.publish(original, letter.data, headers)
         await bus.delete(DLQ_STREAM, seq)

@@ -264,3 +264,28 @@ async def test_a_second_instance_sees_past_its_stale_case_cache(rig: Rig) -> Non
     decision = rig.envelope(GEM, (ZVH, POL, OM), MessageType.M5, case_id=case_id)
     outcome = await rig.router.handle(rig.inbound(GEM, decision))  # A, on its stale cache
     assert outcome.accepted, outcome
+
+
+async def test_a_dead_letter_is_replayed_only_if_it_could_be_routed_today(rig: Rig) -> None:
+    """The operator's replay of a delivery is checked against today: not after the envelope
+    expired, not to an organisation that is no longer a registered partner, not sealed to a
+    key the recipient no longer has (the review found replay skipped these)."""
+    data = rig.envelope(POL, (GEM, ZVH))
+    assert rig.router.replay_problem(data, OrgId(ZVH)) is None
+
+    def router(directory: KeyDirectory, later: dt.timedelta = dt.timedelta()) -> Router:
+        return Router(
+            policy=default_policy(), registry=default_registry(), directory=directory,
+            cases=rig.cases, messages=rig.messages, audit=rig.audit, outbox=rig.outbox,
+            identity=rig.ids[HUB], instance="hub-replay", clock=lambda: rig.now + later,
+        )  # fmt: skip
+
+    assert router(rig.directory, dt.timedelta(days=400)).replay_problem(
+        data, OrgId(ZVH)) == "expired"  # fmt: skip
+    to_hub = rig.envelope(POL, (HUB,))  # keys in the directory, but no partner
+    assert rig.router.replay_problem(to_hub, HUB) == "recipient-not-registered"
+    rekeyed = PartnerIdentity.generate(OrgId(ZVH), now=rig.now - dt.timedelta(days=1))
+    others = [i.public_record() for o, i in rig.ids.items() if o != ZVH]
+    directory = KeyDirectory([*others, rekeyed.public_record()])
+    assert router(directory).replay_problem(data, OrgId(ZVH)) == "recipient-key-stale"
+    assert rig.router.replay_problem(b"a signed notice, not an envelope", OrgId(ZVH)) is None
