@@ -13,13 +13,13 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from schakel.bus import Credentials, redacted
+from schakel.bus import Bus, Credentials, redacted
 from schakel.bus.settings import CONFIG_ENV, Settings
 from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import MessageType, OrgType
@@ -27,7 +27,7 @@ from schakel.contracts.errors import SchakelError
 from schakel.contracts.ids import KEY_ID_PATTERN, KeyId, OrgId, org_type_of
 from schakel.contracts.keyevents import KeyEventKind, KeyEventRequest, RevocationReason
 from schakel.contracts.policy import default_policy
-from schakel.hub.registry import Registry, RegistryEdition, default_registry, load_registry
+from schakel.hub.registry import Registry, default_registry, load_registry
 from schakel.hub.service import registration
 from schakel.keys.crypto import SigningKey, VerifyKey
 from schakel.keys.directory import KeyDirectory
@@ -126,7 +126,7 @@ async def _append(
     authority: SigningKey,
     credentials: Credentials | None = None,
 ) -> None:
-    from schakel.bus import Bus, append_key_event, read_keylog
+    from schakel.bus import append_key_event, read_keylog
     from schakel.keys.keylog import KeyLog, countersign
 
     bus = Bus(url, name="schakel-authority", credentials=credentials)
@@ -164,21 +164,30 @@ def _request_file(path: Path) -> KeyEventRequest:
         ) from None
 
 
+_T = TypeVar("_T")
+
+
+def _on_bus(settings: Settings, name: str, work: Callable[[Bus], Awaitable[_T]]) -> _T:
+    """Connect with the settings' URL and credentials, do ``work``, disconnect."""
+
+    async def run() -> _T:
+        url, credentials = _nats_url(settings), settings.credentials()
+        async with Bus(url, name=name, credentials=credentials) as bus:
+            return await work(bus)
+
+    return asyncio.run(run())
+
+
 def _keys_register(args: argparse.Namespace) -> int:
     """Append signed requests to the key log (the security officer's user suffices)."""
-    from schakel.bus import Bus
     from schakel.hub.service import register
 
     settings = _settings(args)
     requests = [_request_file(Path(p)) for p in args.requests]
     authority = _authority_key(args.authority)
 
-    async def append() -> list[OrgId]:
-        url, credentials = _nats_url(settings), settings.credentials()
-        async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
-            return await register(bus, requests, authority)
-
-    skipped = asyncio.run(append())
+    skipped = _on_bus(settings, "schakel-authority",
+                      lambda bus: register(bus, requests, authority))  # fmt: skip
     for org in skipped:
         sys.stderr.write(
             f"{org} is registered already: nothing changed (new keys: `schakel keys rotate`)\n"
@@ -197,19 +206,15 @@ def _registry_file(settings: Settings, path: str | None) -> Registry:
 
 def _registry_publish(args: argparse.Namespace) -> int:
     """Sign the registry as its next edition and publish it: every running hub takes it."""
-    from schakel.bus import Bus
     from schakel.hub.registry import publish_registry
 
     settings = _settings(args)
     registry = _registry_file(settings, args.file)
     authority = _authority_key(args.authority)
 
-    async def publish() -> RegistryEdition:
-        url, credentials = _nats_url(settings), settings.credentials()
-        async with Bus(url, name="schakel-registry", credentials=credentials) as bus:
-            return await publish_registry(bus, registry, authority, system_clock())
-
-    edition = asyncio.run(publish())
+    now = system_clock()
+    edition = _on_bus(settings, "schakel-registry",
+                      lambda bus: publish_registry(bus, registry, authority, now))  # fmt: skip
     sys.stdout.write(
         f"registry edition {edition.version} published: {len(registry.regions)} region(s), "
         f"{len(registry.partners())} organisation(s); running hubs take it at once\n"
@@ -219,18 +224,13 @@ def _registry_publish(args: argparse.Namespace) -> int:
 
 def _registry_show(args: argparse.Namespace) -> int:
     """The registry edition the hubs use, as the authority signed it."""
-    from schakel.bus import Bus
     from schakel.hub.registry import newest_edition
 
     settings = _settings(args)
     authority = _authority_public(settings)
 
-    async def read() -> tuple[RegistryEdition | None, int, int]:
-        url, credentials = _nats_url(settings), settings.credentials()
-        async with Bus(url, name="schakel-registry", credentials=credentials) as bus:
-            return await newest_edition(bus, authority)
-
-    edition, _, skipped = asyncio.run(read())
+    edition, _, skipped = _on_bus(settings, "schakel-registry",
+                                  lambda bus: newest_edition(bus, authority))  # fmt: skip
     if edition is None:
         sys.stdout.write("no registry published: hubs use their --registry file\n")
     else:
@@ -390,7 +390,7 @@ def _read_directory(
     Raises:
         SchakelError: the log cannot be read.
     """
-    from schakel.bus import Bus, DirectoryFollower
+    from schakel.bus import DirectoryFollower
 
     async def read() -> KeyDirectory:
         async with Bus(url, name="schakel-authority", credentials=credentials) as bus:
@@ -448,19 +448,15 @@ def _unrevoked_keys(
 
 def _keys_list(args: argparse.Namespace) -> int:
     """The key directory as every reader folds it: organisations, key ids, validity, status."""
-    from schakel.bus import Bus, read_keylog
+    from schakel.bus import read_keylog
     from schakel.keys.directory import KeyDirectory
     from schakel.keys.keylog import KeyLog
 
     settings = _settings(args)
     log = KeyLog(_authority_public(settings))
 
-    async def read() -> list[tuple[int, bytes]]:
-        url, credentials = _nats_url(settings), settings.credentials()
-        async with Bus(url, name="schakel-keys-list", credentials=credentials) as bus:
-            return await read_keylog(bus, 1)
-
-    skipped = sum(log.offer(raw) is not None for _, raw in asyncio.run(read()))
+    entries = _on_bus(settings, "schakel-keys-list", lambda bus: read_keylog(bus, 1))
+    skipped = sum(log.offer(raw) is not None for _, raw in entries)
     directory = KeyDirectory()
     directory.load(log)
     now = system_clock()
@@ -493,19 +489,15 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _verify_directory(args: argparse.Namespace) -> int:
-    from schakel.bus import Bus, read_keylog
+    from schakel.bus import read_keylog
     from schakel.keys.keylog import KeyLog
 
     settings = _settings(args)
 
-    async def read() -> list[tuple[int, bytes]]:
-        url, credentials = _nats_url(settings), settings.credentials()
-        async with Bus(url, name="schakel-verify-directory", credentials=credentials) as bus:
-            return await read_keylog(bus, 1)
-
+    entries = _on_bus(settings, "schakel-verify-directory", lambda bus: read_keylog(bus, 1))
     log = KeyLog(_authority_public(settings))
     skipped = 0
-    for seq, raw in asyncio.run(read()):
+    for seq, raw in entries:
         problem = log.offer(raw)
         if problem is not None:
             skipped += 1
@@ -650,7 +642,6 @@ def _serve_hub(config: Settings) -> int:
 async def _read_records(
     url: str, credentials: Credentials | None = None
 ) -> list[tuple[int, bytes]]:
-    from schakel.bus import Bus
     from schakel.hub.audit import read_trail
 
     async with Bus(url, name="schakel-audit", credentials=credentials) as bus:
@@ -875,7 +866,6 @@ async def _dead_letters(
 ) -> int:
     """List (or have the hub replay) the dead letters; ``only`` limits both to these stream
     sequences. Returns how many were listed; a replay the hub did not do fails."""
-    from schakel.bus import Bus
     from schakel.contracts.topology import (
         DLQ_STREAM,
         HEADER_DELIVERIES,
@@ -933,7 +923,6 @@ def _hub_status(args: argparse.Namespace) -> int:
     keep asking until one answers or the time is up."""
     import time
 
-    from schakel.bus import Bus
     from schakel.contracts.topology import HUB_STATUS_SUBJECT
 
     settings = _settings(args)

@@ -44,7 +44,8 @@ async def test_a_message_arriving_later_is_returned_when_it_arrives(
     fetch timeout)."""
     bus, puller = queue
     fetching = asyncio.create_task(puller.fetch(16, timeout=5.0))
-    await asyncio.sleep(0.2)  # the fetch is waiting
+    while (await bus.js.consumer_info("W", "d")).num_waiting == 0:  # its pull is registered
+        await asyncio.sleep(0.01)
     start = time.monotonic()
     await bus.publish("w", b"late")
     got = await fetching

@@ -224,11 +224,25 @@ async def test_a_keystore_read_under_way_is_waited_for_not_taken_for_a_miss() ->
                            identity_source=slow_source)  # fmt: skip
     client.directory = KeyDirectory([new.public_record()])
     delivery = asyncio.create_task(client._reload_identity())  # for the delivery
-    await asyncio.sleep(0.05)
+    while not client._reload_lock.locked():  # the read is under way
+        await asyncio.sleep(0)
     client._check_own_keys(KeyLog(SigningKey.generate().public))  # the key log's news
     await asyncio.gather(delivery, *set(client._checks))
     assert client.alarms == []
     assert new.certificates[-1].kid in client.identity.encryption_keys
+
+
+def _keystores(
+    tmp_path: Path,
+) -> tuple[PartnerIdentity, dict[str, PartnerIdentity], Path]:
+    """The authority's keystore and POL's on disk (cheap key derivation), and the identities."""
+    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
+    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("authority-pass"),
+                  KdfParams.for_tests())  # fmt: skip
+    ids = {o: PartnerIdentity.generate(OrgId(o)) for o in (POL, ZVH)}
+    keystore = tmp_path / "POL.west.keystore"
+    save_keystore(ids[POL], keystore, SecretStr("pol-pass"), KdfParams.for_tests())
+    return authority, ids, keystore
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -241,12 +255,7 @@ async def test_signing_key_rotation_and_recovery_through_the_cli(tmp_path: Path)
     shows it (no alarm) and what it signs from then on is routed. `keys recover` after the
     keystore is lost: the authority alone revokes the old keys and installs a fresh
     keystore's, which connects and sends; the old key is refused."""
-    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
-    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("authority-pass"),
-                  KdfParams.for_tests())  # fmt: skip
-    ids = {o: PartnerIdentity.generate(OrgId(o)) for o in (POL, ZVH)}
-    keystore = tmp_path / "POL.west.keystore"
-    save_keystore(ids[POL], keystore, SecretStr("pol-pass"), KdfParams.for_tests())
+    authority, ids, keystore = _keystores(tmp_path)
     env = {**os.environ, PASSPHRASE_ENV: "pol-pass", "SCHAKEL_AUTHORITY_PASSPHRASE":
            "authority-pass"}  # fmt: skip
     async with local_hub(ids, data_dir=tmp_path / "hub", authority=authority.signing_key,
@@ -305,12 +314,7 @@ async def test_a_signing_rotation_handed_over_is_settled_never_guessed(tmp_path:
     the registered key (it used to promote the unpublished one and lose the registered);
     once the authority appended it, the next command settles the keystore first; a recovery
     with one invalid event appends none (it used to revoke every key and install nothing)."""
-    authority = PartnerIdentity.generate(OrgId("HUB.directory-authority"))
-    save_keystore(authority, tmp_path / "authority.keystore", SecretStr("authority-pass"),
-                  KdfParams.for_tests())  # fmt: skip
-    ids = {o: PartnerIdentity.generate(OrgId(o)) for o in (POL, ZVH)}
-    keystore = tmp_path / "POL.west.keystore"
-    save_keystore(ids[POL], keystore, SecretStr("pol-pass"), KdfParams.for_tests())
+    authority, ids, keystore = _keystores(tmp_path)
     registered = ids[POL].signing_kid
     env = {**os.environ, PASSPHRASE_ENV: "pol-pass", "SCHAKEL_AUTHORITY_PASSPHRASE":
            "authority-pass"}  # fmt: skip
