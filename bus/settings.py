@@ -4,7 +4,7 @@ Each setting has its one default here. Sources, the later winning:
 
 1. the defaults below;
 2. a TOML file: ``--config FILE`` or ``SCHAKEL_CONFIG`` (keys as the field names);
-3. environment variables ``SCHAKEL_<FIELD>`` (e.g. ``SCHAKEL_NATS_URL``, ``SCHAKEL_WORKERS``);
+3. environment variables ``SCHAKEL_<FIELD>`` (e.g. ``SCHAKEL_NATS_URL``, ``SCHAKEL_FETCH_BATCH``);
 4. command-line flags.
 
 Secrets are never settings: passphrases come from the terminal or ``SCHAKEL_*_PASSPHRASE``
@@ -65,10 +65,9 @@ class Settings(BaseSettings):
     identity: Path | None = Field(None, description="the hub's keystore")
     policy: Path | None = Field(None, description="routing policy TOML (default: shipped one)")
     registry: Path | None = Field(None, description="partner registry TOML (default: example)")
-    workers: int = Field(32, ge=1, le=1024, description="messages routed concurrently")
     fetch_batch: int = Field(64, ge=1, le=1024, description="messages fetched at once")
     per_sender_inflight: int = Field(
-        64, ge=1, le=4096, description="one partner's messages in the workers' hands at once"
+        64, ge=1, le=4096, description="one partner's messages being routed at once"
     )
     inbound_attempts: int = Field(
         INBOUND_ATTEMPTS, ge=1, le=INBOUND_DELIVERIES,
@@ -152,8 +151,7 @@ class Settings(BaseSettings):
             return VerifyKey(base64.b64decode(raw, validate=True))
         except (ValueError, OSError, SchakelError):
             raise SettingsError(
-                "authority_public: not the base64 of a 32-byte Ed25519 key, nor a file "
-                "holding one"
+                "authority_public: not the base64 of a 32-byte Ed25519 key, nor a file holding one"
             ) from None
 
     def credentials(self, inbox_prefix: str | None = None) -> Credentials | None:

@@ -11,12 +11,16 @@ import json
 
 from pydantic import BaseModel
 
-__all__ = ["canonical_json"]
+__all__ = ["canonical_dumps", "canonical_json"]
 
 
 def canonical_json(model: BaseModel) -> bytes:
     """Return the canonical encoding of a model."""
-    data = model.model_dump(mode="json", exclude_none=True)
+    return canonical_dumps(model.model_dump(mode="json", exclude_none=True))
+
+
+def canonical_dumps(data: object) -> bytes:
+    """The canonical encoding of a model already dumped (``mode="json", exclude_none=True``)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
         "ascii"
     )

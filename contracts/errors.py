@@ -24,6 +24,7 @@ Every error Schakel raises on purpose derives from :class:`SchakelError`
     ├── SettingsError            (bus.settings) a setting (file, environment, flag) is invalid
     ├── AuditError               (hub.audit) the audit trail could not store a record
     ├── RetryLater               (hub.router) not decidable yet; try the message again soon
+    │   └── HeldBack             an earlier message of its case failed; after that one
     ├── DirectoryStale           (adapters.client) the SDK's key directory view is too old
     ├── InboundFull              (adapters.client) the hub's inbound queue for us is full
     ├── NotRegistered            (adapters.client) our organisation is not in the directory

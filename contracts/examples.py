@@ -186,11 +186,7 @@ def example_draft(
     return MessageDraft.model_validate(
         {
             # A new signal's case id is derived from its message id when it is sealed.
-            "case_id": (
-                case_id
-                if case_id or rule.creates_case
-                else new_case_id()
-            )
+            "case_id": (case_id if case_id or rule.creates_case else new_case_id())
             if with_case
             else None,
             "step": (

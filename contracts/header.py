@@ -63,6 +63,7 @@ MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_RECIPIENTS: Final = 64
 WRAPPED_KEY_BYTES: Final = 80
 COMMITMENT_BYTES: Final = 32
+_HEADER_FIELDS: Final = tuple(HeaderField)  # iterating an Enum class is slow; once
 
 
 def _b64_decoder(length: int) -> Any:
@@ -199,7 +200,7 @@ class EnvelopeHeader(_Frozen):
 
     def present_fields(self) -> frozenset[HeaderField]:
         """Return the optional routing fields this header carries."""
-        return frozenset(f for f in HeaderField if getattr(self, f.value) is not None)
+        return frozenset(f for f in _HEADER_FIELDS if getattr(self, f.value) is not None)
 
     @property
     def recipient_orgs(self) -> tuple[str, ...]:
@@ -259,9 +260,10 @@ def _summary(exc: ValidationError) -> str:
     does not know is ``?``; it may spell a name) and pydantic's error type, never input text."""
     first = exc.errors(include_url=False, include_input=False)[0]
     known = _header_field_names()
-    where = ".".join(
-        str(p) if isinstance(p, int) or p in known else "?" for p in first["loc"]
-    ) or "header"
+    where = (
+        ".".join(str(p) if isinstance(p, int) or p in known else "?" for p in first["loc"])
+        or "header"
+    )
     return f"{where}: {first['type']}"
 
 

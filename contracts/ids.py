@@ -7,6 +7,7 @@ short lowercase slug, key ids are hashes of public keys.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -91,6 +92,7 @@ def new_message_id() -> MessageId:
     return MessageId(str(uuid.uuid4()))
 
 
+@functools.lru_cache(maxsize=4096)  # asked several times per routed message
 def org_type_of(org: OrgId | str) -> OrgType:
     """Return the organisation type an organisation id starts with.
 

@@ -61,6 +61,7 @@ __all__ = [
     "with_limits",
 ]
 
+
 class Condition(StrEnum):
     """A condition of a matrix cell (PROCESS.md's footnotes; ``c6r`` is Schakel's own)."""
 

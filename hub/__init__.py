@@ -5,13 +5,13 @@
 - :mod:`schakel.hub.audit`     the hash-chained audit trail
 - :mod:`schakel.hub.stores`    case records, message ids and the outbox on the bus
 - :mod:`schakel.hub.memory`    the same four stores in memory, for tests of the router
-- :mod:`schakel.hub.service`   the running hub: fetchers, workers, status, dead letters
+- :mod:`schakel.hub.service`   the running hub: fetchers, batches, status, dead letters
 - :mod:`schakel.hub.settings`  the settings resolved into the hub's objects
 """
 
 from schakel.hub.audit import AuditError, AuditRecord, AuditTrail, read_trail, verify_chain
 from schakel.hub.memory import StoreFailure
-from schakel.hub.router import RetryLater, Router
+from schakel.hub.router import HeldBack, RetryLater, Router
 from schakel.hub.service import Hub, provision, registration
 from schakel.hub.settings import HubSettings
 
@@ -19,6 +19,7 @@ __all__ = [
     "AuditError",
     "AuditRecord",
     "AuditTrail",
+    "HeldBack",
     "Hub",
     "HubSettings",
     "RetryLater",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -32,7 +32,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schakel.bus import Bus
-from schakel.contracts.canonical import canonical_json
+from schakel.contracts.canonical import canonical_dumps, canonical_json
 from schakel.contracts.enums import (
     CaseState,
     DataCategory,
@@ -102,8 +102,18 @@ class AuditRecord(BaseModel):
 
     def sealed(self, index: int, prev: str) -> AuditRecord:
         """This record placed in the chain after ``prev``."""
-        placed = self.model_copy(update={"index": index, "prev": prev, "hash": ""})
-        return placed.model_copy(update={"hash": placed.compute_hash()})
+        return self.placed(index, prev)[0]
+
+    def placed(self, index: int, prev: str) -> tuple[AuditRecord, bytes]:
+        """This record placed in the chain after ``prev``, and its canonical line: one dump
+        for both the hash and the line (what :meth:`compute_hash` and ``canonical_json``
+        would give, at half the cost; the writer seals every record on the hot path)."""
+        fields = self.model_dump(mode="json", exclude_none=True)
+        fields.update(index=index, prev=prev, hash="")
+        digest = hashlib.sha256(canonical_dumps(fields)).hexdigest()
+        fields["hash"] = digest
+        placed = self.model_copy(update={"index": index, "prev": prev, "hash": digest})
+        return placed, canonical_dumps(fields)
 
 
 class AuditError(SchakelError):
@@ -173,6 +183,22 @@ class AuditTrail:
         await self._queue.put((record, done))
         return await done
 
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        """:meth:`append` each record (they join one group, in order); return them stored.
+
+        Raises:
+            AuditError: (or the transport's error) when any of them was not stored.
+        """
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="audit-writer")
+        loop = asyncio.get_running_loop()
+        waiting: list[asyncio.Future[AuditRecord]] = []
+        for record in records:
+            done: asyncio.Future[AuditRecord] = loop.create_future()
+            self._queue.put_nowait((record, done))
+            waiting.append(done)
+        return list(await asyncio.gather(*waiting))
+
     async def close(self) -> None:
         """Stop the writer (after the callers it serves have finished)."""
         if self._writer is not None:
@@ -205,13 +231,13 @@ class AuditTrail:
             if self._tail is None:
                 self._tail = await self._load_tail()
             seq, index, prev = self._tail
-            placed = []
+            placed, lines = [], []
             for record in records:
                 index += 1
-                record = record.sealed(index, prev)
+                record, line = record.placed(index, prev)
                 prev = record.hash
                 placed.append(record)
-            lines = [canonical_json(r) for r in placed]
+                lines.append(line)
             if any(len(line) > MAX_RECORD_BYTES for line in lines):
                 raise AuditError("an audit record is larger than readers accept")
             stored = await self._bus.append(AUDIT_SUBJECT, b"\n".join(lines), after=seq)

@@ -17,12 +17,12 @@ from schakel.contracts.header import Timestamp
 from schakel.contracts.ids import CaseIdField, MessageId, MessageIdField, OrgId, OrgIdField
 from schakel.contracts.policy import ClosureReason
 
-__all__ = ["CLOSED_STATES", "CaseRecord", "Invitation", "InvitationStatus"]
+__all__ = ["APPLIED_KEPT", "CLOSED_STATES", "CaseRecord", "Invitation", "InvitationStatus"]
 
 CLOSED_STATES: Final = frozenset({CaseState.AFGESLOTEN, CaseState.AFGESLOTEN_ZONDER_PGA})
 # Enough to cover the window between the case write and the message registry write (the
 # registry is the long-term duplicate memory); kept small because it is rewritten each time.
-_APPLIED_KEPT: Final = 32
+APPLIED_KEPT: Final = 32
 
 
 class InvitationStatus(StrEnum):
@@ -77,5 +77,4 @@ class CaseRecord(BaseModel):
 
     def with_applied(self, message_id: MessageId) -> tuple[MessageId, ...]:
         """The applied list with ``message_id`` added, keeping the most recent ones."""
-        return (*self.applied, message_id)[-_APPLIED_KEPT:]
-
+        return (*self.applied, message_id)[-APPLIED_KEPT:]

@@ -9,8 +9,9 @@ order of the router's steps across stores.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from schakel.bus import TransportError
 from schakel.contracts.ids import CaseId, MessageId, OrgId
@@ -18,6 +19,8 @@ from schakel.contracts.topology import delivery_subject
 from schakel.hub.audit import GENESIS, AuditRecord
 from schakel.hub.cases import CaseRecord
 from schakel.hub.stores import Backlog, MessageEntry
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Journal",
@@ -82,6 +85,12 @@ class MemoryCaseStore:
         self.records[record.case_id] = (record, revision + 1)
         return revision + 1
 
+    async def put_many(
+        self, items: Sequence[tuple[CaseRecord, int]]
+    ) -> list[int | TransportError | None]:
+        """:meth:`put` for each, an error per item as the KV store gives it."""
+        return [await _or_error(self.put(record, revision)) for record, revision in items]
+
 
 class MemoryMessageRegistry:
     """Message ids with the claim / settle / update semantics of the KV registry."""
@@ -106,6 +115,28 @@ class MemoryMessageRegistry:
         self._journal.write("messages", "claim", message_id)
         self.entries[message_id] = (entry, 1)
         return None, 1
+
+    async def claim_many(
+        self, items: Sequence[tuple[MessageId, MessageEntry]]
+    ) -> list[int | TransportError | None]:
+        """Take each id: its revision, ``None`` when taken, or the error."""
+        out: list[int | TransportError | None] = []
+        for message_id, entry in items:
+            try:
+                seen, revision = await self.claim(message_id, entry)
+                out.append(None if seen is not None else revision)
+            except TransportError as exc:
+                out.append(exc)
+        return out
+
+    async def settle_many(
+        self, items: Sequence[tuple[MessageId, MessageEntry, int]]
+    ) -> list[TransportError | None]:
+        """:meth:`settle` for each: ``None`` when done, or the error."""
+        return [
+            e if isinstance(e, TransportError) else None
+            for e in [await _or_error(self.settle(*item)) for item in items]
+        ]
 
     async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
         """Replace the claimed entry by its final form (merging the status on a conflict)."""
@@ -149,6 +180,10 @@ class MemoryAudit:
         self.records.append(sealed)
         return sealed
 
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        """:meth:`append` each, in order."""
+        return [await self.append(record) for record in records]
+
 
 class MemoryOutbox:
     """Deliveries, relayed receipts and notices, kept per recipient."""
@@ -178,6 +213,15 @@ class MemoryOutbox:
         self._journal.write("outbox", "deliver", recipient)
         self._put(delivery_subject(recipient, sender), f"{message_id}:{recipient}", envelope)
 
+    async def deliver_many(
+        self, items: Sequence[tuple[OrgId, OrgId, bytes, MessageId]]
+    ) -> list[TransportError | None]:
+        """:meth:`deliver` for each: ``None`` when stored, or the error."""
+        return [
+            e if isinstance(e, TransportError) else None
+            for e in [await _or_error(self.deliver(*item)) for item in items]
+        ]
+
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
         """A receipt passed on to ``org``."""
         await asyncio.sleep(0)
@@ -189,3 +233,11 @@ class MemoryOutbox:
         await asyncio.sleep(0)
         self._journal.write("outbox", "notify", org)
         self._put(delivery_subject(org, self._hub), dedupe_id, notice)
+
+
+async def _or_error(step: Awaitable[_T]) -> _T | TransportError:
+    """What ``step`` gives, or the store's error (as the pipelined stores answer per item)."""
+    try:
+        return await step
+    except TransportError as exc:
+        return exc

@@ -108,14 +108,26 @@ class Registry(_Frozen):
 
     def region_of(self, gemeente: OrgId) -> Region | None:
         """The region a gemeente belongs to."""
-        return next((r for r in self.regions.values() if gemeente in r.gemeenten), None)
+        return self._regions.get(gemeente)
 
     def kern(self, regie: OrgId) -> frozenset[OrgId]:
         """The kern of a case with this regie-gemeente (empty if the gemeente is unknown)."""
-        region = self.region_of(regie)
-        if region is None:
-            return frozenset()
-        return frozenset({regie} | region.zvh | region.pol | region.om)
+        return self._kerns.get(regie, frozenset())
+
+    @functools.cached_property
+    def _regions(self) -> dict[str, Region]:  # asked several times per message: once
+        regions: dict[str, Region] = {}
+        for region in self.regions.values():
+            for gemeente in region.gemeenten:
+                regions.setdefault(gemeente, region)  # the first region naming it, as before
+        return regions
+
+    @functools.cached_property
+    def _kerns(self) -> dict[str, frozenset[OrgId]]:
+        return {
+            gemeente: frozenset(OrgId(o) for o in {gemeente} | r.zvh | r.pol | r.om)
+            for gemeente, r in self._regions.items()
+        }
 
 
 def _parse(text: str) -> Registry:
@@ -210,9 +222,7 @@ class RegistryReader:
         return self.newest
 
 
-async def newest_edition(
-    bus: Bus, authority: VerifyKey
-) -> tuple[RegistryEdition | None, int, int]:
+async def newest_edition(bus: Bus, authority: VerifyKey) -> tuple[RegistryEdition | None, int, int]:
     """The newest genuine edition, the stream's last sequence read, and how many entries were
     skipped (:class:`RegistryReader`)."""
     reader = RegistryReader(authority)

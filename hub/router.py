@@ -20,12 +20,13 @@ import dataclasses
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 import structlog
 
+from schakel.bus import TransportError
 from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import REASON_TEXTS, ReasonCode
 from schakel.contracts.errors import ContractError, EnvelopeError, SchakelError
@@ -46,11 +47,11 @@ from schakel.contracts.topology import (
     org_of_inbound_subject,
 )
 from schakel.hub.audit import AuditRecord
-from schakel.hub.cases import CaseRecord
+from schakel.hub.cases import APPLIED_KEPT, CaseRecord
 from schakel.hub.policy import Allow, Context, Refuse, decide, opened_by
 from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import Registry
-from schakel.hub.stores import Backlog, MessageEntry
+from schakel.hub.stores import Backlog, MessageEntry, header_case_id
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import split_envelope, verify
 from schakel.keys.errors import KeyDirectoryError
@@ -63,6 +64,7 @@ __all__ = [
     "CaseCache",
     "CaseStore",
     "Deliverer",
+    "HeldBack",
     "Inbound",
     "MessageRegistry",
     "Outcome",
@@ -79,6 +81,9 @@ _log = structlog.get_logger("schakel.router")
 class CaseStore(Protocol):
     async def get(self, case_id: CaseId) -> tuple[CaseRecord | None, int]: ...
     async def put(self, record: CaseRecord, revision: int) -> int | None: ...
+    async def put_many(
+        self, items: Sequence[tuple[CaseRecord, int]]
+    ) -> list[int | TransportError | None]: ...
 
 
 class CaseCache:
@@ -120,6 +125,18 @@ class CaseCache:
             self._remember(case_id, record, new)
         return new
 
+    async def put_many(
+        self, items: Sequence[tuple[CaseRecord, int]]
+    ) -> list[int | TransportError | None]:
+        """:meth:`put` for several cases, pipelined; per item as the store answered."""
+        answers = await self._store.put_many(items)
+        for (record, _), answer in zip(items, answers, strict=True):
+            if isinstance(answer, int):
+                self._remember(CaseId(record.case_id), record, answer)
+            else:  # a conflict, or unknown (a timeout may have been stored): read it again
+                self._entries.pop(CaseId(record.case_id), None)
+        return answers
+
     def _remember(self, case_id: CaseId, record: CaseRecord, revision: int) -> None:
         self._entries[case_id] = (record, revision)
         self._entries.move_to_end(case_id)
@@ -133,6 +150,12 @@ class MessageRegistry(Protocol):
         self, message_id: MessageId, entry: MessageEntry
     ) -> tuple[MessageEntry | None, int]: ...
     async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None: ...
+    async def claim_many(
+        self, items: Sequence[tuple[MessageId, MessageEntry]]
+    ) -> list[int | TransportError | None]: ...
+    async def settle_many(
+        self, items: Sequence[tuple[MessageId, MessageEntry, int]]
+    ) -> list[TransportError | None]: ...
     async def update(
         self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
     ) -> MessageEntry | None: ...
@@ -140,6 +163,7 @@ class MessageRegistry(Protocol):
 
 class AuditSink(Protocol):
     async def append(self, record: AuditRecord) -> AuditRecord: ...
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditRecord]: ...
 
 
 class Deliverer(Protocol):
@@ -149,10 +173,18 @@ class Deliverer(Protocol):
         self, recipient: OrgId, sender: OrgId, envelope: bytes, message_id: MessageId
     ) -> None: ...
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
+    async def deliver_many(
+        self, items: Sequence[tuple[OrgId, OrgId, bytes, MessageId]]
+    ) -> list[TransportError | None]: ...
 
 
 class RetryLater(SchakelError):
     """The message cannot be decided yet; try it again shortly (not a failure)."""
+
+
+class HeldBack(RetryLater):
+    """An earlier message of the same case failed in this batch: try this one again after
+    that one, so that a case's messages still apply in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +208,20 @@ class Outcome:
     accepted: bool
     reason: ReasonCode | None = None
     message_id: MessageId | None = None
+
+
+@dataclass(slots=True)
+class _Routing:
+    """An envelope on the batch path: verified, its id being claimed, its case decided."""
+
+    index: int
+    item: Inbound
+    sender: OrgId
+    header: EnvelopeHeader
+    message_id: MessageId
+    claim: MessageEntry
+    revision: int = 0
+    decided: Allow | None = None
 
 
 class Router:
@@ -245,8 +291,228 @@ class Router:
     def _now(self) -> dt.datetime:
         return self._clock().astimezone(dt.UTC).replace(microsecond=0)
 
-    async def handle(self, item: Inbound) -> Outcome:
-        """Route one inbound envelope. Raises only on infrastructure failure (then retry)."""
+    async def handle_batch(self, items: Sequence[Inbound]) -> list[Outcome | Exception]:
+        """Route inbound messages fetched together: per item its outcome, or the exception
+        :meth:`handle` raised for it (infrastructure: the caller retries that one).
+
+        The common case goes in waves, each one pipelined round of NATS requests for the
+        whole batch, in the order :meth:`handle` keeps per message: verify every envelope;
+        claim every message id; decide per case, in batch order, on the cached case record
+        (at most as many messages per case as the record remembers); one compare-and-set
+        per case; every delivery; the audit records (one group); the message records settled.
+        Everything else goes through :meth:`handle`, one message at a time, after the waves:
+        receipts, anything refused or unverifiable (a refusal decided on a cached record is
+        confirmed there on a fresh read), duplicates and redeliveries, replies, handovers,
+        conflicts, and whatever a wave failed for (the steps are idempotent: :meth:`handle`
+        finishes the work as after a crash). Once an item of a case leaves the waves, the
+        later items of that case follow it, so a case's messages apply in order.
+        """
+        now = self._now()
+        rated: set[int] = set()
+        later: set[int] = set()  # indices left to handle()
+        left: dict[str, int] = {}  # case -> its first item left to handle()
+        work: list[_Routing] = []
+        for index, item in enumerate(items):
+            routing, case = self._admit(index, item, now, rated)
+            if routing is None or (case is not None and case in left):
+                later.add(index)
+                if case is not None:
+                    left.setdefault(case, index)
+            else:
+                work.append(routing)
+
+        def leave(failed: Collection[int]) -> None:
+            nonlocal work
+            kept = []
+            for routing in work:  # in batch order
+                case = routing.header.case_id
+                if routing.index in failed or (
+                    case is not None and left.get(case, routing.index) < routing.index
+                ):
+                    later.add(routing.index)
+                    if case is not None:
+                        left.setdefault(case, routing.index)
+                else:
+                    kept.append(routing)
+            work = kept
+
+        if work:
+            claims = await self._messages.claim_many([(r.message_id, r.claim) for r in work])
+            for routing, claimed in zip(work, claims, strict=True):
+                if isinstance(claimed, int):
+                    routing.revision = claimed
+            leave({r.index for r, c in zip(work, claims, strict=True) if not isinstance(c, int)})
+        if work:
+            leave(await self._decide_batch(work, now))
+        if work:
+            failed = await self._outbox.deliver_many([
+                (OrgId(recipient), r.sender, r.item.data, r.message_id)
+                for r in work
+                for recipient in r.header.recipient_orgs
+            ])  # fmt: skip
+            failures = iter(failed)
+            leave({
+                r.index for r in work
+                if [next(failures) for _ in r.header.recipient_orgs].count(None)
+                != len(r.header.recipient_orgs)
+            })  # fmt: skip
+        if work:
+            try:
+                await self._audit.append_many([
+                    self._record(r.header, now, "routed", r.decided.state_before if r.decided
+                                 else None, r.decided.case if r.decided else None,
+                                 seq=r.item.seq)
+                    for r in work
+                ])  # fmt: skip
+            except Exception:
+                leave({r.index for r in work})
+        if work:
+            settled = await self._messages.settle_many([
+                (r.message_id, r.claim.model_copy(update={"status": "accepted"}), r.revision)
+                for r in work
+            ])  # fmt: skip
+            leave({r.index for r, e in zip(work, settled, strict=True) if e is not None})
+        out: list[Outcome | Exception | None] = [None] * len(items)
+        for routing in work:
+            out[routing.index] = Outcome(accepted=True, message_id=routing.message_id)
+            _log.debug("message_routed", message_id=routing.message_id, sender=routing.sender,
+                       message_type=routing.header.message_type.value,
+                       case_id=routing.header.case_id)  # fmt: skip
+        await self._one_by_one(items, sorted(later), rated, out)
+        return [o if o is not None else RuntimeError("not routed") for o in out]
+
+    def _admit(
+        self, index: int, item: Inbound, now: dt.datetime, rated: set[int]
+    ) -> tuple[_Routing | None, str | None]:
+        """The checks of :meth:`handle` up to the claim, for the batch path: a verified
+        envelope that needs nothing but the common case, or ``None`` (then :meth:`handle`
+        does everything, and refuses what is to be refused); and the case it verifiably
+        concerns."""
+        sender = org_of_inbound_subject(item.subject)
+        if (
+            sender is None
+            or item.kind != KIND_ENVELOPE
+            or not item.header_names <= INBOUND_ALLOWED_HEADERS
+            or not self._rate.take(sender)
+        ):
+            return None, None
+        rated.add(index)
+        try:
+            verified = verify(
+                item.data,
+                lambda org, kid, at: self._directory.signer(org, kid, at, now=now),
+                max_bytes=self._policy.limits.max_envelope_bytes,
+            )
+        except EnvelopeError:
+            return None, None  # refused by handle(): no case changes
+        header = verified.header
+        if header.sender.org != sender:
+            return None, None
+        if (
+            header.in_reply_to is not None
+            or self._time_problem(header, now)
+            or self._recipient_key_problem(header, now)
+        ):
+            return None, header.case_id
+        registered = self._registry.partners()
+        claim = MessageEntry(
+            status="claimed",
+            inbound_seq=item.seq,
+            message_type=header.message_type,
+            no_forward=header.no_forward,
+            sender=sender,
+            recipients=tuple(o for o in header.recipient_orgs if o in registered),
+        )
+        routing = _Routing(index, item, sender, header, MessageId(header.message_id), claim)
+        return routing, header.case_id
+
+    async def _decide_batch(self, work: list[_Routing], now: dt.datetime) -> set[int]:
+        """Decide each message in order on its case as the batch leaves it, and commit each
+        case once; the indices of the messages left to :meth:`handle` (and with one, the
+        case's later ones, which :meth:`handle_batch` moves along)."""
+        ctx = Context(policy=self._policy, registry=self._registry, now=now,
+                      replies_to_no_forward=False)  # fmt: skip
+        heads: dict[str, tuple[CaseRecord | None, int, int]] = {}  # record, revision, applied
+        failed: set[int] = set()
+        stopped: set[str] = set()
+        pending: Counter[str] = Counter()  # deliveries allowed in this batch, per recipient
+        for routing in work:
+            header = routing.header
+            case_id = header.case_id
+            if case_id is not None and case_id in stopped:
+                failed.add(routing.index)
+                continue
+            if case_id is None:
+                case, revision, applied = None, 0, 0
+            elif case_id in heads:
+                case, revision, applied = heads[case_id]
+            else:
+                case, revision = await self._cases.get(CaseId(case_id))
+                applied = 0
+            verdict = (
+                Refuse(ReasonCode.DUPLICATE, "replay")
+                if applied >= APPLIED_KEPT
+                or (case is not None and case.has_applied(routing.message_id))
+                else decide(header, case, ctx)
+            )
+            if (
+                isinstance(verdict, Refuse)
+                or verdict.opened is not None
+                or (case_id is not None and verdict.case is None)
+                or await self._backlog_full(header, pending) is not None
+            ):
+                failed.add(routing.index)  # handle() decides it again, and refuses there
+                if case_id is not None:
+                    stopped.add(case_id)
+                continue
+            routing.decided = verdict
+            pending.update(header.recipient_orgs)
+            if case_id is not None and verdict.case is not None:
+                heads[case_id] = (verdict.case, revision, applied + 1)
+        committing = [c for c, (record, _, applied) in heads.items() if applied and record]
+        answers = await self._cases.put_many([
+            (record, revision)
+            for record, revision, _ in (heads[c] for c in committing)
+            if record is not None
+        ])  # fmt: skip
+        lost = {c for c, a in zip(committing, answers, strict=True) if not isinstance(a, int)}
+        failed |= {r.index for r in work if r.header.case_id in lost}
+        return failed
+
+    async def _one_by_one(
+        self,
+        items: Sequence[Inbound],
+        indices: list[int],
+        rated: set[int],
+        out: list[Outcome | Exception | None],
+    ) -> None:
+        """:meth:`handle` the items at ``indices``: those of one case one after the other in
+        batch order, the cases side by side."""
+        lanes: dict[str, list[int]] = {}
+        for index in indices:
+            case = header_case_id(items[index].data) or f"#{index}"
+            lanes.setdefault(case, []).append(index)
+
+        async def lane(queue: list[int]) -> None:
+            failed = False
+            for index in queue:
+                if failed:  # after the one that failed, not before it
+                    out[index] = HeldBack("an earlier message of its case failed")
+                    continue
+                try:
+                    out[index] = await self.handle(items[index], rated=index in rated)
+                except Exception as exc:  # the caller retries this one
+                    out[index] = exc
+                    failed = not isinstance(exc, RetryLater) or isinstance(exc, HeldBack)
+
+        if len(lanes) == 1:
+            await lane(next(iter(lanes.values())))
+        elif lanes:
+            await asyncio.gather(*(lane(queue) for queue in lanes.values()))
+
+    async def handle(self, item: Inbound, *, rated: bool = False) -> Outcome:
+        """Route one inbound envelope. Raises only on infrastructure failure (then retry).
+        ``rated``: the sender's rate was taken for it already (by the batch path)."""
         now = self._now()
         sender = org_of_inbound_subject(item.subject)
         if sender is None:
@@ -257,7 +523,7 @@ class Router:
             return await self._refuse(
                 item, sender, now, ReasonCode.HEADER_NOT_ALLOWED, "header not allowed", None
             )
-        if not self._rate.take(sender):
+        if not rated and not self._rate.take(sender):
             return await self._refuse(
                 item, sender, now, ReasonCode.RATE_LIMITED, "above the sender's rate", None
             )
@@ -627,14 +893,19 @@ class Router:
             # collision gets here. Fail the message rather than merge two cases.
             raise SchakelError("the case this message opens exists already")
 
-    async def _backlog_full(self, header: EnvelopeHeader) -> Refuse | None:
+    async def _backlog_full(
+        self, header: EnvelopeHeader, pending: Counter[str] | None = None
+    ) -> Refuse | None:
+        """Whether a recipient's backlog (plus ``pending``: deliveries this batch has
+        allowed and not yet made, per recipient) is at its limit, in all or for the sender."""
         limits = self._policy.limits
         sender = OrgId(header.sender.org)
         for org in header.recipient_orgs:
             backlog = await self._outbox.backlog(OrgId(org), sender)
-            if backlog.total >= limits.max_backlog:
+            extra = pending[org] if pending else 0  # also against the sender's share: at most
+            if backlog.total + extra >= limits.max_backlog:
                 return Refuse(ReasonCode.BACKLOG_FULL, "recipient backlog at its limit")
-            if backlog.from_sender >= limits.max_backlog_per_sender:
+            if backlog.from_sender + extra >= limits.max_backlog_per_sender:
                 return Refuse(ReasonCode.SENDER_QUOTA, "sender's share of a backlog used up")
         return None
 

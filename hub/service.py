@@ -1,6 +1,6 @@
-"""The hub service: NATS, topology, key directory, router and workers, as one context manager.
+"""The hub service: NATS, topology, key directory, router and fetchers, as one context manager.
 
-Shutdown order (``__aexit__``): stop fetching, let workers finish what they hold (bounded by
+Shutdown order (``__aexit__``): stop fetching, let fetchers finish the batch they hold (bounded by
 ``shutdown_timeout``), then drain the NATS connection. Messages not finished are not acked and
 are redelivered to this or another hub instance: nothing accepted is lost.
 """
@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import re
-import zlib
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final, Self
@@ -72,7 +71,7 @@ from schakel.hub.audit import AuditTrail
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import RegistryReader
-from schakel.hub.router import Inbound, RetryLater, Router
+from schakel.hub.router import Inbound, Outcome, RetryLater, Router
 from schakel.hub.settings import HubSettings
 from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox, header_case_id
 from schakel.keys.crypto import SigningKey
@@ -245,9 +244,7 @@ class Hub:
                     _log.warning("expiry_sweep_failed", recipient=org, error=type(exc).__name__)
 
     @staticmethod
-    async def _sweep_one(
-        router: Router, bus: Bus, org: OrgId, now: dt.datetime
-    ) -> None:
+    async def _sweep_one(router: Router, bus: Bus, org: OrgId, now: dt.datetime) -> None:
         stream = delivery_stream(org)
         async for msg in bus.scan(stream, subject=delivery_filter(org)):
             if msg.headers.get(HEADER_KIND, KIND_ENVELOPE) != KIND_ENVELOPE:
@@ -506,61 +503,42 @@ class Hub:
         await self.topology.ensure_partners([org])
 
     async def _run(self, router: Router, topology: Topology) -> None:
-        """Fetch from every partner's inbound stream and hand messages to the workers.
+        """Fetch from every partner's inbound stream and route what comes, a batch at a time.
 
-        One fetcher per partner, each with at most ``per_sender_inflight`` messages handed out
-        and not finished: a partner that floods the hub fills its own share only, and a
-        message of another partner waits behind at most one share per worker queue.
-        Messages about one case go to one worker, so they are applied in order.
+        One fetcher per partner, each routing its own batch (at most ``per_sender_inflight``
+        messages) before it fetches the next: a partner that floods the hub fills its own
+        fetcher only, and its messages apply in the order it sent them. Batches of different
+        partners run side by side; where they meet on a case, the compare-and-set on the case
+        record decides (the router reads the case again and decides afresh).
         """
-        queues: list[asyncio.Queue[tuple[Pulled, _Share]]] = [
-            asyncio.Queue(maxsize=self.settings.fetch_batch) for _ in range(self.settings.workers)
-        ]
         fetchers: dict[OrgId, asyncio.Task[None]] = {}
         async with asyncio.TaskGroup() as group:
-            workers = [
-                group.create_task(self._work(router, queue), name=f"hub-worker-{number}")
-                for number, queue in enumerate(queues)
-            ]
             while not self._stop.is_set():
                 try:
                     for org in await topology.partners():
                         if org not in fetchers or fetchers[org].done():
                             fetchers[org] = group.create_task(
-                                self._fetch(topology, org, queues), name=f"hub-fetch-{org}"
+                                self._fetch(router, topology, org), name=f"hub-fetch-{org}"
                             )
                 except TransportError as exc:
                     _log.warning("partner_scan_failed", error=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.settings.partner_scan)
-            # Stop taking work (the fetchers see the stop flag after their current fetch),
-            # finish what the workers hold, then stop them.
+            # Stop taking work: each fetcher finishes the batch it holds and stops.
             await asyncio.gather(*fetchers.values(), return_exceptions=True)
-            for queue in queues:
-                await queue.join()
-            for worker in workers:
-                worker.cancel()
 
-    async def _fetch(
-        self,
-        topology: Topology,
-        org: OrgId,
-        queues: list[asyncio.Queue[tuple[Pulled, _Share]]],
-    ) -> None:
-        share = _Share(self.settings.per_sender_inflight)
+    async def _fetch(self, router: Router, topology: Topology, org: OrgId) -> None:
         try:
             puller = await topology.pull_inbound(org)
         except TransportError as exc:  # the next partner scan starts a new fetcher
             _log.warning("inbound_bind_failed", sender=org, error=type(exc.__cause__).__name__)
             return
+        size = min(self.settings.fetch_batch, self.settings.per_sender_inflight)
         failures = 0
         try:
             while not self._stop.is_set():
-                await share.wait_free()
                 try:
-                    batch = await puller.fetch(
-                        min(self.settings.fetch_batch, share.free), timeout=1.0
-                    )
+                    batch = await puller.fetch(size, timeout=1.0)
                 except Exception as exc:  # nothing a fetch meets may stop the routing
                     failures += 1
                     cause = exc.__cause__ if isinstance(exc, TransportError) else exc
@@ -571,10 +549,8 @@ class Hub:
                     await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
                     continue
                 failures = 0
-                for msg in batch:
-                    share.take()
-                    shard = zlib.crc32(header_case_id(msg.data).encode()) % len(queues)
-                    await queues[shard].put((msg, share))
+                if batch:
+                    await self._process(router, batch)
         finally:
             await puller.close()
 
@@ -587,23 +563,13 @@ class Hub:
         except TransportError:
             return False
 
-    async def _work(self, router: Router, queue: asyncio.Queue[tuple[Pulled, _Share]]) -> None:
-        while True:
-            msg, share = await queue.get()
-            try:
-                await self._process(router, msg)
-            finally:
-                share.give()
-                queue.task_done()
-
-    async def _process(self, router: Router, msg: Pulled) -> None:
-        """Route one inbound message and acknowledge it; on failure retry it later, and after
-        the last attempt set it aside in quarantine (never retried for ever)."""
-        attempt = 1
-        try:
-            attempt = msg.attempt
+    async def _process(self, router: Router, batch: list[Pulled]) -> None:
+        """Route a batch and acknowledge what was done; retry the rest later, and after its
+        last attempt set a message aside in quarantine (never retried for ever)."""
+        items = []
+        for msg in batch:
             headers = msg.headers
-            await router.handle(
+            items.append(
                 Inbound(
                     data=msg.data,
                     subject=msg.subject,
@@ -611,27 +577,49 @@ class Hub:
                     msg_id_hint=headers.get(HEADER_MSG_ID),
                     kind=headers.get(HEADER_KIND, KIND_ENVELOPE),
                     header_names=frozenset(headers),
-                    final_attempt=attempt >= self.settings.inbound_attempts,
+                    final_attempt=msg.attempt >= self.settings.inbound_attempts,
                 )
             )
-            await msg.ack()
-            self.processed += 1
-        except RetryLater:
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=0.2 * attempt)
-        except Exception as exc:
-            transient = is_transient(exc)
-            _log.error(
-                "message_failed", error=type(exc).__name__, attempt=attempt, transient=transient
-            )
-            with contextlib.suppress(Exception):
+        try:
+            outcomes: list[Outcome | Exception] = await router.handle_batch(items)
+        except Exception as exc:  # a failure of the batch as such: each message as failed
+            outcomes = [exc] * len(batch)
+        # A message held back behind a failed one of its case comes back after that one.
+        behind: dict[str, float] = {}
+        for msg, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, RetryLater):
+                case = header_case_id(msg.data)
+                behind[case] = max(behind.get(case, 0.0), _backoff(msg.attempt) + 0.5)
+        for msg, outcome in zip(batch, outcomes, strict=True):
+            later = behind.get(header_case_id(msg.data), 0.2 * msg.attempt)
+            await self._finish(router, msg, outcome, later)
+
+    async def _finish(
+        self, router: Router, msg: Pulled, outcome: Outcome | Exception, later: float
+    ) -> None:
+        """Acknowledge a message routed (accepted or refused); otherwise hand it out again
+        (``later`` seconds from now when the router said to retry it later), or set it aside
+        after its last attempt."""
+        attempt = msg.attempt
+        try:
+            if isinstance(outcome, Outcome):
+                await msg.ack()
+                self.processed += 1
+            elif isinstance(outcome, RetryLater):
+                await msg.nak(delay=later)
+            else:
+                transient = is_transient(outcome)
+                _log.error("message_failed", error=type(outcome).__name__, attempt=attempt,
+                           transient=transient)  # fmt: skip
                 if attempt >= self.settings.inbound_attempts and not transient:
                     await self._quarantine(
                         router, msg.subject, msg.data, msg.headers, msg.seq, attempt
                     )
                     await msg.term()
-                else:  # back off: 2 s, 4 s, ... at most 60 s
-                    await msg.nak(delay=min(60.0, 2.0**attempt))
+                else:
+                    await msg.nak(delay=_backoff(attempt))
+        except Exception as exc:  # not acknowledged: JetStream hands it out again
+            _log.warning("inbound_settle_failed", error=type(exc).__name__)
 
     async def _quarantine(
         self,
@@ -678,35 +666,6 @@ class Hub:
                 _log.warning("hub_shutdown_timeout")
         await self._stack.aclose()
         _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed)
-
-
-class _Share:
-    """One partner's share of the messages handed to the workers and not yet finished."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.used = 0
-        self._freed = asyncio.Event()
-
-    @property
-    def free(self) -> int:
-        """Places left."""
-        return self.size - self.used
-
-    async def wait_free(self) -> None:
-        """Return once at least one place is free."""
-        while self.used >= self.size:
-            self._freed.clear()
-            await self._freed.wait()
-
-    def take(self) -> None:
-        """Use one place."""
-        self.used += 1
-
-    def give(self) -> None:
-        """Free one place."""
-        self.used -= 1
-        self._freed.set()
 
 
 def registration(identity: PartnerIdentity, at: dt.datetime | None = None) -> KeyEventRequest:
@@ -759,6 +718,11 @@ async def provision(
         orgs = [org for org in orgs if org_type_of(org) is not OrgType.HUB]
         await topology.ensure_partners(orgs)
         return skipped
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before a failed message is handed out again: 2, 4, ... at most 60."""
+    return min(60.0, 2.0**attempt)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

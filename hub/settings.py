@@ -33,7 +33,6 @@ class HubSettings(BaseModel):
 
     nats_url: str | None = _DEFAULTS.nats_url
     data_dir: Path = _DEFAULTS.data_dir
-    workers: int = _DEFAULTS.workers
     fetch_batch: int = _DEFAULTS.fetch_batch
     per_sender_inflight: int = _DEFAULTS.per_sender_inflight
     inbound_attempts: int = _DEFAULTS.inbound_attempts

@@ -7,7 +7,7 @@ in-memory ones for tests of the router's rules are in ``hub/memory.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,6 +79,15 @@ class KvCaseStore:
             return await self._kv.create(record.case_id, value)
         return await self._kv.update(record.case_id, value, revision)
 
+    async def put_many(
+        self, items: Sequence[tuple[CaseRecord, int]]
+    ) -> list[int | TransportError | None]:
+        """:meth:`put` for each ``(record, revision)``, pipelined; per item the new revision,
+        ``None`` on a conflict, or the error."""
+        return await self._kv.write_many(
+            [(r.case_id, r.model_dump_json().encode(), revision or None) for r, revision in items]
+        )
+
 
 class KvMessageRegistry:
     """Message ids the hub has accepted, kept for the longest message lifetime."""
@@ -111,6 +120,33 @@ class KvMessageRegistry:
             return MessageEntry.model_validate_json(current.value), current.revision
         raise TransportError("message id could not be claimed")
 
+    async def claim_many(
+        self, items: Sequence[tuple[MessageId, MessageEntry]]
+    ) -> list[int | TransportError | None]:
+        """Take each id, pipelined: per item the revision when this call took it, ``None``
+        when it is taken (:meth:`claim` says by whom), or the error."""
+        return await self._kv.write_many(
+            [(m, entry.model_dump_json().encode(), None) for m, entry in items]
+        )
+
+    async def settle_many(
+        self, items: Sequence[tuple[MessageId, MessageEntry, int]]
+    ) -> list[TransportError | None]:
+        """:meth:`settle` for each ``(id, entry, revision)``, pipelined: per item ``None``
+        when done, or the error."""
+        answers = await self._kv.write_many(
+            [(m, entry.model_dump_json().encode(), revision) for m, entry, revision in items]
+        )
+        out: list[TransportError | None] = []
+        for (message_id, entry, revision), answer in zip(items, answers, strict=True):
+            if answer is None:  # changed meanwhile (a receipt): merge, one at a time
+                try:
+                    await self.settle(message_id, entry, revision)
+                except TransportError as exc:
+                    answer = exc
+            out.append(answer if isinstance(answer, TransportError) else None)
+        return out
+
     async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
         """Replace the claimed ``entry`` (at ``revision``) by its final form."""
         if await self._kv.update(message_id, entry.model_dump_json().encode(), revision) is None:
@@ -126,9 +162,12 @@ class KvMessageRegistry:
             if current is None:
                 return None
             entry = change(MessageEntry.model_validate_json(current.value))
-            if await self._kv.update(
-                message_id, entry.model_dump_json().encode(), current.revision
-            ) is not None:
+            if (
+                await self._kv.update(
+                    message_id, entry.model_dump_json().encode(), current.revision
+                )
+                is not None
+            ):
                 return entry
         return None
 
@@ -160,9 +199,7 @@ class Outbox:
         now = time.monotonic()
         cached = self._backlogs.get(recipient)
         if cached is None or now - cached[0] >= self._cache_seconds:
-            counts = await self._bus.counts(
-                delivery_stream(recipient), delivery_filter(recipient)
-            )
+            counts = await self._bus.counts(delivery_stream(recipient), delivery_filter(recipient))
             cached = (now, counts)
             self._backlogs[recipient] = cached
         counts = cached[1]
@@ -181,6 +218,28 @@ class Outbox:
             envelope,
             {HEADER_MSG_ID: f"{message_id}:{recipient}", HEADER_KIND: KIND_ENVELOPE},
         )
+
+    async def deliver_many(
+        self, items: Sequence[tuple[OrgId, OrgId, bytes, MessageId]]
+    ) -> list[TransportError | None]:
+        """:meth:`deliver` for each ``(recipient, sender, envelope, message id)``,
+        pipelined: per item ``None`` when stored, or the error."""
+        for recipient, sender, _, _ in items:
+            cached = self._backlogs.get(recipient)
+            if cached is not None:
+                subject = delivery_subject(recipient, sender)
+                cached[1][subject] = cached[1].get(subject, 0) + 1
+        answers = await self._bus.publish_many(
+            [
+                (
+                    delivery_subject(recipient, sender),
+                    envelope,
+                    {HEADER_MSG_ID: f"{message_id}:{recipient}", HEADER_KIND: KIND_ENVELOPE},
+                )
+                for recipient, sender, envelope, message_id in items
+            ]
+        )
+        return [a if isinstance(a, TransportError) else None for a in answers]
 
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
         """Pass a recipient's signed receipt on to the message's sender."""

@@ -462,8 +462,10 @@ def _keys_list(args: argparse.Namespace) -> int:
     now = system_clock()
     for record in sorted(directory, key=lambda r: r.org):
         sys.stdout.write(f"{record.org}\n")
-        for info, role in ((record.signing_key, "signing, current"),
-                           *((i, "signing, previous") for i in record.previous_signing_keys)):
+        for info, role in (
+            (record.signing_key, "signing, current"),
+            *((i, "signing, previous") for i in record.previous_signing_keys),
+        ):
             revoked = directory.revoked_at(OrgId(record.org), info.kid)
             status = f"REVOKED {revoked:%Y-%m-%d}" if revoked else role
             sys.stdout.write(f"  {info.kid}  {status}\n")
@@ -1111,7 +1113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats(run)  # without a URL: an embedded nats-server under the data directory
     for name in ("data_dir", "identity", "policy", "registry", "authority_public"):
         _setting(run, name)
-    for name in ("workers", "replicas", "ack_wait"):
+    for name in ("fetch_batch", "replicas", "ack_wait"):
         _setting(run, name)  # typed and bounded by the model, which names what is wrong
     _setting(run, "log", choices=["json", "console"])
     run.set_defaults(handler=_hub_run)

@@ -11,8 +11,14 @@ from types import ModuleType
 import schakel.contracts.errors
 from schakel.contracts.errors import SchakelError
 
-PACKAGES = ("schakel.contracts", "schakel.keys", "schakel.bus", "schakel.hub", "schakel.adapters",
-            "schakel.harness")
+PACKAGES = (
+    "schakel.contracts",
+    "schakel.keys",
+    "schakel.bus",
+    "schakel.hub",
+    "schakel.adapters",
+    "schakel.harness",
+)
 
 
 def _modules() -> list[ModuleType]:

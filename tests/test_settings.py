@@ -36,12 +36,12 @@ def test_each_source_overrides_the_one_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "schakel.toml"
-    config.write_text('workers = 8\nreplicas = 3\nnats_url = "nats://file:4222"\n', "utf-8")
+    config.write_text('fetch_batch = 8\nreplicas = 3\nnats_url = "nats://file:4222"\n', "utf-8")
     monkeypatch.setenv("SCHAKEL_REPLICAS", "2")
     monkeypatch.setenv("SCHAKEL_NATS_URL", "nats://env:4222")
     settings = _load(["--config", str(config), "hub", "run", "--nats", "nats://flag:4222"])
-    assert settings.fetch_batch == 64  # default
-    assert settings.workers == 8  # file
+    assert settings.per_sender_inflight == 64  # default
+    assert settings.fetch_batch == 8  # file
     assert settings.replicas == 2  # environment over file
     assert settings.nats_url == "nats://flag:4222"  # flag over environment
 
@@ -58,7 +58,7 @@ def test_the_file_may_come_from_the_environment(
 @pytest.mark.parametrize(
     ("source", "text"),
     [
-        ("file", f'workers = "{CANARY}"\n'),
+        ("file", f'fetch_batch = "{CANARY}"\n'),
         ("env", CANARY),
         ("flag", CANARY),
     ],
@@ -72,17 +72,17 @@ def test_an_invalid_value_names_the_setting_not_the_value(
         config.write_text(text, "utf-8")
         args = ["--config", str(config), *args]
     elif source == "env":
-        monkeypatch.setenv("SCHAKEL_WORKERS", text)
+        monkeypatch.setenv("SCHAKEL_FETCH_BATCH", text)
     else:
-        args += ["--workers", text]
-    with pytest.raises(SettingsError, match="workers") as raised:
+        args += ["--fetch-batch", text]
+    with pytest.raises(SettingsError, match="fetch_batch") as raised:
         _load(args)
     assert CANARY not in str(raised.value)
 
 
 def test_out_of_bounds_unknown_and_missing_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="workers"):
-        Settings.load(workers=0)
+    with pytest.raises(SettingsError, match="fetch_batch"):
+        Settings.load(fetch_batch=0)
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("wrokers = 8\n", "utf-8")
     with pytest.raises(SettingsError, match="wrokers"):
@@ -110,10 +110,10 @@ def test_the_hub_settings_come_from_the_settings(tmp_path: Path) -> None:
     key_file.write_text(base64.b64encode(authority.raw).decode() + "\n", "utf-8")
     seed = tmp_path / "hub.nk"
     settings = Settings.load(
-        workers=3, authority_public=str(key_file), nats_nkey=str(seed), inbound_attempts=2
+        fetch_batch=3, authority_public=str(key_file), nats_nkey=str(seed), inbound_attempts=2
     )
     hub = HubSettings.from_settings(settings)
-    assert (hub.workers, hub.inbound_attempts) == (3, 2)
+    assert (hub.fetch_batch, hub.inbound_attempts) == (3, 2)
     assert hub.authority == authority
     assert hub.credentials is not None
     assert hub.credentials.nkey_seed == seed
@@ -150,9 +150,9 @@ def test_the_cli_reports_a_bad_setting_in_one_line(
     from schakel.cli import main
 
     monkeypatch.setenv("SCHAKEL_AUTHORITY_PUBLIC", base64.b64encode(bytes(32)).decode())
-    assert main(["hub", "run", "--workers", CANARY]) == 2
+    assert main(["hub", "run", "--fetch-batch", CANARY]) == 2
     err = capsys.readouterr().err
-    assert "workers" in err
+    assert "fetch_batch" in err
     assert CANARY not in err
     assert "Traceback" not in err
 

@@ -46,9 +46,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     script = tmp_path / "walkthrough.sh"
     script.write_text("set -euo pipefail\nset -x\n" + walkthrough(), "utf-8")
     bin_dir = str(Path(sys.executable).parent)
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("SCHAKEL_")
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCHAKEL_")}
     env |= {
         "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
         "NATS_PORT": str(free_port()),

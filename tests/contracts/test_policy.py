@@ -177,6 +177,8 @@ def test_every_transition_says_who_decides_it() -> None:
     assert blocks
     assert all("decided_by" in block for block in blocks)
     start = POLICY_TEXT.index("[[transitions]]")
-    stripped = POLICY_TEXT[:start] + POLICY_TEXT[start:].replace('decided_by = "procesregie"', "", 1)
+    stripped = POLICY_TEXT[:start] + POLICY_TEXT[start:].replace(
+        'decided_by = "procesregie"', "", 1
+    )
     with pytest.raises(PolicyFileError, match="decided_by"):
         parse_policy(stripped)

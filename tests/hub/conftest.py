@@ -73,7 +73,7 @@ async def world(
     """A provisioned system with a hub and every partner connected."""
     async with local_hub(
         partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
-        hub_identity=hub_identity, workers=4,
+        hub_identity=hub_identity,
     ) as system:  # fmt: skip
         assert system.hub is not None
         yield World(nats_server, system.hub, partner_identities, system.clients, tmp_path,

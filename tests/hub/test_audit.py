@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 from schakel.adapters.client import Refusal
+from schakel.contracts.canonical import canonical_json
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId, new_message_id
 from schakel.harness.scenarios import POL, ZVH
-from schakel.hub.audit import AuditRecord, format_record
+from schakel.hub.audit import AuditRecord, format_record, verify_chain
 from tests.hub.conftest import PairFactory
 
 
@@ -42,3 +43,18 @@ async def test_a_header_fields_refusal_names_the_fields(pair: PairFactory) -> No
         assert item.notice.reason is ReasonCode.HEADER_FIELDS_INVALID
         assert item.notice.text.endswith("(fields: regie_gemeente)")
         await item.ack()
+
+
+def test_a_record_placed_in_the_chain_is_its_canonical_form() -> None:
+    """The writer's one-dump sealing gives what the reader recomputes: the canonical
+    encoding of the placed record, and a hash over it without the hash."""
+    record = AuditRecord.model_validate(
+        {"index": 0, "prev": "", "at": dt.datetime(2026, 11, 26, tzinfo=dt.UTC), "hub": "h",
+         "event": "refused", "sender": "GEM.westerstad", "reason": "DUPLICATE",
+         "detail": 'quotes " and \\ and "hash":"" in a detail'}
+    )  # fmt: skip
+    placed, line = record.placed(7, "a" * 64)
+    assert line == canonical_json(placed)
+    assert placed.hash == placed.compute_hash()
+    assert (placed.index, placed.prev) == (7, "a" * 64)
+    assert verify_chain([(1, line)]).problem == "index 7, expected 0"

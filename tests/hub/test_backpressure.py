@@ -22,7 +22,7 @@ async def test_full_backlog_refuses_new_messages_and_keeps_old_ones(pair: PairFa
     base = default_policy()
     limits = base.limits.model_copy(update={"max_backlog": 3})
     policy = base.model_copy(update={"limits": limits})
-    async with pair(policy=policy, workers=1) as system:
+    async with pair(policy=policy) as system:
         pol, zvh = system.pol, system.zvh
         body = example_body(MessageType.M1)
         sent = [

@@ -51,8 +51,6 @@ async def test_poison_message_is_dead_lettered_and_replayable(pair: PairFactory)
         assert again.message_id == poison
         await again.ack()
         assert hub.bus is not None
-        records = [
-            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.bus)
-        ]
+        records = [AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.bus)]
         dead = [r for r in records if r.event == "dead-lettered"]
         assert [(r.message_id, r.recipients) for r in dead] == [(poison, (ZVH,))]

@@ -50,9 +50,7 @@ async def _signal(world: World, *, canary: str = "") -> tuple[MessageId, CaseId]
 
 async def _audit(world: World) -> list[AuditRecord]:
     assert world.hub.bus is not None
-    return [
-        AuditRecord.model_validate_json(raw) async for _, raw in read_trail(world.hub.bus)
-    ]
+    return [AuditRecord.model_validate_json(raw) async for _, raw in read_trail(world.hub.bus)]
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,7 @@ async def test_expired_undelivered_message_is_removed_and_sender_told(pair: Pair
         assert await zvh.receive(timeout=1) is None  # removed, not delivered late
         assert (await pol.status(message_id)).expired_for == (ZVH,)
         assert hub.bus is not None
-        records = [
-            AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.bus)
-        ]
+        records = [AuditRecord.model_validate_json(r) async for _, r in read_trail(hub.bus)]
         assert [(r.message_id, r.recipients) for r in records if r.event == "expired"] == [
             (message_id, (ZVH,))
         ]

@@ -558,7 +558,7 @@ async def test_deep_wide_and_huge_json_is_refused_and_routing_goes_on(tmp_path: 
 
 async def test_a_flood_from_one_partner_delays_others_by_a_bounded_amount(tmp_path: Path) -> None:
     """5,000 junk messages from one partner cost another partner's messages at most a bounded
-    delay (each sender has its own inbound stream and a bounded share of the workers)."""
+    delay (each sender has its own inbound stream and its own fetcher)."""
     async with hostile_rig(tmp_path) as rig:
         flood = 5_000
         latencies: list[float] = []

@@ -20,7 +20,10 @@ from schakel.keys.keystore import load_keystore
 def _schakel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "schakel", *args],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
 
 
@@ -64,6 +67,7 @@ async def test_authority_register_rotate_revoke_verify(tmp_path: Path) -> None:
         # A key that would be expired already is refused before anything happens; a rotation
         # that cannot publish leaves the keystore as it was.
         zvh_keystore = tmp_path / "ZVH" / "ZVH.west.keystore"
+
         def kids() -> list[str]:
             opened = load_keystore(zvh_keystore, SecretStr("partner-pass"))
             return [c.kid for c in opened.certificates]

@@ -61,10 +61,8 @@ def identities() -> dict[str, PartnerIdentity]:
 
 
 @pytest.fixture
-async def system(
-    tmp_path: Path, identities: dict[str, PartnerIdentity]
-) -> AsyncIterator[LocalHub]:
-    async with local_hub(identities, data_dir=tmp_path, workers=4) as running:
+async def system(tmp_path: Path, identities: dict[str, PartnerIdentity]) -> AsyncIterator[LocalHub]:
+    async with local_hub(identities, data_dir=tmp_path) as running:
         yield running
 
 
@@ -91,7 +89,7 @@ async def _case(system: LocalHub, case_id: CaseId) -> tuple[CaseState | None, ob
 
 
 async def test_invitations_and_participation_end_at_closure(system: LocalHub) -> None:
-    """"Invitations ... end when the case closes. After closure a former invitee is denied."
+    """ "Invitations ... end when the case closes. After closure a former invitee is denied."
     Also on the case re-opened by a new signal ("a new signal about a closed case within
     retention re-opens INTAKE"): the invitee is neither asked nor heard at its weging."""
     await _runner(system).run([
@@ -124,7 +122,7 @@ async def test_a_revoked_invitation_ends_participation(system: LocalHub) -> None
 
 
 async def test_a_re_opened_case_keeps_its_regie(system: LocalHub) -> None:
-    """"A new signal about a closed case within retention re-opens INTAKE": the same case,
+    """ "A new signal about a closed case within retention re-opens INTAKE": the same case,
     under the same regie-gemeente, which a signal cannot change."""
     await _runner(system).run([
         *_escalate(),
@@ -175,7 +173,7 @@ async def test_a_handover_closes_the_case_and_opens_one_for_the_new_region(
 
 
 async def test_recipients_must_be_registered_partners(system: LocalHub) -> None:
-    """"Every recipient must be a registered partner": keys in the directory are not enough,
+    """ "Every recipient must be a registered partner": keys in the directory are not enough,
     neither to be invited nor to send."""
     await _runner(system).run([
         *_escalate(),
@@ -189,7 +187,7 @@ async def test_recipients_must_be_registered_partners(system: LocalHub) -> None:
 
 
 async def test_only_the_regie_moves_the_case_through_intake_and_weging(system: LocalHub) -> None:
-    """"INTAKE -> WEGING / AFGESLOTEN_ZONDER_PGA ... regie-gemeente": the police's question
+    """ "INTAKE -> WEGING / AFGESLOTEN_ZONDER_PGA ... regie-gemeente": the police's question
     does not register the weging; WEGING <-> MEER_INFORMATIE goes both ways."""
     runner = _runner(system)
     await runner.run([
@@ -219,7 +217,7 @@ async def _notice(client: PartnerClient) -> Refusal:
 
 
 async def test_case_ids_are_not_the_senders_choice(system: LocalHub) -> None:
-    """"The case id is an opaque random token": a new signal's id follows from the signal
+    """ "The case id is an opaque random token": a new signal's id follows from the signal
     itself; an id the sender makes up opens nothing and is refused as a case without access
     is ("no access" and "no such case" look the same), for every message type."""
     pol, zvh = system.client(POL), system.client(ZVH)
@@ -282,14 +280,14 @@ def _forged(identity: PartnerIdentity, raw: bytes, **changes: object) -> bytes:
 async def test_refused_input_leaves_no_trace_in_the_metadata(
     tmp_path: Path, identities: dict[str, PartnerIdentity]
 ) -> None:
-    """"No names, BSN or birth dates in subjects, headers, logs or the audit trail": a name
+    """ "No names, BSN or birth dates in subjects, headers, logs or the audit trail": a name
     (or a BSN-shaped number) in a refused header appears nowhere in the hub's records, logs,
     notices or storage, in any of the fields below. (Not covered: the hex digits of the UUIDs a
     sender chooses, its message and invitation ids; see THREAT_MODEL.md.)"""
     log = io.StringIO()
     configure_logging(json=True, stream=log)
     try:
-        async with local_hub(identities, data_dir=tmp_path, workers=2) as system:
+        async with local_hub(identities, data_dir=tmp_path) as system:
             assert system.hub is not None and system.hub.bus is not None
             pol = system.client(POL)
             records = [identities[o].public_record() for o in (GEM, ZVH)]

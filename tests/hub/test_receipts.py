@@ -50,9 +50,7 @@ async def test_receipts_reach_the_sender_and_the_hub_tracks_state(world: World) 
     assert not (await world.clients[OM].status(message_id)).known
     assert not (await pol.status(MessageId(new_message_id()))).known
     assert world.hub.bus is not None
-    records = [
-        AuditRecord.model_validate_json(r) async for _, r in read_trail(world.hub.bus)
-    ]
+    records = [AuditRecord.model_validate_json(r) async for _, r in read_trail(world.hub.bus)]
     receipted = [
         r.recipients for r in records if r.event == "receipted" and r.message_id == message_id
     ]

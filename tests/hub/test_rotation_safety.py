@@ -86,8 +86,11 @@ async def test_a_delivery_for_a_key_not_held_is_dead_lettered_not_dropped(tmp_pa
         pol, zvh = system.client(POL), system.client(ZVH)
         now = dt.datetime.now(dt.UTC)
         elsewhere = ids[ZVH].with_new_encryption_key(now=now)  # a key this adapter never gets
-        await append_key_event(system.hub.bus, sign_request(
-            add_encryption_key_request(elsewhere, now), elsewhere.signing_key), system.authority)
+        await append_key_event(
+            system.hub.bus,
+            sign_request(add_encryption_key_request(elsewhere, now), elsewhere.signing_key),
+            system.authority,
+        )
         new_kid = elsewhere.certificates[-1].kid
         await _until(lambda: pol.directory.record(OrgId(ZVH)).current_encryption_key(
             dt.datetime.now(dt.UTC)).kid == new_kid)  # fmt: skip
@@ -151,8 +154,11 @@ async def test_a_delivery_to_a_key_we_pruned_is_rejected_not_held(tmp_path: Path
         assert system.hub is not None and system.hub.bus is not None
         key = system.authority.public
         rotated = first.with_new_encryption_key(now=now - dt.timedelta(days=2))
-        await append_key_event(system.hub.bus, sign_request(
-            add_encryption_key_request(rotated, now), rotated.signing_key), system.authority)
+        await append_key_event(
+            system.hub.bus,
+            sign_request(add_encryption_key_request(rotated, now), rotated.signing_key),
+            system.authority,
+        )
         pruned = rotated.prune_encryption_keys(now, dt.timedelta(hours=1))  # the old one gone
         assert len(pruned.certificates) == 1
         async with (
@@ -272,7 +278,8 @@ async def test_signing_key_rotation_and_recovery_through_the_cli(tmp_path: Path)
         ):  # fmt: skip
             old_kid = pol.identity.signing_kid
             rotated = await asyncio.to_thread(
-                _cli, "keys", "rotate-signing", "--keystore", str(keystore), *nats, env=env)
+                _cli, "keys", "rotate-signing", "--keystore", str(keystore), *nats, env=env
+            )
             assert rotated.returncode == 0, rotated.stderr
             new_kid = load_keystore(keystore, SecretStr("pol-pass")).signing_kid
             assert new_kid != old_kid
@@ -286,7 +293,8 @@ async def test_signing_key_rotation_and_recovery_through_the_cli(tmp_path: Path)
 
             # The keystore is lost; a fresh one, and the authority's recovery.
             init = await asyncio.to_thread(
-                _cli, "keys", "init", "--org", POL, "--out", str(tmp_path / "fresh"), env=env)
+                _cli, "keys", "init", "--org", POL, "--out", str(tmp_path / "fresh"), env=env
+            )
             assert init.returncode == 0, init.stderr
             recovered = await asyncio.to_thread(
                 _cli, "keys", "recover", str(tmp_path / "fresh" / f"{POL}.register.json"),

@@ -10,7 +10,9 @@ order, and what it does when a store fails in between.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -26,8 +28,9 @@ from schakel.contracts.ids import (
     new_case_id,
     new_message_id,
 )
+from schakel.contracts.notice import RECEIPT_LABEL, Receipt
 from schakel.contracts.policy import default_policy
-from schakel.contracts.topology import HEADER_MSG_ID, inbound_subject
+from schakel.contracts.topology import HEADER_KIND, HEADER_MSG_ID, KIND_RECEIPT, inbound_subject
 from schakel.harness.scenarios import GEM, KMAR, OM, POL, ZVH
 from schakel.hub.cases import CaseRecord
 from schakel.hub.memory import (
@@ -39,10 +42,11 @@ from schakel.hub.memory import (
     StoreFailure,
 )
 from schakel.hub.registry import default_registry
-from schakel.hub.router import Inbound, Router
+from schakel.hub.router import Inbound, Outcome, Router
 from schakel.keys.directory import KeyDirectory
-from schakel.keys.envelope import seal
+from schakel.keys.envelope import seal, split_envelope
 from schakel.keys.identity import PartnerIdentity
+from schakel.keys.statement import sign_statement
 
 HUB = OrgId("HUB.rules")
 NEW_KERN = ("GEM.oosterdorp", "ZVH.oost", "POL.oost", "OM.oost")
@@ -289,3 +293,158 @@ async def test_a_dead_letter_is_replayed_only_if_it_could_be_routed_today(rig: R
     directory = KeyDirectory([*others, rekeyed.public_record()])
     assert router(directory).replay_problem(data, OrgId(ZVH)) == "recipient-key-stale"
     assert rig.router.replay_problem(b"a signed notice, not an envelope", OrgId(ZVH)) is None
+
+
+def _twin(rig: Rig) -> Rig:
+    """A second router with the same partners and keys and stores of its own."""
+    journal = Journal()
+    messages, audit = MemoryMessageRegistry(journal), MemoryAudit(journal)
+    outbox, cases = MemoryOutbox(journal, HUB), MemoryCaseStore(journal)
+    router = Router(
+        policy=default_policy(), registry=default_registry(), directory=rig.directory,
+        cases=cases, messages=messages, audit=audit, outbox=outbox,
+        identity=rig.ids[HUB], instance="hub-twin", clock=lambda: rig.now,
+    )  # fmt: skip
+    return Rig(router, journal, cases, messages, audit, outbox, rig.ids, rig.directory, rig.now)
+
+
+def _mixed_batch(rig: Rig) -> tuple[list[Inbound], list[Inbound]]:
+    """A signal routed first, then one batch: its case taken from weging to casusoverleg and
+    on (several messages for one case that depend on each other), a refusal in between, a
+    duplicate, junk, a receipt and a message of a second case."""
+    signal = rig.envelope(POL, (GEM, ZVH))
+    first = [rig.inbound(POL, signal)]
+    case = case_id_for(_message_id(signal))
+    other_signal = rig.envelope(POL, (GEM, ZVH))
+    other = case_id_for(_message_id(other_signal))
+    weging = rig.envelope(ZVH, (OM,), MessageType.M3, case_id=case)
+    escalate = _escalation(rig, case)
+    info = [_casusinformatie(rig, case) for _ in range(3)]
+    receipt = Receipt(message_id=_message_id(signal), recipient=GEM,
+                      recipient_kid=rig.ids[GEM].signing_kid, sender=POL, at=rig.now)  # fmt: skip
+    batch = [
+        rig.inbound(ZVH, weging),
+        rig.inbound(GEM, escalate),
+        rig.inbound(KMAR, rig.envelope(KMAR, (ZVH,), MessageType.M7, case_id=case)),  # refused
+        rig.inbound(GEM, info[0]),
+        rig.inbound(
+            GEM,
+            sign_statement(receipt, rig.ids[GEM].signing_key, RECEIPT_LABEL),
+            headers=frozenset({HEADER_MSG_ID, HEADER_KIND}),
+        ),
+        rig.inbound(GEM, info[1]),
+        rig.inbound(POL, other_signal),
+        rig.inbound(GEM, info[1]),  # the same envelope again, a new inbound message: a replay
+        rig.inbound(POL, b"\x00 junk"),
+        rig.inbound(ZVH, rig.envelope(ZVH, (OM,), MessageType.M3, case_id=other)),
+        rig.inbound(GEM, info[2]),
+    ]
+    for n, item in enumerate(batch):
+        if item.header_names == frozenset({HEADER_MSG_ID, HEADER_KIND}):
+            batch[n] = dataclasses.replace(item, kind=KIND_RECEIPT)
+    return first, batch
+
+
+def _message_id(raw: bytes) -> MessageId:
+    return MessageId(json.loads(split_envelope(raw)[0])["message_id"])
+
+
+def _escalation(rig: Rig, case: CaseId) -> bytes:
+    body = example_body(MessageType.M5)
+    draft = example_draft(MessageType.M5, body, case_id=case)
+    return seal(body, draft, sender=rig.ids[GEM], now=rig.now,
+                recipients=[rig.directory.record(OrgId(o)) for o in (ZVH, POL, OM)])  # fmt: skip
+
+
+def _casusinformatie(rig: Rig, case: CaseId) -> bytes:
+    body = example_body(MessageType.M7)
+    draft = example_draft(MessageType.M7, body, case_id=case).model_copy(
+        update={"step": CaseState.CASUSOVERLEG}
+    )
+    return seal(body, draft, sender=rig.ids[GEM], now=rig.now,
+                recipients=[rig.directory.record(OrgId(o)) for o in (ZVH,)])  # fmt: skip
+
+
+def _state(rig: Rig) -> tuple[object, ...]:
+    """What the stores hold, without store-assigned revisions and instance names."""
+    return (
+        sorted((str(c), r.state, r.applied) for c, (r, _) in rig.cases.records.items()),
+        sorted((str(m), e.status, e.receipted_by) for m, (e, _) in rig.messages.entries.items()),
+        sorted(
+            (r.event, r.message_id or "", r.reason or "", r.state_after or "")
+            for r in rig.audit.records
+        ),
+        sorted((s, [i for i, _ in q]) for s, q in rig.outbox.waiting.items()),
+    )
+
+
+async def test_a_mixed_batch_ends_as_one_message_at_a_time_would(rig: Rig) -> None:
+    """Several messages for one case that build on each other, a refusal between them,
+    a duplicate, junk, a receipt and a second case, in one batch: the same outcomes, case
+    records, message records, audit events and deliveries as one message at a time."""
+    twin = _twin(rig)
+    first, batch = _mixed_batch(rig)
+    for system in (rig, twin):
+        assert (await system.router.handle(first[0])).accepted
+    batched = await rig.router.handle_batch(batch)
+    one_by_one = [await twin.router.handle(item) for item in batch]
+    assert batched == one_by_one
+    assert [o.reason for o in one_by_one if not o.accepted] == [
+        ReasonCode.NOT_PERMITTED, ReasonCode.DUPLICATE, ReasonCode.MALFORMED,
+    ]  # fmt: skip
+    assert _state(rig) == _state(twin)
+    cases = {r.state for r, _ in rig.cases.records.values()}
+    assert cases == {CaseState.CASUSOVERLEG, CaseState.WEGING}
+
+
+async def test_a_batch_routes_the_common_case_in_waves(rig: Rig) -> None:
+    """Messages that need nothing special go in waves: every claim, one commit per case,
+    every delivery, the audit records, every settle; nothing one message at a time."""
+    signal = rig.envelope(POL, (GEM, ZVH))
+    assert (await rig.router.handle(rig.inbound(POL, signal))).accepted
+    case = case_id_for(_message_id(signal))
+    for raw in (rig.envelope(ZVH, (OM,), MessageType.M3, case_id=case), _escalation(rig, case)):
+        assert (await rig.router.handle(rig.inbound(ZVH if b'"M3"' in raw else GEM, raw))).accepted
+    rig.journal.entries.clear()
+    outcomes = await rig.router.handle_batch(
+        [rig.inbound(GEM, _casusinformatie(rig, case)) for _ in range(5)]
+    )
+    assert all(isinstance(o, Outcome) and o.accepted for o in outcomes)
+    assert rig.journal.actions() == [
+        *["messages.claim"] * 5, "cases.put", *["outbox.deliver"] * 5, *["audit.append"] * 5,
+        *["messages.settle"] * 5,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [("messages", "claim"), ("cases", "put"), ("outbox", "deliver"), ("audit", "append"),
+     ("messages", "settle")],
+)  # fmt: skip
+async def test_a_batch_cut_short_is_finished_by_the_redelivery(
+    rig: Rig, failing: tuple[str, str]
+) -> None:
+    """A store that fails in the middle of a batch (as a hub killed there): what failed is
+    retried by the caller, and the redelivery of the whole batch ends with every message
+    routed once: one copy per recipient, one "routed" record, the case as one at a time."""
+    twin = _twin(rig)
+    first, batch = _mixed_batch(rig)
+    for system in (rig, twin):
+        assert (await system.router.handle(first[0])).accepted
+    one_by_one = [await twin.router.handle(item) for item in batch]
+    rig.journal.fail_after[failing] = 2  # two succeed, then every later one fails
+    rig.journal.fail_on.add(failing)
+    cut = await rig.router.handle_batch(batch)
+    assert any(isinstance(o, Exception) for o in cut)
+    rig.journal.fail_on.clear()
+    rig.journal.fail_after.clear()
+    retried = [n for n, o in enumerate(cut) if isinstance(o, Exception)]  # not acknowledged
+    again = await rig.router.handle_batch([batch[n] for n in retried])  # redelivered
+    final = [*cut]
+    for n, outcome in zip(retried, again, strict=True):
+        final[n] = outcome
+    assert final == one_by_one
+    routed = {str(r.message_id) for r in rig.audit.records if r.event == "routed"}
+    assert routed == {str(r.message_id) for r in twin.audit.records if r.event == "routed"}
+    assert _state(rig)[0] == _state(twin)[0]  # the cases
+    assert _state(rig)[3] == _state(twin)[3]  # one copy per recipient
