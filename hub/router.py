@@ -257,6 +257,9 @@ class Router:
             limits.max_refusal_records_per_second, limits.max_refusal_records_burst
         )
         self._uncounted: Counter[tuple[OrgId, ReasonCode]] = Counter()
+        # How messages went: "batched" (in the waves), "one_by_one" (through handle()),
+        # "conflicts" (a case's compare-and-set lost in a wave). Counters, not log lines.
+        self.counts: Counter[str] = Counter()
 
     @property
     def registry(self) -> Registry:
@@ -378,6 +381,8 @@ class Router:
             _log.debug("message_routed", message_id=routing.message_id, sender=routing.sender,
                        message_type=routing.header.message_type.value,
                        case_id=routing.header.case_id)  # fmt: skip
+        self.counts["batched"] += len(work)
+        self.counts["one_by_one"] += len(later)
         await self._one_by_one(items, sorted(later), rated, out)
         return [o if o is not None else RuntimeError("not routed") for o in out]
 
@@ -476,6 +481,7 @@ class Router:
             if record is not None
         ])  # fmt: skip
         lost = {c for c, a in zip(committing, answers, strict=True) if not isinstance(a, int)}
+        self.counts["conflicts"] += len(lost)
         failed |= {r.index for r in work if r.header.case_id in lost}
         return failed
 

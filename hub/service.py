@@ -459,6 +459,7 @@ class Hub:
                     "registry_version": self.registry_version,
                     "partners_ready": len(self._ready),
                     "processed": self.processed,
+                    "routing": dict(router.counts),
                 }
                 await bus.send(msg.reply, json.dumps(status).encode())
 
@@ -665,7 +666,9 @@ class Hub:
             except TimeoutError:  # wait_for has cancelled it; unfinished messages are redelivered
                 _log.warning("hub_shutdown_timeout")
         await self._stack.aclose()
-        _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed)
+        counts = dict(self.router.counts) if self.router is not None else {}
+        _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed,
+                  **counts)  # fmt: skip
 
 
 def registration(identity: PartnerIdentity, at: dt.datetime | None = None) -> KeyEventRequest:
