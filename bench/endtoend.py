@@ -186,9 +186,10 @@ def seal_many(
 async def through_clients(
     sender: PartnerClient, receiver: PartnerClient, envelopes: list[tuple[str, bytes]],
     rate: float | None,
-) -> tuple[float, list[float]]:  # fmt: skip
+) -> tuple[float, list[float], float]:  # fmt: skip
     """Envelopes from the sender's SDK to the receiver's (which acks, and so sends receipts):
-    (msg/s, latencies in ms from each message's intended send time)."""
+    (msg/s, latencies in ms from each message's intended send time, CPU ms per message of
+    this process, where both clients run)."""
     intended: dict[str, float] = {}
     latencies: list[float] = []
 
@@ -211,6 +212,7 @@ async def through_clients(
 
     receiving = asyncio.create_task(receive())
     start = time.perf_counter()
+    cpu = time.process_time()
     sends = []
     for i, (message_id, raw) in enumerate(envelopes):
         at = start + i / rate if rate else time.perf_counter()
@@ -221,7 +223,8 @@ async def through_clients(
         sends.append(asyncio.create_task(send(message_id, raw)))
     await asyncio.gather(*sends)
     await receiving
-    return len(envelopes) / (time.perf_counter() - start), latencies
+    clients_ms = (time.process_time() - cpu) * 1000 / len(envelopes)
+    return len(envelopes) / (time.perf_counter() - start), latencies, clients_ms
 
 
 async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
@@ -315,7 +318,9 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
             batch, sealed = sealed[:count], sealed[count:]
             async with processes([hub_cmd], log):
                 await through_clients(clients[GEM], clients[ZVH], warm_ups[0], None)
-                hub_e2e, _ = await through_clients(clients[GEM], clients[ZVH], batch, None)
+                hub_e2e, _, hub_clients = await through_clients(
+                    clients[GEM], clients[ZVH], batch, None
+                )
             # 3. Latency at fixed offered rates, from the intended send time.
             p99: dict[int, float] = {}
             async with processes([hub_cmd], log):
@@ -323,8 +328,8 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                 for rate in RATES:
                     n = int(rate * seconds)
                     batch, sealed = sealed[:n], sealed[n:]
-                    achieved, lat = await through_clients(clients[GEM], clients[ZVH], batch,
-                                                          rate)  # fmt: skip
+                    achieved, lat, _ = await through_clients(clients[GEM], clients[ZVH],
+                                                             batch, rate)  # fmt: skip
                     p99[rate] = percentile(lat, 99)
                     say(f"  offered {rate:5} msg/s for {seconds:g} s: p50 "
                         f"{percentile(lat, 50):7.1f}  p99 {p99[rate]:7.1f}  max {max(lat):7.1f} ms"
@@ -339,10 +344,13 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                  HUB_CONSUMER, "-"],
             ]  # fmt: skip
             async with processes(null, log):
-                null_e2e, _ = await through_clients(clients[GEM], clients[ZVH], batch, None)
+                null_e2e, _, null_clients = await through_clients(
+                    clients[GEM], clients[ZVH], batch, None
+                )
             e = hub_e2e / null_e2e
             say(f"end to end, receipts on: hub {hub_e2e:,.0f} msg/s, do-nothing hub "
-                f"{null_e2e:,.0f} msg/s")  # fmt: skip
+                f"{null_e2e:,.0f} msg/s (CPU/msg of the clients' process {hub_clients:.3f} "
+                f"and {null_clients:.3f} ms: both SDKs share it)")  # fmt: skip
 
             await nc.close()
     say(f"hub-only ratio: {h:.2f}, e2e vs null-hub: {e:.2f}, p99 at 500 msg/s: {p99[500]:.1f} "

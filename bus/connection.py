@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -66,6 +67,7 @@ _EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST_SEQUENCES: Final = frozenset({_WRONG_LAST_SEQUENCE, 10164})
 _KV_KEY: Final = re.compile(r"[-/_=.a-zA-Z0-9]+")  # nats-py's rule for a key
 PUBLISH_TIMEOUT: Final = 5.0  # nats-py's default for a JetStream publish
+_MAX_ACK_BYTES: Final = 4096  # a JetStream acknowledgement, or its error, is far smaller
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +328,7 @@ class _Pipeline:
         async with self._lock:
             if not self._prefix:
                 prefix = self._nc.new_inbox() + "."
-                await self._nc.subscribe(prefix + "*", cb=self._on_ack)
+                await self._nc.subscribe(prefix + "*.*", cb=self._on_ack)
                 self._prefix = prefix
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
@@ -350,8 +352,9 @@ class _Pipeline:
                 await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
             )
         finally:
-            for token, _ in sent:
+            for token, future in sent:
                 self._waiting.pop(token, None)
+                future.cancel()  # not awaited when sending the rest failed: nobody waits
 
     async def _send(
         self, subject: str, data: bytes, headers: dict[str, str]
@@ -359,7 +362,7 @@ class _Pipeline:
         if not self._prefix:
             await self._start()
         self._next += 1
-        token = str(self._next)
+        token = f"{self._next}.{secrets.token_hex(4)}"  # not guessable from the one before
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._waiting[token] = future
@@ -393,16 +396,31 @@ class _Pipeline:
             future.set_exception(nats.js.errors.NoStreamResponseError())
             return
         try:
-            answer = json.loads(msg.data)
-            error = answer.get("error")
-            if error is None:
-                future.set_result(int(answer["seq"]))
-                return
-            nats.js.errors.APIError.from_error(error)  # raises the error's class
+            future.set_result(_acknowledged(msg.data))
         except nats.js.errors.APIError as exc:
             future.set_exception(exc)
         except Exception as exc:  # not an acknowledgement at all
             future.set_exception(nats.js.errors.APIError(description=type(exc).__name__))
+
+
+def _acknowledged(data: bytes) -> int:
+    """The stream sequence a JetStream acknowledgement gives.
+
+    Raises:
+        nats.js.errors.APIError: (its subclass for the code) JetStream refused the publish.
+        ValueError: it is not a stream's acknowledgement (too large, not JSON, or no stream
+            named: an answer from a subscriber on a subject no stream takes).
+    """
+    if len(data) > _MAX_ACK_BYTES:
+        raise ValueError("too large")
+    answer = json.loads(data)
+    error = answer.get("error")
+    if error is not None:
+        nats.js.errors.APIError.from_error(error)  # raises the error's class
+    seq = answer.get("seq")
+    if not isinstance(answer.get("stream"), str) or type(seq) is not int:
+        raise ValueError("not a stream's acknowledgement")
+    return seq
 
 
 class Kv:

@@ -129,14 +129,26 @@ class MemoryMessageRegistry:
                 out.append(exc)
         return out
 
-    async def settle_many(
+    async def write_many(
         self, items: Sequence[tuple[MessageId, MessageEntry, int]]
-    ) -> list[TransportError | None]:
-        """:meth:`settle` for each: ``None`` when done, or the error."""
-        return [
-            e if isinstance(e, TransportError) else None
-            for e in [await _or_error(self.settle(*item)) for item in items]
-        ]
+    ) -> list[int | TransportError | None]:
+        """Replace each entry if still at its revision: the new revision, ``None``, or the
+        error."""
+        out: list[int | TransportError | None] = []
+        for message_id, entry, revision in items:
+            await asyncio.sleep(0)
+            current = self.entries.get(message_id)
+            if current is None or current[1] != revision:
+                out.append(None)
+                continue
+            try:
+                self._journal.write("messages", "settle", f"{message_id} {entry.status}")
+            except TransportError as exc:
+                out.append(exc)
+                continue
+            self.entries[message_id] = (entry, revision + 1)
+            out.append(revision + 1)
+        return out
 
     async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
         """Replace the claimed entry by its final form (merging the status on a conflict)."""
@@ -220,6 +232,15 @@ class MemoryOutbox:
         return [
             e if isinstance(e, TransportError) else None
             for e in [await _or_error(self.deliver(*item)) for item in items]
+        ]
+
+    async def relay_many(
+        self, items: Sequence[tuple[OrgId, bytes, str]]
+    ) -> list[TransportError | None]:
+        """:meth:`relay` for each: ``None`` when stored, or the error."""
+        return [
+            e if isinstance(e, TransportError) else None
+            for e in [await _or_error(self.relay(*item)) for item in items]
         ]
 
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:

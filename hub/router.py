@@ -18,9 +18,10 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -51,7 +52,7 @@ from schakel.hub.cases import APPLIED_KEPT, CaseRecord
 from schakel.hub.policy import Allow, Context, Refuse, decide, opened_by
 from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import Registry
-from schakel.hub.stores import Backlog, MessageEntry, header_case_id
+from schakel.hub.stores import Backlog, MessageEntry, envelope_digest, header_case_id
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import split_envelope, verify
 from schakel.keys.errors import KeyDirectoryError
@@ -75,6 +76,7 @@ __all__ = [
 _UUID = re.compile(MESSAGE_ID_PATTERN)
 _CAS_ATTEMPTS: Final = 8
 _MAX_DETAIL: Final = 200
+_SETTLED_KEPT: Final = 20_000  # message records remembered for their receipts
 _log = structlog.get_logger("schakel.router")
 
 
@@ -92,8 +94,10 @@ class CaseCache:
     A read may come from here and be stale (another hub instance changed the case): every
     decision that changes a case is committed by compare-and-set on the revision, which fails
     on a stale one, and the router then reads afresh; a refusal decided on a cached record is
-    confirmed on a fresh read before it stands. One instance's messages about one case go to
-    one worker, so the cache has no races of its own. Bounded, least recently used first out.
+    confirmed on a fresh read before it stands. Batches of several partners may meet on one
+    case in one instance too: the compare-and-set decides there the same way (the loser reads
+    afresh), so a race costs a read, never a wrong decision. Bounded, least recently used
+    first out.
     """
 
     def __init__(self, store: CaseStore, size: int = 20_000) -> None:
@@ -153,9 +157,9 @@ class MessageRegistry(Protocol):
     async def claim_many(
         self, items: Sequence[tuple[MessageId, MessageEntry]]
     ) -> list[int | TransportError | None]: ...
-    async def settle_many(
+    async def write_many(
         self, items: Sequence[tuple[MessageId, MessageEntry, int]]
-    ) -> list[TransportError | None]: ...
+    ) -> list[int | TransportError | None]: ...
     async def update(
         self, message_id: MessageId, change: Callable[[MessageEntry], MessageEntry]
     ) -> MessageEntry | None: ...
@@ -173,6 +177,9 @@ class Deliverer(Protocol):
         self, recipient: OrgId, sender: OrgId, envelope: bytes, message_id: MessageId
     ) -> None: ...
     async def notify(self, org: OrgId, notice: bytes, dedupe_id: str) -> None: ...
+    async def relay_many(
+        self, items: Sequence[tuple[OrgId, bytes, str]]
+    ) -> list[TransportError | None]: ...
     async def deliver_many(
         self, items: Sequence[tuple[OrgId, OrgId, bytes, MessageId]]
     ) -> list[TransportError | None]: ...
@@ -211,6 +218,18 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class _Receipting:
+    """A receipt on the batch path: verified, for a message this hub settled (cached)."""
+
+    index: int
+    item: Inbound
+    org: OrgId
+    message_id: MessageId
+    entry: MessageEntry  # with this receipt added
+    revision: int
+
+
+@dataclass(slots=True)
 class _Routing:
     """An envelope on the batch path: verified, its id being claimed, its case decided."""
 
@@ -222,6 +241,7 @@ class _Routing:
     claim: MessageEntry
     revision: int = 0
     decided: Allow | None = None
+    committed: bool = False  # its case records it (the batch's compare-and-set held)
 
 
 class Router:
@@ -260,6 +280,11 @@ class Router:
         # How messages went: "batched" (in the waves), "one_by_one" (through handle()),
         # "conflicts" (a case's compare-and-set lost in a wave). Counters, not log lines.
         self.counts: Counter[str] = Counter()
+        # The message records this instance settled, for the receipts that follow: a read
+        # that the compare-and-set of the receipt's update confirms (or sends to handle()).
+        self._settled: collections.OrderedDict[MessageId, tuple[MessageEntry, int]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def registry(self) -> Registry:
@@ -311,11 +336,19 @@ class Router:
         later items of that case follow it, so a case's messages apply in order.
         """
         now = self._now()
-        rated: set[int] = set()
+        rated: dict[int, bool] = {}  # index -> whether the sender's rate allowed it
         later: set[int] = set()  # indices left to handle()
         left: dict[str, int] = {}  # case -> its first item left to handle()
         work: list[_Routing] = []
+        receipts: list[_Receipting] = []
         for index, item in enumerate(items):
+            if item.kind == KIND_RECEIPT:
+                receipting = self._admit_receipt(index, item, now, rated, receipts)
+                if receipting is None:
+                    later.add(index)
+                else:
+                    receipts.append(receipting)
+                continue
             routing, case = self._admit(index, item, now, rated)
             if routing is None or (case is not None and case in left):
                 later.add(index)
@@ -333,12 +366,13 @@ class Router:
                     case is not None and left.get(case, routing.index) < routing.index
                 ):
                     later.add(routing.index)
-                    if case is not None:
-                        left.setdefault(case, routing.index)
+                    if case is not None:  # the first of the case that leaves the waves
+                        left[case] = min(left.get(case, routing.index), routing.index)
                 else:
                     kept.append(routing)
             work = kept
 
+        admitted = list(work)  # with their claims' revisions, for handle()
         if work:
             claims = await self._messages.claim_many([(r.message_id, r.claim) for r in work])
             for routing, claimed in zip(work, claims, strict=True):
@@ -347,47 +381,151 @@ class Router:
             leave({r.index for r, c in zip(work, claims, strict=True) if not isinstance(c, int)})
         if work:
             leave(await self._decide_batch(work, now))
-        if work:
-            failed = await self._outbox.deliver_many([
-                (OrgId(recipient), r.sender, r.item.data, r.message_id)
-                for r in work
-                for recipient in r.header.recipient_orgs
-            ])  # fmt: skip
+        if work or receipts:
+            # Receipts: audit and relay first, the record last, as handle() does.
+            failed, relayed = await asyncio.gather(
+                self._outbox.deliver_many([
+                    (OrgId(recipient), r.sender, r.item.data, r.message_id)
+                    for r in work
+                    for recipient in r.header.recipient_orgs
+                ]),
+                self._outbox.relay_many([
+                    (OrgId(r.entry.sender), r.item.data, f"receipt:{r.message_id}:{r.org}")
+                    for r in receipts
+                ]),
+            )  # fmt: skip
             failures = iter(failed)
             leave({
                 r.index for r in work
                 if [next(failures) for _ in r.header.recipient_orgs].count(None)
                 != len(r.header.recipient_orgs)
             })  # fmt: skip
-        if work:
+            receipts = self._drop(receipts, relayed, later)
+        if work or receipts:
+            records = [
+                self._record(r.header, now, "routed", r.decided.state_before if r.decided
+                             else None, r.decided.case if r.decided else None, seq=r.item.seq)
+                for r in work
+            ] + [self._receipt_record(r.entry, r.message_id, r.org, now, r.item.seq)
+                 for r in receipts]  # fmt: skip
             try:
-                await self._audit.append_many([
-                    self._record(r.header, now, "routed", r.decided.state_before if r.decided
-                                 else None, r.decided.case if r.decided else None,
-                                 seq=r.item.seq)
-                    for r in work
-                ])  # fmt: skip
+                await self._audit.append_many(records)
             except Exception:
                 leave({r.index for r in work})
-        if work:
-            settled = await self._messages.settle_many([
-                (r.message_id, r.claim.model_copy(update={"status": "accepted"}), r.revision)
+                receipts = self._drop(receipts, [False] * len(receipts), later)
+        if work or receipts:
+            writes: list[tuple[int, MessageId, MessageEntry, int, Callable[[], Awaitable[object]]]]
+            writes = [
+                (r.index, r.message_id, entry, r.revision,
+                 functools.partial(self._messages.settle, r.message_id, entry, r.revision))
                 for r in work
-            ])  # fmt: skip
-            leave({r.index for r, e in zip(work, settled, strict=True) if e is not None})
+                for entry in [r.claim.model_copy(update={"status": "accepted"})]
+            ] + [
+                (r.index, r.message_id, r.entry, r.revision,
+                 functools.partial(self._messages.update, r.message_id, _receipted_by(r.org)))
+                for r in receipts
+            ]  # fmt: skip
+            written = await self._messages.write_many([w[1:4] for w in writes])
+            stuck: set[int] = set()
+            for (index, message_id, entry, _, merge), answer in zip(writes, written, strict=True):
+                if isinstance(answer, int):
+                    self._remember_settled(message_id, entry, answer)
+                    continue
+                self._settled.pop(message_id, None)
+                if answer is not None:  # an error: handle() does it again
+                    stuck.add(index)
+                    continue
+                try:
+                    await merge()  # changed meanwhile (a receipt, a dead letter): merge it
+                except Exception:
+                    stuck.add(index)
+            leave(stuck)
+            receipts = self._drop(receipts, [r.index not in stuck for r in receipts], later)
         out: list[Outcome | Exception | None] = [None] * len(items)
+        for receipting in receipts:
+            out[receipting.index] = Outcome(accepted=True, message_id=receipting.message_id)
         for routing in work:
             out[routing.index] = Outcome(accepted=True, message_id=routing.message_id)
             _log.debug("message_routed", message_id=routing.message_id, sender=routing.sender,
                        message_type=routing.header.message_type.value,
                        case_id=routing.header.case_id)  # fmt: skip
-        self.counts["batched"] += len(work)
+        self.counts["batched"] += len(work) + len(receipts)
         self.counts["one_by_one"] += len(later)
-        await self._one_by_one(items, sorted(later), rated, out)
+        taken = {r.index: (r.revision, r.committed) for r in admitted if r.revision}
+        await self._one_by_one(items, sorted(later), rated, taken, out)
         return [o if o is not None else RuntimeError("not routed") for o in out]
 
+    def _admit_receipt(
+        self,
+        index: int,
+        item: Inbound,
+        now: dt.datetime,
+        rated: dict[int, bool],
+        admitted: list[_Receipting],
+    ) -> _Receipting | None:
+        """The checks of :meth:`_receipt`, for the batch path: a verified receipt, by one of
+        the message's recipients, for a message this instance settled and the recipient has
+        not receipted, the first for that message in the batch; or ``None`` (then
+        :meth:`handle` does everything, and refuses or retries what it must)."""
+        org = org_of_inbound_subject(item.subject)
+        if org is None or not item.header_names <= INBOUND_ALLOWED_HEADERS:
+            return None
+        rated[index] = self._rate.take(org)
+        if not rated[index]:
+            return None
+        try:
+            claimed = claimed_statement(item.data, Receipt)
+            key = self._directory.signer(org, KeyId(claimed.recipient_kid), claimed.at, now=now)
+            receipt = verify_statement(item.data, Receipt, RECEIPT_LABEL, key)
+        except (KeyDirectoryError, EnvelopeError):
+            return None
+        message_id = MessageId(receipt.message_id)
+        cached = self._settled.get(message_id)
+        if cached is None or receipt.recipient != org:
+            return None
+        entry, revision = cached
+        if (
+            entry.status != "accepted"
+            or org not in entry.recipients
+            or entry.sender != receipt.sender
+            or org in entry.receipted_by
+            or any(r.message_id == message_id for r in admitted)
+        ):
+            return None
+        entry = entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
+        return _Receipting(index, item, org, message_id, entry, revision)
+
+    @staticmethod
+    def _drop(
+        receipts: list[_Receipting], done: Sequence[object], later: set[int]
+    ) -> list[_Receipting]:
+        """The receipts whose step went well (``done`` is ``None`` or true for them); the
+        others are left to :meth:`handle`."""
+        kept = []
+        for receipting, ok in zip(receipts, done, strict=True):
+            if ok is None or ok is True:
+                kept.append(receipting)
+            else:
+                later.add(receipting.index)
+        return kept
+
+    def _remember_settled(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
+        self._settled[message_id] = (entry, revision)
+        self._settled.move_to_end(message_id)
+        while len(self._settled) > _SETTLED_KEPT:
+            self._settled.popitem(last=False)
+
+    def _receipt_record(
+        self, entry: MessageEntry, message_id: MessageId, org: OrgId, now: dt.datetime, seq: int
+    ) -> AuditRecord:
+        return AuditRecord.model_validate(
+            {"index": 0, "prev": "", "at": now, "hub": self._instance, "event": "receipted",
+             "sender": entry.sender, "message_id": message_id,
+             "message_type": entry.message_type, "recipients": (org,), "inbound_seq": seq}
+        )  # fmt: skip
+
     def _admit(
-        self, index: int, item: Inbound, now: dt.datetime, rated: set[int]
+        self, index: int, item: Inbound, now: dt.datetime, rated: dict[int, bool]
     ) -> tuple[_Routing | None, str | None]:
         """The checks of :meth:`handle` up to the claim, for the batch path: a verified
         envelope that needs nothing but the common case, or ``None`` (then :meth:`handle`
@@ -398,10 +536,11 @@ class Router:
             sender is None
             or item.kind != KIND_ENVELOPE
             or not item.header_names <= INBOUND_ALLOWED_HEADERS
-            or not self._rate.take(sender)
         ):
             return None, None
-        rated.add(index)
+        rated[index] = self._rate.take(sender)
+        if not rated[index]:
+            return None, None  # refused as RATE_LIMITED by handle(), which takes no second
         try:
             verified = verify(
                 item.data,
@@ -427,6 +566,7 @@ class Router:
             no_forward=header.no_forward,
             sender=sender,
             recipients=tuple(o for o in header.recipient_orgs if o in registered),
+            digest=envelope_digest(item.data),
         )
         routing = _Routing(index, item, sender, header, MessageId(header.message_id), claim)
         return routing, header.case_id
@@ -483,42 +623,69 @@ class Router:
         lost = {c for c, a in zip(committing, answers, strict=True) if not isinstance(a, int)}
         self.counts["conflicts"] += len(lost)
         failed |= {r.index for r in work if r.header.case_id in lost}
+        for routing in work:
+            routing.committed = routing.decided is not None and routing.index not in failed
         return failed
 
     async def _one_by_one(
         self,
         items: Sequence[Inbound],
         indices: list[int],
-        rated: set[int],
+        rated: dict[int, bool],
+        claims: dict[int, tuple[int, bool]],
         out: list[Outcome | Exception | None],
     ) -> None:
         """:meth:`handle` the items at ``indices``: those of one case one after the other in
-        batch order, the cases side by side."""
+        batch order (and all receipts, and all that claim one message id), the lanes side by
+        side. ``rated``: what the sender's rate said at admission (it is not taken again);
+        ``claims``: the claims the waves took (see :meth:`handle`)."""
         lanes: dict[str, list[int]] = {}
+        by_id: dict[str, str] = {}
         for index in indices:
-            case = header_case_id(items[index].data) or f"#{index}"
-            lanes.setdefault(case, []).append(index)
+            item = items[index]
+            # Receipts in one lane (two for one message must meet in order), envelopes by
+            # case, and envelopes that claim one message id together (whatever their cases).
+            key = "receipts" if item.kind == KIND_RECEIPT else header_case_id(item.data)
+            key = key or f"#{index}"
+            message_id = _claimed_message_id(item.data) if item.kind != KIND_RECEIPT else None
+            if message_id is not None:
+                key = by_id.setdefault(message_id, key)
+            lanes.setdefault(key, []).append(index)
 
         async def lane(queue: list[int]) -> None:
             failed = False
             for index in queue:
-                if failed:  # after the one that failed, not before it
+                item = items[index]
+                if failed and not item.final_attempt:  # after the one that failed
                     out[index] = HeldBack("an earlier message of its case failed")
                     continue
                 try:
-                    out[index] = await self.handle(items[index], rated=index in rated)
+                    out[index] = await self.handle(
+                        item, rated=rated.get(index), batch_claim=claims.get(index)
+                    )
                 except Exception as exc:  # the caller retries this one
                     out[index] = exc
-                    failed = not isinstance(exc, RetryLater) or isinstance(exc, HeldBack)
+                    failed = not isinstance(exc, RetryLater)
 
         if len(lanes) == 1:
             await lane(next(iter(lanes.values())))
         elif lanes:
             await asyncio.gather(*(lane(queue) for queue in lanes.values()))
 
-    async def handle(self, item: Inbound, *, rated: bool = False) -> Outcome:
+    async def handle(
+        self,
+        item: Inbound,
+        *,
+        rated: bool | None = None,
+        batch_claim: tuple[int, bool] | None = None,
+    ) -> Outcome:
         """Route one inbound envelope. Raises only on infrastructure failure (then retry).
-        ``rated``: the sender's rate was taken for it already (by the batch path)."""
+
+        From the batch path: ``rated`` is what the sender's rate said for it there (taken
+        once, never again); ``batch_claim`` the revision of the claim the batch took for this
+        very message and whether the batch committed it to its case. Not committed, it is
+        decided as new (never as the resumption of an unfinished message, which would skip
+        the policy for an id its case has applied); committed, the rest is finished."""
         now = self._now()
         sender = org_of_inbound_subject(item.subject)
         if sender is None:
@@ -529,7 +696,7 @@ class Router:
             return await self._refuse(
                 item, sender, now, ReasonCode.HEADER_NOT_ALLOWED, "header not allowed", None
             )
-        if not rated and not self._rate.take(sender):
+        if not (self._rate.take(sender) if rated is None else rated):
             return await self._refuse(
                 item, sender, now, ReasonCode.RATE_LIMITED, "above the sender's rate", None
             )
@@ -562,19 +729,25 @@ class Router:
             sender=sender,
             # registered organisations only: another name in a header is the sender's text
             recipients=tuple(o for o in header.recipient_orgs if o in self._registry.partners()),
+            digest=envelope_digest(item.data),
         )
-        seen, revision = await self._messages.claim(message_id, claim)
+        resumed = False
+        if batch_claim is not None:  # taken by the batch path for this very message
+            (revision, resumed), seen = batch_claim, None
+        else:
+            seen, revision = await self._messages.claim(message_id, claim)
         if seen is not None:
             own = seen.sender == sender
             if own and seen.status != "claimed" and seen.inbound_seq == item.seq:
                 # our own redelivery after a crash: done already
                 return Outcome(accepted=seen.status == "accepted", message_id=message_id)
-            if not own or seen.status != "claimed":
+            same = not seen.digest or seen.digest == claim.digest  # ("": recorded before digests)
+            if not own or seen.status != "claimed" or not same:
                 return await self._refuse(item, sender, now, ReasonCode.DUPLICATE, "replay", header)
-            # The sender's own claim, the work unfinished: a crash, or the operator replaying a
-            # quarantined message. Every step is idempotent; carry on.
+            # The sender's own claim for these very bytes, the work unfinished: a crash, or the
+            # operator replaying a quarantined message. Every step is idempotent; carry on.
             claim = seen
-        decided = await self._decide(header, now, resumed=seen is not None)
+        decided = await self._decide(header, now, resumed=resumed or seen is not None)
         if isinstance(decided, Refuse):
             outcome = await self._refuse(
                 item, sender, now, decided.reason, decided.detail, header,
@@ -664,20 +837,9 @@ class Router:
             )
         # Audit and relay first, record last (as for a routed message): a crash in between
         # means a redelivery that finishes the work; the relay is deduplicated by its id.
-        record = AuditRecord.model_validate(
-            {"index": 0, "prev": "", "at": now, "hub": self._instance, "event": "receipted",
-             "sender": current.sender, "message_id": message_id,
-             "message_type": current.message_type, "recipients": (org,), "inbound_seq": item.seq}
-        )  # fmt: skip
-        await self._audit.append(record)
+        await self._audit.append(self._receipt_record(current, message_id, org, now, item.seq))
         await self._outbox.relay(OrgId(current.sender), item.data, f"receipt:{message_id}:{org}")
-
-        def add(entry: MessageEntry) -> MessageEntry:
-            if org in entry.receipted_by:
-                return entry
-            return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
-
-        await self._messages.update(message_id, add)
+        await self._messages.update(message_id, _receipted_by(org))
         _log.info("message_receipted", message_id=message_id, sender=current.sender, recipient=org)
         return Outcome(accepted=True, message_id=message_id)
 
@@ -1037,6 +1199,17 @@ class Router:
             detail=detail,
         )
         return Outcome(accepted=False, reason=reason, message_id=message_id)
+
+
+def _receipted_by(org: OrgId) -> Callable[[MessageEntry], MessageEntry]:
+    """The change that records ``org``'s receipt in a message record (once)."""
+
+    def add(entry: MessageEntry) -> MessageEntry:
+        if org in entry.receipted_by:
+            return entry
+        return entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
+
+    return add
 
 
 def _claimed_message_id(data: bytes) -> str | None:

@@ -6,6 +6,7 @@ in-memory ones for tests of the router's rules are in ``hub/memory.py``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "KvMessageRegistry",
     "MessageEntry",
     "Outbox",
+    "envelope_digest",
     "header_case_id",
 ]
 
@@ -56,6 +58,10 @@ class MessageEntry(BaseModel):
     receipted_by: tuple[str, ...] = ()
     dead_lettered_for: tuple[str, ...] = ()
     expired_for: tuple[str, ...] = ()
+    # Which bytes claimed the id (:func:`envelope_digest`): an unfinished claim is taken over
+    # only by the same envelope (a redelivery, an operator's replay), never by another one
+    # that reuses the id. Empty in records written before it existed.
+    digest: str = ""
 
 
 class KvCaseStore:
@@ -129,23 +135,14 @@ class KvMessageRegistry:
             [(m, entry.model_dump_json().encode(), None) for m, entry in items]
         )
 
-    async def settle_many(
+    async def write_many(
         self, items: Sequence[tuple[MessageId, MessageEntry, int]]
-    ) -> list[TransportError | None]:
-        """:meth:`settle` for each ``(id, entry, revision)``, pipelined: per item ``None``
-        when done, or the error."""
-        answers = await self._kv.write_many(
+    ) -> list[int | TransportError | None]:
+        """Replace each entry if still at its revision, pipelined: per item the new
+        revision, ``None`` when it changed meanwhile, or the error."""
+        return await self._kv.write_many(
             [(m, entry.model_dump_json().encode(), revision) for m, entry, revision in items]
         )
-        out: list[TransportError | None] = []
-        for (message_id, entry, revision), answer in zip(items, answers, strict=True):
-            if answer is None:  # changed meanwhile (a receipt): merge, one at a time
-                try:
-                    await self.settle(message_id, entry, revision)
-                except TransportError as exc:
-                    answer = exc
-            out.append(answer if isinstance(answer, TransportError) else None)
-        return out
 
     async def settle(self, message_id: MessageId, entry: MessageEntry, revision: int) -> None:
         """Replace the claimed ``entry`` (at ``revision``) by its final form."""
@@ -241,6 +238,20 @@ class Outbox:
         )
         return [a if isinstance(a, TransportError) else None for a in answers]
 
+    async def relay_many(
+        self, items: Sequence[tuple[OrgId, bytes, str]]
+    ) -> list[TransportError | None]:
+        """:meth:`relay` for each ``(org, receipt, dedupe id)``, pipelined: per item ``None``
+        when stored, or the error."""
+        answers = await self._bus.publish_many(
+            [
+                (delivery_subject(org, self._hub), receipt,
+                 {HEADER_MSG_ID: dedupe_id, HEADER_KIND: KIND_RECEIPT})
+                for org, receipt, dedupe_id in items
+            ]
+        )  # fmt: skip
+        return [a if isinstance(a, TransportError) else None for a in answers]
+
     async def relay(self, org: OrgId, receipt: bytes, dedupe_id: str) -> None:
         """Pass a recipient's signed receipt on to the message's sender."""
         await self._bus.publish(
@@ -256,6 +267,11 @@ class Outbox:
             notice,
             {HEADER_MSG_ID: dedupe_id, HEADER_KIND: KIND_REFUSAL},
         )
+
+
+def envelope_digest(raw: bytes) -> str:
+    """A short digest of an envelope's bytes (which envelope claimed a message id)."""
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def header_case_id(raw: bytes) -> str:

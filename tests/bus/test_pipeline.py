@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from nats.js import api
 
-from schakel.bus import Bus, TransportError, is_transient
+from schakel.bus import Bus, Message, TransportError, is_transient
 from schakel.hub.natsserver import NatsServer
 
 TIMEOUT = 1.0
@@ -71,3 +71,27 @@ async def test_a_pipelined_publish_that_times_out_fails_alone_and_is_made_again_
     _, last, held = await bus.state("S")
     assert held == 50 and last == 50  # the first wave's copies and the retry's are one
     assert await bus.publish("s.after", b"y") == 51  # the connection goes on
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b'{"seq": 4242}', b'{"stream": "S", "seq": "7"}', b"not json", b'{"stream": "S", "seq": 1'
+     + b" " * 5000 + b"}", b"[]"],
+)  # fmt: skip
+async def test_an_answer_that_is_no_streams_acknowledgement_is_not_one(
+    system: tuple[NatsServer, Bus], answer: bytes
+) -> None:
+    """Where no stream takes a subject, whoever subscribes to it may answer a publish there
+    (a server without accounts): that answer is an error for the publish, never a stored
+    message's sequence (the hub would take a delivery for stored that is not)."""
+    server, bus = system
+    async with Bus(server.url, name="responder") as responder:
+
+        async def forge(msg: Message) -> None:
+            await responder.send(msg.reply, answer)
+
+        subscription = await responder.subscribe("gone.>", forge)
+        await responder.flush()
+        [result] = await bus.publish_many([("gone.partner", b"delivery", {"Nats-Msg-Id": "m"})])
+        await subscription.close()
+    assert isinstance(result, TransportError)
