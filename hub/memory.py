@@ -44,6 +44,13 @@ class Journal:
     fail_on: set[tuple[str, str]] = field(default_factory=set)
     # (store, action) -> how many more times it succeeds before it fails
     fail_after: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (store, action) done, and then answered with a failure (a timeout after the write)
+    lose_answer: set[tuple[str, str]] = field(default_factory=set)
+
+    def answer(self, store: str, action: str) -> None:
+        """After an action was done: fail it all the same if told to (its answer is lost)."""
+        if (store, action) in self.lose_answer:
+            raise StoreFailure(f"{store} {action}: no answer")
 
     def write(self, store: str, action: str, subject: str) -> None:
         """Record an action, or fail it if told to."""
@@ -83,6 +90,7 @@ class MemoryCaseStore:
             return None
         self._journal.write("cases", "put", record.case_id)
         self.records[record.case_id] = (record, revision + 1)
+        self._journal.answer("cases", "put")
         return revision + 1
 
     async def put_many(

@@ -77,6 +77,7 @@ _UUID = re.compile(MESSAGE_ID_PATTERN)
 _CAS_ATTEMPTS: Final = 8
 _MAX_DETAIL: Final = 200
 _SETTLED_KEPT: Final = 20_000  # message records remembered for their receipts
+_CONFLICT_ROUNDS: Final = 3  # rounds of a batch's case commits before handle() takes over
 _log = structlog.get_logger("schakel.router")
 
 
@@ -574,14 +575,46 @@ class Router:
     async def _decide_batch(self, work: list[_Routing], now: dt.datetime) -> set[int]:
         """Decide each message in order on its case as the batch leaves it, and commit each
         case once; the indices of the messages left to :meth:`handle` (and with one, the
-        case's later ones, which :meth:`handle_batch` moves along)."""
+        case's later ones, which :meth:`handle_batch` moves along).
+
+        A case whose compare-and-set lost (another instance, or another partner's batch,
+        changed it) is read afresh and decided again in another round, its messages still in
+        the waves; after ``_CONFLICT_ROUNDS`` they go to :meth:`handle`."""
         ctx = Context(policy=self._policy, registry=self._registry, now=now,
                       replies_to_no_forward=False)  # fmt: skip
-        heads: dict[str, tuple[CaseRecord | None, int, int]] = {}  # record, revision, applied
         failed: set[int] = set()
-        stopped: set[str] = set()
         pending: Counter[str] = Counter()  # deliveries allowed in this batch, per recipient
+        todo, lost = work, set[str]()
+        for _ in range(_CONFLICT_ROUNDS):
+            if lost:  # read the lost cases afresh, side by side
+                await asyncio.gather(*(self._cases.get(CaseId(c), fresh=True) for c in lost))
+            lost, unknown = await self._decide_round(todo, ctx, failed, pending)
+            for case_id, intended in unknown.items():
+                # No answer to the compare-and-set: stored if the case now is what we wrote.
+                current, _ = await self._cases.get(CaseId(case_id), fresh=True)
+                if current != intended:
+                    lost.add(case_id)
+            if not lost:
+                break
+            self.counts["conflicts"] += len(lost)
+            todo = [r for r in work if r.header.case_id in lost and r.index not in failed]
+            for routing in todo:
+                routing.decided = None
+        else:
+            failed |= {r.index for r in todo}
         for routing in work:
+            routing.committed = routing.decided is not None and routing.index not in failed
+        return failed
+
+    async def _decide_round(
+        self, todo: list[_Routing], ctx: Context, failed: set[int], pending: Counter[str]
+    ) -> tuple[set[str], dict[str, CaseRecord]]:
+        """One round of :meth:`_decide_batch`: decide ``todo`` on the cached case records
+        (adding to ``failed`` what goes to :meth:`handle`), commit; the cases that lost, and
+        those whose commit got no answer (with the record written)."""
+        heads: dict[str, tuple[CaseRecord | None, int, int]] = {}  # record, revision, applied
+        stopped: set[str] = set()
+        for routing in todo:
             header = routing.header
             case_id = header.case_id
             if case_id is not None and case_id in stopped:
@@ -620,12 +653,15 @@ class Router:
             for record, revision, _ in (heads[c] for c in committing)
             if record is not None
         ])  # fmt: skip
-        lost = {c for c, a in zip(committing, answers, strict=True) if not isinstance(a, int)}
-        self.counts["conflicts"] += len(lost)
-        failed |= {r.index for r in work if r.header.case_id in lost}
-        for routing in work:
-            routing.committed = routing.decided is not None and routing.index not in failed
-        return failed
+        lost = {c for c, a in zip(committing, answers, strict=True) if a is None}
+        unknown = {
+            c: record
+            for c, a in zip(committing, answers, strict=True)
+            if isinstance(a, TransportError)
+            for record in [heads[c][0]]
+            if record is not None
+        }
+        return lost, unknown
 
     async def _one_by_one(
         self,

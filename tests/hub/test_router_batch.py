@@ -117,3 +117,20 @@ async def test_the_senders_rate_is_taken_once_and_its_answer_stands(rig: Rig) ->
     outcomes = await rig.router.handle_batch([rig.inbound(GEM, m) for m in (m1, m2)])
     assert isinstance(outcomes[0], Outcome) and outcomes[0].reason is ReasonCode.RATE_LIMITED
     assert _message_id(m1) not in rig.cases.records[case][0].applied
+
+
+async def test_a_commit_stored_without_an_answer_is_finished_not_refused(rig: Rig) -> None:
+    """The compare-and-set of a case is stored but its answer lost (a timeout): the batch
+    sees its own record on a fresh read and finishes the messages (delivered once, one
+    "routed" record each), neither refusing them as replays nor applying them twice."""
+    [case, _] = await _two_cases(rig)
+    messages = [_info(rig, case) for _ in range(3)]
+    rig.journal.lose_answer.add(("cases", "put"))
+    outcomes = await rig.router.handle_batch([rig.inbound(GEM, m) for m in messages])
+    assert all(isinstance(o, Outcome) and o.accepted for o in outcomes), outcomes
+    ids = [_message_id(m) for m in messages]
+    assert list(rig.cases.records[case][0].applied[-3:]) == ids
+    routed = [r.message_id for r in rig.audit.records if r.event == "routed"]
+    assert [routed.count(m) for m in ids] == [1, 1, 1]
+    copies = [d for q in rig.outbox.waiting.values() for d, _ in q]
+    assert [sum(d.startswith(m) for d in copies) for m in ids] == [1, 1, 1]
