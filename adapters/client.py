@@ -73,6 +73,7 @@ from schakel.contracts.topology import (
 from schakel.keys.crypto import VerifyKey
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import MissingPrivateKey, Opened, open_envelope, seal
+from schakel.keys.errors import KeyDirectoryError
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keylog import KeyLog
 from schakel.keys.keystore import PASSPHRASE_ENV, load_keystore
@@ -117,6 +118,11 @@ class Delivery:
         if self._after_ack is not None:
             await self._after_ack(self)
 
+    async def in_progress(self) -> None:
+        """The back office is still working on it: JetStream waits again before it hands the
+        message out anew (and the wait does not count as an attempt)."""
+        await self._msg.in_progress()
+
     async def retry_later(self, delay: float | None = None) -> None:
         """The back office could not process it now: have it redelivered after ``delay``
         seconds (default: 5 s doubling per attempt, at most an hour). After the consumer's last
@@ -137,6 +143,10 @@ class Refusal:
     async def ack(self) -> None:
         """Acknowledge the notice."""
         await self._msg.ack()
+
+    async def in_progress(self) -> None:
+        """Still being read: JetStream waits again before it hands the notice out anew."""
+        await self._msg.in_progress()
 
 
 class NotRegistered(SchakelError):
@@ -446,6 +456,23 @@ class PartnerClient:
             self.alarms.append(alarm)
             _log.error("foreign_key_for_own_org", org=self.org, key_log_length=length)
             self._on_alarm(alarm)
+
+    def readiness(self) -> list[str]:
+        """What keeps this client from sending and receiving now (empty: ready): the NATS
+        connection, the key directory view's age, this partner's own keys."""
+        problems = []
+        if self._state != "open" or self._bus is None or not self._bus.connected:
+            problems.append("nats")
+        synced = self.directory.synced_at
+        if synced is None or self._clock() - synced > self._max_age:
+            problems.append("directory")
+        now = self._clock()
+        try:
+            self.directory.record(self.org)  # a valid encryption key others can seal to
+            self.directory.signer(self.org, self.identity.signing_kid, now, now=now)
+        except KeyDirectoryError:
+            problems.append("own_keys")
+        return problems
 
     def _require_fresh_directory(self) -> None:
         synced = self.directory.synced_at

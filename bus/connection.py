@@ -167,6 +167,11 @@ class Pulled:
         with mapped("nak"):
             await self._msg.nak(delay=delay)
 
+    async def in_progress(self) -> None:
+        """Still working on it: JetStream restarts its wait before handing it out again."""
+        with mapped("in progress"):
+            await self._msg.in_progress()
+
     async def term(self) -> None:
         """Never hand it out again."""
         with mapped("term"):
@@ -616,6 +621,11 @@ class Bus:
         if self._nc is None:
             raise TransportError("the connection is not open")
         return self._nc
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (not closed, not reconnecting)."""
+        return self._nc is not None and self._nc.is_connected
 
     @property
     def js(self) -> JetStreamContext:

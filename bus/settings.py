@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     resync_every: float = Field(2.0, gt=0, le=3600)
     receipts: bool = True
 
+    # The adapter's HTTP API for the back office (``schakel adapter run``).
+    listen: str = Field(
+        "127.0.0.1:8480",
+        pattern=r"^(unix:/.+|[A-Za-z0-9.:\[\]-]+:\d{1,5})$",
+        description="host:port, or unix:/path for a unix socket; not loopback: a token needed",
+    )
+    api_token_file: Path | None = Field(
+        None, description="file holding the bearer token the back office must present"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

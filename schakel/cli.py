@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from schakel.bus import Bus, Credentials, redacted
-from schakel.bus.settings import CONFIG_ENV, Settings
+from schakel.bus.settings import CONFIG_ENV, Settings, SettingsError
 from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import MessageType, OrgType
 from schakel.contracts.errors import SchakelError
@@ -992,6 +992,56 @@ def _partner(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _adapter_run(args: argparse.Namespace) -> int:
+    """The adapter: the HTTP API for the back office, over the SDK, until stopped."""
+    import structlog
+    from aiohttp import web
+
+    from schakel.adapters.client import PartnerClient
+    from schakel.adapters.http import AdapterApi, is_loopback
+
+    settings = _settings(args)
+    token = None
+    if settings.api_token_file is not None:
+        token = settings.api_token_file.read_text("utf-8").strip()
+        if len(token) < 32:
+            raise SettingsError("api_token_file: the token must be at least 32 characters")
+    listen = settings.listen
+    unix = listen.removeprefix("unix:") if listen.startswith("unix:") else None
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if unix is None and not is_loopback(host) and token is None:
+        raise SettingsError(
+            "listen: a non-loopback address needs api_token_file (nothing listens "
+            "unauthenticated on another interface)"
+        )
+    client = PartnerClient.from_settings(settings)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with client:
+            api = AdapterApi(client, state_dir=settings.state_dir, token=token)
+            runner = web.AppRunner(api.app(), access_log=None)
+            await runner.setup()
+            site: web.BaseSite = (
+                web.UnixSite(runner, unix) if unix else web.TCPSite(runner, host, int(port))
+            )
+            await site.start()
+            structlog.get_logger("schakel.adapter").info(
+                "adapter_running", org=client.org, listen=listen
+            )
+            try:
+                await stop.wait()
+            finally:
+                await runner.cleanup()
+        return 0
+
+    return asyncio.run(run())
+
+
 def _demo(args: argparse.Namespace) -> int:
     from schakel.harness.demo import run_demo
 
@@ -1141,6 +1191,15 @@ def build_parser() -> argparse.ArgumentParser:
             _setting(sub, name)
         _add_nats(sub)
         sub.set_defaults(handler=_partner)
+
+    adapter = commands.add_parser(
+        "adapter", help="the adapter a back office talks to over HTTP"
+    ).add_subparsers(dest="adapter_command", required=True)
+    serve = adapter.add_parser("run", help="serve the HTTP API until stopped")
+    for name in ("keystore", "state_dir", "authority_public", "listen", "api_token_file"):
+        _setting(serve, name)
+    _add_nats(serve)
+    serve.set_defaults(handler=_adapter_run)
 
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True

@@ -1,0 +1,435 @@
+"""The adapter's HTTP API: a back office that speaks only HTTP sends and receives through it.
+
+One process per partner, beside its back office, built on the SDK (:class:`PartnerClient`):
+the adapter validates, seals, publishes, opens and receipts; the back office sees plain JSON.
+Versioned under ``/v1``; every error is an RFC 9457 problem document
+(``application/problem+json``) that names the field and the rule, never the value sent.
+
+- ``POST /v1/messages``: a message (type, recipients, header fields, body as JSON); ``202``
+  with its id. With ``Idempotency-Key`` a retried POST (also across an adapter crash) sends
+  once and returns the first answer.
+- ``GET /v1/messages/{id}``: what became of one of our messages (the hub's answer, and a
+  refusal the adapter received).
+- ``GET /v1/inbox?wait=S``: the deliveries and refusal notices not yet acknowledged by the
+  back office (a long poll); ``POST /v1/inbox/{id}/ack``: the back office has it; only then
+  is NATS acknowledged and the receipt sent. ``POST /v1/inbox/{id}/retry``: not now.
+- ``GET /healthz``, ``GET /readyz``.
+
+Who may call it: a loopback listener (or a unix socket) by default; any other address only
+with a bearer token from the settings (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from schakel.adapters.client import Delivery, DirectoryStale, InboundFull, PartnerClient, Refusal
+from schakel.bus import TransportError
+from schakel.contracts import boundedjson
+from schakel.contracts.bodies import Body, body_contract
+from schakel.contracts.enums import CaseState, MessageType
+from schakel.contracts.errors import ContractError
+from schakel.contracts.header import MessageDraft
+from schakel.contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, case_id_for, new_message_id
+from schakel.contracts.policy import default_policy
+from schakel.keys.errors import KeyDirectoryError
+
+__all__ = ["MAX_REQUEST_BYTES", "AdapterApi", "is_loopback"]
+
+MAX_REQUEST_BYTES: Final = 2 * 1024 * 1024
+MAX_WAIT: Final = 30.0  # seconds a long poll may wait
+MAX_ITEMS: Final = 100  # items one poll returns
+_KEY: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MESSAGE_ID: Final = re.compile(MESSAGE_ID_PATTERN)
+_PROBLEM: Final = "application/problem+json"
+_TYPES: Final = "https://schakel.example/problems/"
+_HEARTBEAT: Final = 10.0  # seconds between "still working on it" for items held
+_CONTRACT_POLICY: Final = default_policy()  # which message types open a case (contract)
+_log = structlog.get_logger("schakel.adapter")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (the only one open without a token)."""
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def _problem(
+    status: int,
+    kind: str,
+    title: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An RFC 9457 problem document (the adapter's own words only)."""
+    doc: dict[str, Any] = {"type": _TYPES + kind, "title": title, "status": status}
+    if detail is not None:
+        doc["detail"] = detail
+    if errors is not None:
+        doc["errors"] = errors
+    return web.json_response(doc, status=status, content_type=_PROBLEM, headers=headers)
+
+
+def _field_errors(
+    exc: ValidationError, prefix: str, known: Callable[[str], bool]
+) -> list[dict[str, str]]:
+    """Every error of ``exc`` as ``{"field", "rule"}``: a key the contract does not know is
+    ``?`` (it is the caller's text), the rule pydantic's error type."""
+    out = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        parts = [prefix] if prefix else []
+        for part in error["loc"]:
+            parts.append(str(part) if isinstance(part, int) or known(str(part)) else "?")
+        out.append({"field": ".".join(parts) or "request", "rule": error["type"]})
+    return out
+
+
+_DRAFT_FIELDS: Final = frozenset(MessageDraft.model_fields)
+_REQUEST_FIELDS: Final = _DRAFT_FIELDS | {"message_type", "contract_version", "recipients", "body"}
+
+
+def _known_body_names(model: type[Body]) -> frozenset[str]:
+    """Every field name of a body contract and the models it nests (for error paths)."""
+    names: set[str] = set()
+    schema = model.model_json_schema()
+    for definition in [schema, *schema.get("$defs", {}).values()]:
+        names |= set(definition.get("properties", {}))
+    return frozenset(names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A request to send, validated."""
+
+    body: Body
+    draft: MessageDraft
+    recipients: tuple[OrgId, ...]
+
+
+def _parse_send(raw: bytes) -> _Outgoing | list[dict[str, str]]:
+    """The request, or every field error in it."""
+    try:
+        doc = boundedjson.loads(raw, max_bytes=MAX_REQUEST_BYTES)
+    except ContractError:
+        return [{"field": "request", "rule": "json_invalid"}]
+    if not isinstance(doc, dict):
+        return [{"field": "request", "rule": "dict_type"}]
+    errors: list[dict[str, str]] = [
+        {"field": "?", "rule": "extra_forbidden"} for key in doc if key not in _REQUEST_FIELDS
+    ]
+    model = _contract(doc.get("message_type"), doc.get("contract_version", 1))
+    if model is None:
+        errors.append({"field": "message_type", "rule": "no_such_contract"})
+    recipients = doc.get("recipients")
+    if (
+        not isinstance(recipients, list)
+        or not 1 <= len(recipients) <= 64
+        or not all(isinstance(r, str) for r in recipients)
+    ):
+        errors.append({"field": "recipients", "rule": "list_of_1_to_64_organisations"})
+        recipients = []
+    draft: MessageDraft | None = None
+    try:
+        draft = MessageDraft.model_validate({k: v for k, v in doc.items() if k in _DRAFT_FIELDS})
+    except ValidationError as exc:
+        errors += _field_errors(exc, "", lambda name: name in _DRAFT_FIELDS)
+    body: Body | None = None
+    if model is not None:
+        try:
+            body = model.model_validate(doc.get("body"), strict=False)
+        except ValidationError as exc:
+            names = _known_body_names(model)
+            errors += _field_errors(exc, "body", lambda name: name in names)
+    if errors or body is None or draft is None:
+        return errors or [{"field": "request", "rule": "invalid"}]
+    return _Outgoing(body, draft, tuple(OrgId(r) for r in recipients))
+
+
+def _contract(message_type: object, version: object) -> type[Body] | None:
+    """The body contract a request names, or ``None``."""
+    if not isinstance(message_type, str) or type(version) is not int:
+        return None
+    try:
+        return body_contract(MessageType(message_type), version)
+    except (ValueError, ContractError):
+        return None
+
+
+class _Idempotency:
+    """Idempotency keys and the answers given to them, in SQLite in the state directory
+    (committed before the message is published, so a retry after a crash sends it again
+    under the same message id: stored once)."""
+
+    def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, request TEXT NOT NULL,"
+            " message_id TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)"
+        )
+
+    def take(self, key: str, request: str) -> tuple[str, bool] | None:
+        """The message id and whether it was sent, for ``key``; a new id if the key is new;
+        ``None`` if the key was used for another request."""
+        row = self._db.execute(
+            "SELECT request, message_id, sent FROM sends WHERE key = ?", (key,)
+        ).fetchone()
+        if row is not None:
+            return (str(row[1]), bool(row[2])) if row[0] == request else None
+        message_id = new_message_id()
+        self._db.execute(
+            "INSERT INTO sends (key, request, message_id) VALUES (?, ?, ?)",
+            (key, request, message_id),
+        )
+        return message_id, False
+
+    def sent(self, key: str) -> None:
+        """The message for ``key`` is stored by JetStream."""
+        self._db.execute("UPDATE sends SET sent = 1 WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class AdapterApi:
+    """The HTTP API over one partner's SDK client (open while the app runs)."""
+
+    def __init__(
+        self,
+        client: PartnerClient,
+        *,
+        state_dir: Path | None = None,
+        token: str | None = None,
+    ) -> None:
+        self._client = client
+        self._token = token
+        self._idempotency = _Idempotency(state_dir / "idempotency.sqlite" if state_dir else None)
+        self._held: dict[str, Delivery | Refusal] = {}  # inbox id -> item, until acknowledged
+        self._refused: dict[str, str] = {}  # our message id -> the hub's reason
+        self._arrived = asyncio.Event()
+        self._receiving = asyncio.Lock()
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self._guard])
+        app.router.add_post("/v1/messages", self._send)
+        app.router.add_get("/v1/messages/{message_id}", self._state)
+        app.router.add_get("/v1/inbox", self._inbox)
+        app.router.add_post("/v1/inbox/{item_id}/ack", self._ack)
+        app.router.add_post("/v1/inbox/{item_id}/retry", self._retry)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.cleanup_ctx.append(self._heartbeats)
+        return app
+
+    # -- the guard ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self._token is not None and request.path not in ("/healthz",):
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self._token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return _problem(401, "unauthenticated", "a bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return _problem(413, "too-large", "the request is larger than the adapter takes")
+            return _problem(exc.status, "http", exc.reason)
+        except (TransportError, DirectoryStale) as exc:
+            _log.warning("adapter_unavailable", error=type(exc).__name__)
+            return _problem(503, "unavailable", "the hub cannot be reached now; try again",
+                            headers={"Retry-After": "5"})  # fmt: skip
+        except Exception as exc:
+            _log.error("adapter_failed", error=type(exc).__name__)
+            return _problem(500, "internal", "the adapter failed; nothing was sent")
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send(self, request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _KEY.fullmatch(key):
+            return _problem(
+                400, "idempotency-key", "Idempotency-Key: 1 to 128 of A-Z a-z 0-9 . _ : -"
+            )
+        raw = await request.read()
+        parsed = _parse_send(raw)
+        if isinstance(parsed, list):
+            return _problem(422, "invalid", "the message breaks its contract", errors=parsed)
+        message_id = new_message_id()
+        if key is not None:
+            digest = hashlib.sha256(raw).hexdigest()
+            taken = self._idempotency.take(key, digest)
+            if taken is None:
+                return _problem(409, "idempotency-conflict",
+                                "this Idempotency-Key was used for another request")  # fmt: skip
+            message_id = MessageId(taken[0])
+        draft = parsed.draft
+        rule = _CONTRACT_POLICY.rule(parsed.body.MESSAGE_TYPE)
+        if rule.creates_case and draft.case_id is None:
+            # A new case: its id follows from the message id (the back office learns it here).
+            draft = draft.model_copy(update={
+                "case_id": case_id_for(message_id),
+                "step": draft.step or CaseState.SIGNAAL_ONTVANGEN,
+            })  # fmt: skip
+        try:
+            sent = await self._client.send(
+                parsed.body, draft, parsed.recipients, message_id=message_id
+            )
+        except ContractError as exc:
+            field = str(exc).split(":", 1)[0] if ":" in str(exc) else "request"
+            return _problem(422, "invalid", "the message breaks its contract",
+                            errors=[{"field": _safe_field(field), "rule": "contract"}])  # fmt: skip
+        except KeyDirectoryError as exc:
+            return _problem(422, "invalid", "a recipient cannot receive",
+                            errors=[{"field": "recipients", "rule": exc.code.value}])  # fmt: skip
+        except InboundFull:
+            return _problem(503, "inbound-full", "the hub has not caught up; send later",
+                            headers={"Retry-After": "5"})  # fmt: skip
+        if key is not None:
+            self._idempotency.sent(key)
+        return web.json_response({"message_id": sent, "case_id": draft.case_id}, status=202)
+
+    async def _state(self, request: web.Request) -> web.StreamResponse:
+        message_id = request.match_info["message_id"]
+        if not _MESSAGE_ID.fullmatch(message_id):
+            return _problem(404, "not-found", "no such message")
+        reason = self._refused.get(message_id)
+        if reason is not None:
+            return web.json_response({"message_id": message_id, "state": "refused",
+                                      "reason": reason})  # fmt: skip
+        state = await self._client.status(MessageId(message_id))
+        if not state.known:
+            return _problem(404, "not-found", "the hub knows no such message of ours")
+        return web.json_response(json.loads(state.model_dump_json()))
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _inbox(self, request: web.Request) -> web.StreamResponse:
+        try:
+            wait = min(MAX_WAIT, max(0.0, float(request.query.get("wait", "0"))))
+        except ValueError:
+            return _problem(400, "invalid", "wait: seconds, 0 to 30",
+                            errors=[{"field": "wait", "rule": "float_parsing"}])  # fmt: skip
+        await self._take(wait if not self._held else 0.0)
+        items = [self._describe(item_id, item) for item_id, item in list(self._held.items())]
+        return web.json_response({"items": items[:MAX_ITEMS]})
+
+    async def _take(self, wait: float) -> None:
+        """Receive what is waiting (waiting up to ``wait`` s for the first if nothing is)
+        into the held items."""
+        async with self._receiving:
+            timeout = max(wait, 0.05)
+            while len(self._held) < MAX_ITEMS:
+                item = await self._client.receive(timeout=timeout)
+                if item is None:
+                    return
+                timeout = 0.05  # after the first: only what is waiting already
+                if isinstance(item, Delivery):
+                    self._held[item.message_id] = item
+                elif isinstance(item, Refusal):
+                    notice = item.notice
+                    if notice.message_id is not None:
+                        self._refused[str(notice.message_id)] = notice.reason.value
+                    self._held[f"refusal-{_notice_id(notice.model_dump_json())}"] = item
+
+    @staticmethod
+    def _describe(item_id: str, item: Delivery | Refusal) -> dict[str, Any]:
+        if isinstance(item, Refusal):
+            notice = item.notice
+            return {"id": item_id, "kind": "refusal", "message_id": notice.message_id,
+                    "reason": notice.reason.value, "text": notice.text,
+                    "at": notice.at.isoformat()}  # fmt: skip
+        header = item.header
+        return {
+            "id": item_id,
+            "kind": "delivery",
+            "message_id": header.message_id,
+            "message_type": header.message_type.value,
+            "contract_version": header.contract_version,
+            "sender": header.sender.org,
+            "case_id": header.case_id,
+            "step": header.step.value if header.step else None,
+            "created_at": header.created_at.isoformat(),
+            "expires_at": header.expires_at.isoformat(),
+            "header": json.loads(header.model_dump_json(exclude={"recipients", "key_commitment"})),
+            "body": json.loads(item.body.model_dump_json()),
+        }
+
+    async def _ack(self, request: web.Request) -> web.StreamResponse:
+        item = self._held.get(request.match_info["item_id"])
+        if item is None:
+            return _problem(404, "not-found", "no such item waiting (acknowledged already?)")
+        await item.ack()  # a delivery: remembered, acknowledged, then its receipt sent
+        self._held.pop(request.match_info["item_id"], None)
+        return web.Response(status=204)
+
+    async def _retry(self, request: web.Request) -> web.StreamResponse:
+        item = self._held.get(request.match_info["item_id"])
+        if not isinstance(item, Delivery):
+            return _problem(404, "not-found", "no such delivery waiting")
+        await item.retry_later()
+        self._held.pop(request.match_info["item_id"], None)
+        return web.Response(status=204)
+
+    async def _heartbeats(self, _: web.Application) -> AsyncIterator[None]:
+        """While the back office holds items, tell JetStream they are being worked on (so
+        they are not handed out again, nor dead-lettered, while the back office takes its
+        time); on stop, leave them unacknowledged (they come back to the next adapter)."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(_HEARTBEAT)
+                for item in list(self._held.values()):
+                    with contextlib.suppress(Exception):
+                        await item.in_progress()
+
+        task = asyncio.create_task(beat(), name="adapter-heartbeats")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._idempotency.close()
+
+    # -- health ----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _healthz(_: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.StreamResponse:
+        problems = self._client.readiness()
+        if problems:
+            errors = [{"field": p, "rule": "not_ready"} for p in problems]
+            return _problem(503, "not-ready", "the adapter cannot send now", errors=errors)
+        return web.json_response({"status": "ready"})
+
+
+def _safe_field(text: str) -> str:
+    """A field path from an error of ours, cut to the characters a path has."""
+    return re.sub(r"[^A-Za-z0-9_.]", "?", text)[:100] or "request"
+
+
+def _notice_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,252 @@
+"""The adapter's HTTP API with a real hub and nats-server, driven by a plain HTTP client: what a
+back office that knows only HTTP can do, and what it cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from schakel.adapters.http import AdapterApi
+from schakel.contracts.enums import MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.policy import default_policy
+from schakel.harness.http_partner import HttpScenarioRunner, message_request
+from schakel.harness.scenarios import GEM, SCENARIOS, ZVH
+from schakel.hub.natsserver import NatsServer, free_port
+from schakel.keys.crypto import SigningKey
+from schakel.keys.identity import PartnerIdentity
+from tests.hub.conftest import World
+
+CANARY = "Xq7CanaryJansen"
+TOKEN = "t" * 40
+
+
+@contextlib.asynccontextmanager
+async def adapters(
+    world: World, orgs: list[str], tmp: Path, token: str | None = None
+) -> AsyncIterator[dict[str, str]]:
+    """An adapter (HTTP API over the partner's connected SDK client) per organisation, each
+    on a free loopback port; their base URLs."""
+    runners, urls = [], {}
+    try:
+        for org in orgs:
+            api = AdapterApi(world.clients[org], state_dir=tmp / org, token=token)
+            (tmp / org).mkdir(parents=True, exist_ok=True)
+            runner = web.AppRunner(api.app(), access_log=None)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+            urls[org] = f"http://127.0.0.1:{port}"
+        yield urls
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_scenario_1_through_http_alone(world: World, tmp_path: Path) -> None:
+    """PROCESS.md scenario 1 played entirely through the adapters' HTTP APIs with a plain HTTP
+    client: the same outcomes as the SDK test (tests/hub/test_scenarios.py)."""
+    steps = SCENARIOS[1].steps
+    orgs = sorted({s.sender for s in steps} | {o for s in steps for o in s.to})
+    async with adapters(world, orgs, tmp_path) as urls, aiohttp.ClientSession() as session:
+        runner = HttpScenarioRunner(session, urls, default_policy())
+        results = await runner.run(steps)
+        await runner.assert_quiet()
+    assert [r.outcome for r in results] == [
+        "delivered" if s.expect == "delivered" else str(s.expect) for s in steps
+    ]
+
+
+async def test_an_item_stays_until_the_back_office_acknowledges_it(
+    world: World, tmp_path: Path
+) -> None:
+    """A delivery is offered on every poll until acknowledged; the acknowledgement sends the
+    receipt (the sender's state shows it), and a second acknowledgement finds nothing."""
+    body = example_body(MessageType.M1)
+    request = message_request(body, example_draft(MessageType.M1, body), [GEM, ZVH])
+    async with adapters(world, ["POL.west", GEM, ZVH], tmp_path) as urls, \
+            aiohttp.ClientSession() as session:  # fmt: skip
+        async with session.post(urls["POL.west"] + "/v1/messages", json=request) as response:
+            assert response.status == 202
+            message_id = (await response.json())["message_id"]
+        for _ in range(2):  # not acknowledged: offered again
+            async with session.get(urls[GEM] + "/v1/inbox?wait=10") as response:
+                [item] = (await response.json())["items"]
+            assert (item["message_id"], item["kind"]) == (message_id, "delivery")
+            assert item["body"]["persoon"]["achternaam"]  # the opened body, as JSON
+        async with session.post(urls[GEM] + f"/v1/inbox/{item['id']}/ack") as response:
+            assert response.status == 204
+        async with session.post(urls[GEM] + f"/v1/inbox/{item['id']}/ack") as response:
+            assert response.status == 404
+            assert response.content_type == "application/problem+json"
+        async with session.get(urls[ZVH] + "/v1/inbox?wait=10") as response:
+            [item] = (await response.json())["items"]
+        async with session.post(urls[ZVH] + f"/v1/inbox/{item['id']}/ack") as response:
+            assert response.status == 204
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the sender's receipts arrive by its inbox
+                async with session.get(urls["POL.west"] + "/v1/inbox?wait=0.2"):
+                    pass
+            async with session.get(urls["POL.west"] + f"/v1/messages/{message_id}") as response:
+                state = await response.json()
+            if state.get("state") == "receipted":
+                break
+        assert state["state"] == "receipted"
+        assert sorted(state["receipted_by"]) == sorted([GEM, ZVH])
+
+
+async def test_a_retried_post_with_its_idempotency_key_is_sent_once(
+    world: World, tmp_path: Path
+) -> None:
+    """The same request with the same Idempotency-Key answers with the first message id and
+    the recipient gets one message; the key with another request is a conflict."""
+    body = example_body(MessageType.M1)
+    request = message_request(body, example_draft(MessageType.M1, body), [GEM, ZVH])
+    async with adapters(world, ["POL.west", GEM], tmp_path) as urls, \
+            aiohttp.ClientSession() as session:  # fmt: skip
+        ids = []
+        key = {"Idempotency-Key": "order-1"}
+        for _ in range(3):
+            async with session.post(urls["POL.west"] + "/v1/messages", json=request,
+                                    headers=key) as response:  # fmt: skip
+                assert response.status == 202
+                ids.append((await response.json())["message_id"])
+        assert len(set(ids)) == 1
+        other = {**request, "purpose": request["purpose"], "no_forward": True}
+        async with session.post(urls["POL.west"] + "/v1/messages", json=other,
+                                headers=key) as response:  # fmt: skip
+            assert response.status == 409
+        async with session.get(urls[GEM] + "/v1/inbox?wait=10") as response:
+            items = (await response.json())["items"]
+        async with session.get(urls[GEM] + "/v1/inbox?wait=1") as response:
+            items = (await response.json())["items"]
+        assert [i["message_id"] for i in items] == ids[:1]
+
+
+async def test_every_field_error_is_named_and_no_value_is_echoed(
+    world: World, tmp_path: Path
+) -> None:
+    """A request breaking its contract in several places: 422, one error per field naming the
+    field and the rule, never a value or an unknown key the caller sent; junk, wrong
+    content, oversized bodies and unknown items get problem documents too."""
+    body = example_body(MessageType.M1)
+    request = message_request(body, example_draft(MessageType.M1, body), [GEM])
+    request["body"]["persoon"]["bsn"] = CANARY
+    request["purpose"] = CANARY
+    request[CANARY] = CANARY
+    del request["legal_basis"]
+    async with adapters(world, ["POL.west"], tmp_path) as urls, \
+            aiohttp.ClientSession() as session:  # fmt: skip
+        base = urls["POL.west"]
+        async with session.post(base + "/v1/messages", json=request) as response:
+            assert response.status == 422
+            assert response.content_type == "application/problem+json"
+            text = await response.text()
+        problem = json.loads(text)
+        fields = {e["field"] for e in problem["errors"]}
+        assert {"body.persoon.bsn", "purpose", "legal_basis", "?"} <= fields, fields
+        assert CANARY not in text
+        for data, status in ((b"\x00junk", 422), (b"[" * 10_000, 422),
+                             (b"x" * (3 * 1024 * 1024), 413)):  # fmt: skip
+            async with session.post(base + "/v1/messages", data=io.BytesIO(data)) as response:
+                assert response.status == status
+                assert response.content_type == "application/problem+json"
+        for path in ("/v1/messages/" + CANARY, "/v1/inbox/" + CANARY + "/ack", "/v1/nothing"):
+            method = session.post if path.endswith("ack") else session.get
+            async with method(base + path) as response:
+                assert response.status == 404
+                assert CANARY not in await response.text()
+
+
+async def test_a_token_is_required_when_one_is_set(world: World, tmp_path: Path) -> None:
+    """With a token configured, a caller without it (or with another) gets 401 everywhere
+    but the liveness probe."""
+    async with adapters(world, [GEM], tmp_path, token=TOKEN) as urls, \
+            aiohttp.ClientSession() as session:  # fmt: skip
+        base = urls[GEM]
+        for headers in ({}, {"Authorization": "Bearer " + "x" * 40}):
+            async with session.get(base + "/v1/inbox", headers=headers) as response:
+                assert response.status == 401
+        async with session.get(base + "/healthz") as response:
+            assert response.status == 200
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        async with session.get(base + "/v1/inbox", headers=good) as response:
+            assert response.status == 200
+        async with session.get(base + "/readyz", headers=good) as response:
+            assert response.status == 200
+
+
+def test_the_adapter_refuses_to_listen_unauthenticated_beyond_loopback(
+    tmp_path: Path, partner_identities: dict[str, PartnerIdentity], authority: SigningKey
+) -> None:
+    """``schakel adapter run --listen 0.0.0.0:PORT`` without a token file does not start, and
+    says why in one line; nothing listens."""
+    import base64
+
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "schakel", "adapter", "run", "--listen", f"0.0.0.0:{port}",
+         "--nats", "nats://127.0.0.1:1", "--keystore", str(tmp_path / "none.keystore"),
+         "--authority-public", base64.b64encode(authority.public.raw).decode()],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "api_token_file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_the_adapter_process_serves_and_stops(
+    nats_server: NatsServer, tmp_path: Path, world: World
+) -> None:
+    """``schakel adapter run`` as a process: ready on its port, then stopped by SIGTERM."""
+    import base64
+
+    from pydantic import SecretStr
+
+    from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
+
+    org = "OM.west"
+    save_keystore(world.identities[org], tmp_path / "om.keystore", SecretStr("pw"),
+                  KdfParams.for_tests())  # fmt: skip
+    (tmp_path / "token").write_text(TOKEN)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "schakel", "adapter", "run", "--listen", f"127.0.0.1:{port}",
+         "--nats", nats_server.url, "--keystore", str(tmp_path / "om.keystore"),
+         "--state-dir", str(tmp_path / "state"), "--api-token-file", str(tmp_path / "token"),
+         "--authority-public", base64.b64encode(world.authority.public.raw).decode()],
+        env={**os.environ, PASSPHRASE_ENV: "pw"}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            status = None
+            while time.monotonic() < deadline and process.poll() is None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    bearer = {"Authorization": f"Bearer {TOKEN}"}
+                    async with session.get(f"http://127.0.0.1:{port}/readyz",
+                                           headers=bearer) as r:  # fmt: skip
+                        status = r.status
+                        if status == 200:
+                            break
+                await asyncio.sleep(0.2)
+            assert status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
