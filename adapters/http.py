@@ -28,10 +28,11 @@ import hmac
 import json
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
@@ -48,7 +49,10 @@ from schakel.contracts.ids import MESSAGE_ID_PATTERN, MessageId, OrgId, case_id_
 from schakel.contracts.policy import default_policy
 from schakel.keys.errors import KeyDirectoryError
 
-__all__ = ["MAX_REQUEST_BYTES", "AdapterApi", "is_loopback"]
+if TYPE_CHECKING:
+    from schakel.adapters.webhook import Webhook
+
+__all__ = ["MAX_REQUEST_BYTES", "AdapterApi", "describe", "is_loopback", "notice_id"]
 
 MAX_REQUEST_BYTES: Final = 2 * 1024 * 1024
 MAX_WAIT: Final = 30.0  # seconds a long poll may wait
@@ -58,6 +62,7 @@ _MESSAGE_ID: Final = re.compile(MESSAGE_ID_PATTERN)
 _PROBLEM: Final = "application/problem+json"
 _TYPES: Final = "https://schakel.example/problems/"
 _HEARTBEAT: Final = 10.0  # seconds between "still working on it" for items held
+_KEY_KEPT: Final = 7 * 86400.0  # seconds an Idempotency-Key is remembered
 _CONTRACT_POLICY: Final = default_policy()  # which message types open a case (contract)
 _log = structlog.get_logger("schakel.adapter")
 
@@ -182,7 +187,7 @@ class _Idempotency:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, request TEXT NOT NULL,"
-            " message_id TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0)"
+            " message_id TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0, at REAL NOT NULL)"
         )
 
     def take(self, key: str, request: str) -> tuple[str, bool] | None:
@@ -194,9 +199,12 @@ class _Idempotency:
         if row is not None:
             return (str(row[1]), bool(row[2])) if row[0] == request else None
         message_id = new_message_id()
+        now = time.time()
+        # A key is kept as long as a message lives (7 days): a retry after that is new.
+        self._db.execute("DELETE FROM sends WHERE at < ?", (now - _KEY_KEPT,))
         self._db.execute(
-            "INSERT INTO sends (key, request, message_id) VALUES (?, ?, ?)",
-            (key, request, message_id),
+            "INSERT INTO sends (key, request, message_id, at) VALUES (?, ?, ?, ?)",
+            (key, request, message_id, now),
         )
         return message_id, False
 
@@ -217,9 +225,11 @@ class AdapterApi:
         *,
         state_dir: Path | None = None,
         token: str | None = None,
+        webhook: Webhook | None = None,
     ) -> None:
         self._client = client
         self._token = token
+        self._webhook = webhook
         self._idempotency = _Idempotency(state_dir / "idempotency.sqlite" if state_dir else None)
         self._held: dict[str, Delivery | Refusal] = {}  # inbox id -> item, until acknowledged
         self._refused: dict[str, str] = {}  # our message id -> the hub's reason
@@ -327,13 +337,15 @@ class AdapterApi:
     # -- receiving -------------------------------------------------------------------------
 
     async def _inbox(self, request: web.Request) -> web.StreamResponse:
+        if self._webhook is not None:
+            return _problem(409, "webhook-mode", "items are pushed to the webhook, not polled")
         try:
             wait = min(MAX_WAIT, max(0.0, float(request.query.get("wait", "0"))))
         except ValueError:
             return _problem(400, "invalid", "wait: seconds, 0 to 30",
                             errors=[{"field": "wait", "rule": "float_parsing"}])  # fmt: skip
         await self._take(wait if not self._held else 0.0)
-        items = [self._describe(item_id, item) for item_id, item in list(self._held.items())]
+        items = [describe(item_id, item) for item_id, item in list(self._held.items())]
         return web.json_response({"items": items[:MAX_ITEMS]})
 
     async def _take(self, wait: float) -> None:
@@ -352,30 +364,7 @@ class AdapterApi:
                     notice = item.notice
                     if notice.message_id is not None:
                         self._refused[str(notice.message_id)] = notice.reason.value
-                    self._held[f"refusal-{_notice_id(notice.model_dump_json())}"] = item
-
-    @staticmethod
-    def _describe(item_id: str, item: Delivery | Refusal) -> dict[str, Any]:
-        if isinstance(item, Refusal):
-            notice = item.notice
-            return {"id": item_id, "kind": "refusal", "message_id": notice.message_id,
-                    "reason": notice.reason.value, "text": notice.text,
-                    "at": notice.at.isoformat()}  # fmt: skip
-        header = item.header
-        return {
-            "id": item_id,
-            "kind": "delivery",
-            "message_id": header.message_id,
-            "message_type": header.message_type.value,
-            "contract_version": header.contract_version,
-            "sender": header.sender.org,
-            "case_id": header.case_id,
-            "step": header.step.value if header.step else None,
-            "created_at": header.created_at.isoformat(),
-            "expires_at": header.expires_at.isoformat(),
-            "header": json.loads(header.model_dump_json(exclude={"recipients", "key_commitment"})),
-            "body": json.loads(item.body.model_dump_json()),
-        }
+                    self._held[f"refusal-{notice_id(notice.model_dump_json())}"] = item
 
     async def _ack(self, request: web.Request) -> web.StreamResponse:
         item = self._held.get(request.match_info["item_id"])
@@ -405,11 +394,23 @@ class AdapterApi:
                     with contextlib.suppress(Exception):
                         await item.in_progress()
 
-        task = asyncio.create_task(beat(), name="adapter-heartbeats")
+        tasks = [asyncio.create_task(beat(), name="adapter-heartbeats")]
+        if self._webhook is not None:
+            from schakel.adapters.webhook import push
+
+            def refused(item: Refusal) -> None:
+                if item.notice.message_id is not None:
+                    self._refused[str(item.notice.message_id)] = item.notice.reason.value
+
+            tasks.append(asyncio.create_task(
+                push(self._client, self._webhook, on_refusal=refused), name="adapter-webhook"
+            ))  # fmt: skip
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._idempotency.close()
 
     # -- health ----------------------------------------------------------------------------
@@ -426,10 +427,36 @@ class AdapterApi:
         return web.json_response({"status": "ready"})
 
 
+def describe(item_id: str, item: Delivery | Refusal) -> dict[str, Any]:
+    """An item for the back office as JSON: a delivery's header metadata and opened body,
+    or a refusal notice (for the inbox and the webhook alike)."""
+    if isinstance(item, Refusal):
+        notice = item.notice
+        return {"id": item_id, "kind": "refusal", "message_id": notice.message_id,
+                "reason": notice.reason.value, "text": notice.text,
+                "at": notice.at.isoformat()}  # fmt: skip
+    header = item.header
+    return {
+        "id": item_id,
+        "kind": "delivery",
+        "message_id": header.message_id,
+        "message_type": header.message_type.value,
+        "contract_version": header.contract_version,
+        "sender": header.sender.org,
+        "case_id": header.case_id,
+        "step": header.step.value if header.step else None,
+        "created_at": header.created_at.isoformat(),
+        "expires_at": header.expires_at.isoformat(),
+        "header": json.loads(header.model_dump_json(exclude={"recipients", "key_commitment"})),
+        "body": json.loads(item.body.model_dump_json()),
+    }
+
+
 def _safe_field(text: str) -> str:
     """A field path from an error of ours, cut to the characters a path has."""
     return re.sub(r"[^A-Za-z0-9_.]", "?", text)[:100] or "request"
 
 
-def _notice_id(text: str) -> str:
+def notice_id(text: str) -> str:
+    """A short id for a refusal notice (its text is the hub's signed statement)."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         None, description="file holding the bearer token the back office must present"
     )
+    webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]{1,2000}$",
+        description="push each item to this URL instead of holding it for GET /v1/inbox",
+    )
+    webhook_secret_file: Path | None = Field(
+        None, description="file holding the secret the webhook's signatures are made with"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -1015,6 +1015,16 @@ def _adapter_run(args: argparse.Namespace) -> int:
             "listen: a non-loopback address needs api_token_file (nothing listens "
             "unauthenticated on another interface)"
         )
+    webhook = None
+    if settings.webhook_url is not None:
+        from schakel.adapters.webhook import Webhook
+
+        if settings.webhook_secret_file is None:
+            raise SettingsError("webhook_url: needs webhook_secret_file (pushes are signed)")
+        secret = settings.webhook_secret_file.read_bytes().strip()
+        if len(secret) < 32:
+            raise SettingsError("webhook_secret_file: the secret must be at least 32 bytes")
+        webhook = Webhook(settings.webhook_url, secret)
     client = PartnerClient.from_settings(settings)
 
     async def run() -> int:
@@ -1023,7 +1033,7 @@ def _adapter_run(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         async with client:
-            api = AdapterApi(client, state_dir=settings.state_dir, token=token)
+            api = AdapterApi(client, state_dir=settings.state_dir, token=token, webhook=webhook)
             runner = web.AppRunner(api.app(), access_log=None)
             await runner.setup()
             site: web.BaseSite = (
@@ -1196,7 +1206,8 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter", help="the adapter a back office talks to over HTTP"
     ).add_subparsers(dest="adapter_command", required=True)
     serve = adapter.add_parser("run", help="serve the HTTP API until stopped")
-    for name in ("keystore", "state_dir", "authority_public", "listen", "api_token_file"):
+    for name in ("keystore", "state_dir", "authority_public", "listen", "api_token_file",
+                 "webhook_url", "webhook_secret_file"):  # fmt: skip
         _setting(serve, name)
     _add_nats(serve)
     serve.set_defaults(handler=_adapter_run)

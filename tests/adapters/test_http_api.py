@@ -250,3 +250,62 @@ async def test_the_adapter_process_serves_and_stops(
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "Traceback" not in err
+
+
+async def test_webhook_mode_pushes_signed_retries_and_acknowledges_after_2xx(
+    world: World, tmp_path: Path
+) -> None:
+    """A back office that only receives HTTP: the adapter POSTs each delivery, signed; a
+    non-2xx answer is retried (the same delivery id); only after a 2xx is the message
+    acknowledged (the sender sees it receipted); polling is refused in this mode."""
+    from schakel.adapters.webhook import Webhook, signature
+
+    secret = b"s" * 32
+    seen: list[tuple[str, int]] = []
+
+    async def back_office(request: web.Request) -> web.Response:
+        body = await request.read()
+        timestamp = request.headers["Schakel-Timestamp"]
+        assert request.headers["Schakel-Signature"] == signature(secret, timestamp, body)
+        delivery = request.headers["Schakel-Delivery"]
+        seen.append((delivery, len(seen)))
+        if len(seen) == 1:
+            return web.Response(status=503)  # not now: the adapter tries again
+        assert json.loads(body)["message_id"] == delivery
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/incoming", back_office)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    api = AdapterApi(world.clients[GEM], state_dir=tmp_path / "gem",
+                     webhook=Webhook(f"http://127.0.0.1:{port}/incoming", secret))  # fmt: skip
+    gem_runner = web.AppRunner(api.app(), access_log=None)
+    await gem_runner.setup()
+    gem_port = free_port()
+    await web.TCPSite(gem_runner, "127.0.0.1", gem_port).start()
+    try:
+        async with adapters(world, ["POL.west"], tmp_path) as urls, \
+                aiohttp.ClientSession() as session:  # fmt: skip
+            body = example_body(MessageType.M1)
+            request = message_request(body, example_draft(MessageType.M1, body), [GEM, ZVH])
+            async with session.post(urls["POL.west"] + "/v1/messages", json=request) as response:
+                message_id = (await response.json())["message_id"]
+            async with session.get(f"http://127.0.0.1:{gem_port}/v1/inbox") as response:
+                assert response.status == 409
+            deadline = time.monotonic() + 20
+            while len(seen) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert [d for d, _ in seen] == [message_id, message_id]
+            receipted = False
+            while not receipted and time.monotonic() < deadline:
+                async with session.get(urls["POL.west"] + "/v1/inbox?wait=0.2"):
+                    pass
+                async with session.get(urls["POL.west"] + f"/v1/messages/{message_id}") as r:
+                    receipted = GEM in (await r.json()).get("receipted_by", [])
+            assert receipted
+    finally:
+        await gem_runner.cleanup()
+        await runner.cleanup()

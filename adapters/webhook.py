@@ -1,0 +1,116 @@
+"""Webhook mode: the adapter pushes each delivery and refusal notice to the back office.
+
+Each item is POSTed (JSON, as ``GET /v1/inbox`` shows it) to the one URL the settings name,
+signed so that the back office can tell it came from its adapter::
+
+    Schakel-Timestamp: <unix seconds>
+    Schakel-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
+    Schakel-Delivery: <item id>   (a delivery's message id: the back office's dedupe key)
+
+The adapter retries with back-off (1 s doubling, at most 60 s) until the back office answers
+2xx, keeping the message in progress at JetStream meanwhile; only then does it acknowledge it
+(and send the receipt). One item at a time, in order. A crash between the back office's 2xx
+and the acknowledgement means the item comes again with the same ``Schakel-Delivery``: the
+back office keeps the ids it processed (docs/ADAPTER.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+import structlog
+
+from schakel.adapters.client import Delivery, PartnerClient, Refusal
+from schakel.adapters.http import describe, notice_id
+
+__all__ = ["Webhook", "push", "signature"]
+
+_MAX_BACKOFF: Final = 60.0
+_TIMEOUT: Final = 10.0  # seconds one POST may take
+_log = structlog.get_logger("schakel.adapter")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where the adapter pushes, and the secret it signs with."""
+
+    url: str
+    secret: bytes
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The ``Schakel-Signature`` value for a body sent at ``timestamp``."""
+    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+async def push(
+    client: PartnerClient,
+    webhook: Webhook,
+    *,
+    on_refusal: Callable[[Refusal], None] | None = None,
+    pushed: Callable[[], None] | None = None,
+) -> None:
+    """Push every item the client receives to the webhook, for ever (until cancelled)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT)) as session:
+        while True:
+            item = await client.receive(timeout=5.0)
+            if not isinstance(item, Delivery | Refusal):
+                continue  # nothing, or what the SDK rejected (acknowledged, logged there)
+            if isinstance(item, Refusal) and on_refusal is not None:
+                on_refusal(item)
+            item_id = (
+                item.message_id
+                if isinstance(item, Delivery)
+                else f"refusal-{notice_id(item.notice.model_dump_json())}"
+            )
+            body = json.dumps(describe(item_id, item)).encode()
+            await _until_taken(session, webhook, item, item_id, body)
+            await item.ack()  # remembered, acknowledged, then its receipt sent
+            if pushed is not None:
+                pushed()
+
+
+async def _until_taken(
+    session: aiohttp.ClientSession,
+    webhook: Webhook,
+    item: Delivery | Refusal,
+    item_id: str,
+    body: bytes,
+) -> None:
+    """POST until the back office answers 2xx, keeping the item in progress meanwhile."""
+    delay = 1.0
+    attempt = 0
+    while True:
+        attempt += 1
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "Schakel-Timestamp": timestamp,
+            "Schakel-Signature": signature(webhook.secret, timestamp, body),
+            "Schakel-Delivery": item_id,
+        }
+        status: int | None = None
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.post(webhook.url, data=body, headers=headers) as response:
+                status = response.status
+        if status is not None and 200 <= status < 300:
+            return
+        _log.warning("webhook_not_taken", status=status, attempt=attempt, retry_in=delay)
+        waited = 0.0
+        while waited < delay:  # JetStream must not hand it out again while we wait
+            with contextlib.suppress(Exception):
+                await item.in_progress()
+            step = min(10.0, delay - waited)
+            await asyncio.sleep(step)
+            waited += step
+        delay = min(_MAX_BACKOFF, delay * 2)
