@@ -36,6 +36,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from pydantic import ValidationError
 
 from schakel.adapters.client import Delivery, DirectoryStale, InboundFull, PartnerClient, Refusal
@@ -216,6 +223,33 @@ class _Idempotency:
         self._db.close()
 
 
+class _Metrics:
+    """The adapter's Prometheus metrics, in a registry of its own. Labels are closed sets
+    (message types, item kinds, outcomes): never a case id, a message id or content."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sent = Counter("schakel_adapter_sent", "messages sent", ["message_type"],
+                            registry=r)  # fmt: skip
+        self.invalid = Counter("schakel_adapter_invalid", "POSTs refused by the contract",
+                               registry=r)  # fmt: skip
+        self.received = Counter("schakel_adapter_received", "items received", ["kind"],
+                                registry=r)  # fmt: skip
+        self.acknowledged = Counter("schakel_adapter_acknowledged",
+                                    "items the back office has", ["kind"], registry=r)  # fmt: skip
+        self.pushes = Counter("schakel_adapter_webhook_pushes", "webhook POSTs", ["outcome"],
+                              registry=r)  # fmt: skip
+        self.held = Gauge("schakel_adapter_held", "items waiting for the back office",
+                          registry=r)  # fmt: skip
+        self.ready = Gauge("schakel_adapter_ready", "1 when NATS, directory and keys are fine",
+                           registry=r)  # fmt: skip
+
+
+def _kind(item: object) -> str:
+    return "delivery" if isinstance(item, Delivery) else "refusal"
+
+
 class AdapterApi:
     """The HTTP API over one partner's SDK client (open while the app runs)."""
 
@@ -233,8 +267,8 @@ class AdapterApi:
         self._idempotency = _Idempotency(state_dir / "idempotency.sqlite" if state_dir else None)
         self._held: dict[str, Delivery | Refusal] = {}  # inbox id -> item, until acknowledged
         self._refused: dict[str, str] = {}  # our message id -> the hub's reason
-        self._arrived = asyncio.Event()
         self._receiving = asyncio.Lock()
+        self.metrics = _Metrics()
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -246,6 +280,8 @@ class AdapterApi:
         app.router.add_post("/v1/inbox/{item_id}/retry", self._retry)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/openapi.json", self._openapi)
         app.cleanup_ctx.append(self._heartbeats)
         return app
 
@@ -286,6 +322,7 @@ class AdapterApi:
         raw = await request.read()
         parsed = _parse_send(raw)
         if isinstance(parsed, list):
+            self.metrics.invalid.inc()
             return _problem(422, "invalid", "the message breaks its contract", errors=parsed)
         message_id = new_message_id()
         if key is not None:
@@ -319,6 +356,7 @@ class AdapterApi:
                             headers={"Retry-After": "5"})  # fmt: skip
         if key is not None:
             self._idempotency.sent(key)
+        self.metrics.sent.labels(message_type=parsed.body.MESSAGE_TYPE.value).inc()
         return web.json_response({"message_id": sent, "case_id": draft.case_id}, status=202)
 
     async def _state(self, request: web.Request) -> web.StreamResponse:
@@ -340,10 +378,12 @@ class AdapterApi:
         if self._webhook is not None:
             return _problem(409, "webhook-mode", "items are pushed to the webhook, not polled")
         try:
-            wait = min(MAX_WAIT, max(0.0, float(request.query.get("wait", "0"))))
+            wait = float(request.query.get("wait", "0"))
         except ValueError:
+            wait = -1.0
+        if not 0.0 <= wait <= MAX_WAIT:  # (also not a number, infinite)
             return _problem(400, "invalid", "wait: seconds, 0 to 30",
-                            errors=[{"field": "wait", "rule": "float_parsing"}])  # fmt: skip
+                            errors=[{"field": "wait", "rule": "range"}])  # fmt: skip
         await self._take(wait if not self._held else 0.0)
         items = [describe(item_id, item) for item_id, item in list(self._held.items())]
         return web.json_response({"items": items[:MAX_ITEMS]})
@@ -358,6 +398,7 @@ class AdapterApi:
                 if item is None:
                     return
                 timeout = 0.05  # after the first: only what is waiting already
+                self.metrics.received.labels(kind=_kind(item)).inc()
                 if isinstance(item, Delivery):
                     self._held[item.message_id] = item
                 elif isinstance(item, Refusal):
@@ -372,6 +413,7 @@ class AdapterApi:
             return _problem(404, "not-found", "no such item waiting (acknowledged already?)")
         await item.ack()  # a delivery: remembered, acknowledged, then its receipt sent
         self._held.pop(request.match_info["item_id"], None)
+        self.metrics.acknowledged.labels(kind=_kind(item)).inc()
         return web.Response(status=204)
 
     async def _retry(self, request: web.Request) -> web.StreamResponse:
@@ -402,8 +444,15 @@ class AdapterApi:
                 if item.notice.message_id is not None:
                     self._refused[str(item.notice.message_id)] = item.notice.reason.value
 
+            def pushed(item: Delivery | Refusal, status: int | None) -> None:
+                ok = status is not None and 200 <= status < 300
+                self.metrics.pushes.labels(outcome="2xx" if ok else "not-taken").inc()
+                if ok:
+                    self.metrics.acknowledged.labels(kind=_kind(item)).inc()
+
             tasks.append(asyncio.create_task(
-                push(self._client, self._webhook, on_refusal=refused), name="adapter-webhook"
+                push(self._client, self._webhook, on_refusal=refused, on_push=pushed),
+                name="adapter-webhook",
             ))  # fmt: skip
         yield
         for task in tasks:
@@ -418,6 +467,18 @@ class AdapterApi:
     @staticmethod
     async def _healthz(_: web.Request) -> web.StreamResponse:
         return web.json_response({"status": "ok"})
+
+    @staticmethod
+    async def _openapi(_: web.Request) -> web.StreamResponse:
+        from schakel.adapters.openapi import COMMITTED
+
+        return web.Response(body=COMMITTED.read_bytes(), content_type="application/json")
+
+    async def _metrics(self, _: web.Request) -> web.StreamResponse:
+        self.metrics.held.set(len(self._held))
+        self.metrics.ready.set(0 if self._client.readiness() else 1)
+        return web.Response(body=generate_latest(self.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})  # fmt: skip
 
     async def _readyz(self, _: web.Request) -> web.StreamResponse:
         problems = self._client.readiness()

@@ -58,7 +58,7 @@ async def push(
     webhook: Webhook,
     *,
     on_refusal: Callable[[Refusal], None] | None = None,
-    pushed: Callable[[], None] | None = None,
+    on_push: Callable[[Delivery | Refusal, int | None], None] | None = None,
 ) -> None:
     """Push every item the client receives to the webhook, for ever (until cancelled)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT)) as session:
@@ -74,10 +74,8 @@ async def push(
                 else f"refusal-{notice_id(item.notice.model_dump_json())}"
             )
             body = json.dumps(describe(item_id, item)).encode()
-            await _until_taken(session, webhook, item, item_id, body)
+            await _until_taken(session, webhook, item, item_id, body, on_push)
             await item.ack()  # remembered, acknowledged, then its receipt sent
-            if pushed is not None:
-                pushed()
 
 
 async def _until_taken(
@@ -86,6 +84,7 @@ async def _until_taken(
     item: Delivery | Refusal,
     item_id: str,
     body: bytes,
+    on_push: Callable[[Delivery | Refusal, int | None], None] | None,
 ) -> None:
     """POST until the back office answers 2xx, keeping the item in progress meanwhile."""
     delay = 1.0
@@ -103,6 +102,8 @@ async def _until_taken(
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with session.post(webhook.url, data=body, headers=headers) as response:
                 status = response.status
+        if on_push is not None:
+            on_push(item, status)
         if status is not None and 200 <= status < 300:
             return
         _log.warning("webhook_not_taken", status=status, attempt=attempt, retry_in=delay)

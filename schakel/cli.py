@@ -1052,6 +1052,14 @@ def _adapter_run(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _adapter_openapi(args: argparse.Namespace) -> int:
+    """The OpenAPI document, generated from the contracts (adapters/openapi.json)."""
+    from schakel.adapters.openapi import rendered
+
+    sys.stdout.write(rendered())
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from schakel.harness.demo import run_demo
 
@@ -1211,6 +1219,8 @@ def build_parser() -> argparse.ArgumentParser:
         _setting(serve, name)
     _add_nats(serve)
     serve.set_defaults(handler=_adapter_run)
+    spec = adapter.add_parser("openapi", help="print the API's OpenAPI document (JSON)")
+    spec.set_defaults(handler=_adapter_openapi)
 
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True

@@ -309,3 +309,16 @@ async def test_webhook_mode_pushes_signed_retries_and_acknowledges_after_2xx(
     finally:
         await gem_runner.cleanup()
         await runner.cleanup()
+
+
+def test_the_committed_openapi_document_is_the_contracts_own() -> None:
+    """adapters/openapi.json is what the contracts give now (regenerate it with
+    ``schakel adapter openapi > adapters/openapi.json``), and every contract is in it."""
+    from schakel.adapters.openapi import COMMITTED, rendered
+    from schakel.contracts.bodies import BODIES
+
+    assert COMMITTED.read_text("utf-8") == rendered(), "stale: run schakel adapter openapi"
+    schemas = json.loads(COMMITTED.read_text("utf-8"))["components"]["schemas"]
+    assert all(model.__name__ in schemas for model in BODIES.values())
+    variants = schemas["SendRequest"]["oneOf"]
+    assert len(variants) == len(BODIES)
