@@ -79,6 +79,16 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
+def _problem_doc(
+    status: int, kind: str, title: str, errors: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """An RFC 9457 problem document (the adapter's own words only)."""
+    doc: dict[str, Any] = {"type": _TYPES + kind, "title": title, "status": status}
+    if errors is not None:
+        doc["errors"] = errors
+    return doc
+
+
 def _problem(
     status: int,
     kind: str,
@@ -194,17 +204,20 @@ class _Idempotency:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, request TEXT NOT NULL,"
-            " message_id TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0, at REAL NOT NULL)"
+            " message_id TEXT NOT NULL, answer TEXT, at REAL NOT NULL)"
         )
 
-    def take(self, key: str, request: str) -> tuple[str, bool] | None:
-        """The message id and whether it was sent, for ``key``; a new id if the key is new;
-        ``None`` if the key was used for another request."""
+    def take(self, key: str, request: str) -> tuple[str, dict[str, Any] | None] | None:
+        """The message id for ``key`` and the answer given when it was sent (``None``: not
+        sent yet); a new id if the key is new; ``None`` if the key was used for another
+        request."""
         row = self._db.execute(
-            "SELECT request, message_id, sent FROM sends WHERE key = ?", (key,)
+            "SELECT request, message_id, answer FROM sends WHERE key = ?", (key,)
         ).fetchone()
         if row is not None:
-            return (str(row[1]), bool(row[2])) if row[0] == request else None
+            if row[0] != request:
+                return None
+            return str(row[1]), (json.loads(row[2]) if row[2] else None)
         message_id = new_message_id()
         now = time.time()
         # A key is kept as long as a message lives (7 days): a retry after that is new.
@@ -213,11 +226,11 @@ class _Idempotency:
             "INSERT INTO sends (key, request, message_id, at) VALUES (?, ?, ?, ?)",
             (key, request, message_id, now),
         )
-        return message_id, False
+        return message_id, None
 
-    def sent(self, key: str) -> None:
-        """The message for ``key`` is stored by JetStream."""
-        self._db.execute("UPDATE sends SET sent = 1 WHERE key = ?", (key,))
+    def sent(self, key: str, answer: dict[str, Any]) -> None:
+        """The message for ``key`` is stored by JetStream; ``answer`` was given."""
+        self._db.execute("UPDATE sends SET answer = ? WHERE key = ?", (json.dumps(answer), key))
 
     def close(self) -> None:
         self._db.close()
@@ -260,10 +273,12 @@ class AdapterApi:
         state_dir: Path | None = None,
         token: str | None = None,
         webhook: Webhook | None = None,
+        folder: Path | None = None,
     ) -> None:
         self._client = client
         self._token = token
         self._webhook = webhook
+        self._folder = folder
         self._idempotency = _Idempotency(state_dir / "idempotency.sqlite" if state_dir else None)
         self._held: dict[str, Delivery | Refusal] = {}  # inbox id -> item, until acknowledged
         self._refused: dict[str, str] = {}  # our message id -> the hub's reason
@@ -319,19 +334,30 @@ class AdapterApi:
             return _problem(
                 400, "idempotency-key", "Idempotency-Key: 1 to 128 of A-Z a-z 0-9 . _ : -"
             )
-        raw = await request.read()
+        status, doc = await self.submit(await request.read(), key)
+        if status == 202:
+            return web.json_response(doc, status=202)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return web.json_response(doc, status=status, content_type=_PROBLEM, headers=headers)
+
+    async def submit(self, raw: bytes, key: str | None) -> tuple[int, dict[str, Any]]:
+        """Validate, seal and publish one request (JSON as ``POST /v1/messages`` takes it):
+        ``202`` and the message and case id, or the status and its problem document. With a
+        ``key``, the same request again (also after a crash) gets the same message id."""
         parsed = _parse_send(raw)
         if isinstance(parsed, list):
             self.metrics.invalid.inc()
-            return _problem(422, "invalid", "the message breaks its contract", errors=parsed)
+            return 422, _problem_doc(422, "invalid", "the message breaks its contract", parsed)
         message_id = new_message_id()
         if key is not None:
             digest = hashlib.sha256(raw).hexdigest()
             taken = self._idempotency.take(key, digest)
             if taken is None:
-                return _problem(409, "idempotency-conflict",
-                                "this Idempotency-Key was used for another request")  # fmt: skip
+                title = "this Idempotency-Key was used for another request"
+                return 409, _problem_doc(409, "idempotency-conflict", title)
             message_id = MessageId(taken[0])
+            if taken[1] is not None:  # sent already: the first answer, nothing sent again
+                return 202, taken[1]
         draft = parsed.draft
         rule = _CONTRACT_POLICY.rule(parsed.body.MESSAGE_TYPE)
         if rule.creates_case and draft.case_id is None:
@@ -346,18 +372,18 @@ class AdapterApi:
             )
         except ContractError as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else "request"
-            return _problem(422, "invalid", "the message breaks its contract",
-                            errors=[{"field": _safe_field(field), "rule": "contract"}])  # fmt: skip
+            errors = [{"field": _safe_field(field), "rule": "contract"}]
+            return 422, _problem_doc(422, "invalid", "the message breaks its contract", errors)
         except KeyDirectoryError as exc:
-            return _problem(422, "invalid", "a recipient cannot receive",
-                            errors=[{"field": "recipients", "rule": exc.code.value}])  # fmt: skip
+            return 422, _problem_doc(422, "invalid", "a recipient cannot receive",
+                                     [{"field": "recipients", "rule": exc.code.value}])  # fmt: skip
         except InboundFull:
-            return _problem(503, "inbound-full", "the hub has not caught up; send later",
-                            headers={"Retry-After": "5"})  # fmt: skip
+            return 503, _problem_doc(503, "inbound-full", "the hub has not caught up; send later")
+        answer = {"message_id": sent, "case_id": draft.case_id}
         if key is not None:
-            self._idempotency.sent(key)
+            self._idempotency.sent(key, answer)
         self.metrics.sent.labels(message_type=parsed.body.MESSAGE_TYPE.value).inc()
-        return web.json_response({"message_id": sent, "case_id": draft.case_id}, status=202)
+        return 202, answer
 
     async def _state(self, request: web.Request) -> web.StreamResponse:
         message_id = request.match_info["message_id"]
@@ -375,8 +401,8 @@ class AdapterApi:
     # -- receiving -------------------------------------------------------------------------
 
     async def _inbox(self, request: web.Request) -> web.StreamResponse:
-        if self._webhook is not None:
-            return _problem(409, "webhook-mode", "items are pushed to the webhook, not polled")
+        if self._webhook is not None or self._folder is not None:
+            return _problem(409, "other-mode", "items go to the webhook or the folder instead")
         try:
             wait = float(request.query.get("wait", "0"))
         except ValueError:
@@ -437,12 +463,20 @@ class AdapterApi:
                         await item.in_progress()
 
         tasks = [asyncio.create_task(beat(), name="adapter-heartbeats")]
-        if self._webhook is not None:
-            from schakel.adapters.webhook import push
 
-            def refused(item: Refusal) -> None:
-                if item.notice.message_id is not None:
-                    self._refused[str(item.notice.message_id)] = item.notice.reason.value
+        def refused(item: Refusal) -> None:
+            if item.notice.message_id is not None:
+                self._refused[str(item.notice.message_id)] = item.notice.reason.value
+
+        if self._folder is not None:
+            from schakel.adapters.folder import Folder, run_folder
+
+            tasks.append(asyncio.create_task(
+                run_folder(self, self._client, Folder(self._folder), on_refusal=refused),
+                name="adapter-folder",
+            ))  # fmt: skip
+        elif self._webhook is not None:
+            from schakel.adapters.webhook import push
 
             def pushed(item: Delivery | Refusal, status: int | None) -> None:
                 ok = status is not None and 200 <= status < 300

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     webhook_secret_file: Path | None = Field(
         None, description="file holding the secret the webhook's signatures are made with"
     )
+    folder: Path | None = Field(
+        None, description="folder mode: send outbox/*.json, write deliveries to inbox/"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -1016,6 +1016,8 @@ def _adapter_run(args: argparse.Namespace) -> int:
             "unauthenticated on another interface)"
         )
     webhook = None
+    if settings.webhook_url is not None and settings.folder is not None:
+        raise SettingsError("webhook_url, folder: one way to the back office, not both")
     if settings.webhook_url is not None:
         from schakel.adapters.webhook import Webhook
 
@@ -1033,7 +1035,8 @@ def _adapter_run(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         async with client:
-            api = AdapterApi(client, state_dir=settings.state_dir, token=token, webhook=webhook)
+            api = AdapterApi(client, state_dir=settings.state_dir, token=token, webhook=webhook,
+                             folder=settings.folder)  # fmt: skip
             runner = web.AppRunner(api.app(), access_log=None)
             await runner.setup()
             site: web.BaseSite = (
@@ -1215,7 +1218,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="adapter_command", required=True)
     serve = adapter.add_parser("run", help="serve the HTTP API until stopped")
     for name in ("keystore", "state_dir", "authority_public", "listen", "api_token_file",
-                 "webhook_url", "webhook_secret_file"):  # fmt: skip
+                 "webhook_url", "webhook_secret_file", "folder"):  # fmt: skip
         _setting(serve, name)
     _add_nats(serve)
     serve.set_defaults(handler=_adapter_run)

@@ -20,10 +20,11 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from schakel.adapters.client import PartnerClient
+from schakel.adapters.client import Delivery, PartnerClient
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
+from schakel.harness.http_partner import message_request
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, ZVH
 from schakel.hub.natsserver import NatsServer, free_port
@@ -38,10 +39,11 @@ SECRET = b"w" * 40
 
 
 class Adapter:
-    """``schakel adapter run`` for GEM as a process, restartable."""
+    """``schakel adapter run`` for an organisation (GEM) as a process, restartable."""
 
-    def __init__(self, world: World, server: NatsServer, tmp: Path, webhook: str | None) -> None:
-        save_keystore(world.identities[GEM], tmp / "gem.keystore", SecretStr("pw"),
+    def __init__(self, world: World, server: NatsServer, tmp: Path, webhook: str | None,
+                 org: str = GEM) -> None:  # fmt: skip
+        save_keystore(world.identities[org], tmp / "gem.keystore", SecretStr("pw"),
                       KdfParams.for_tests())  # fmt: skip
         (tmp / "token").write_text(TOKEN)
         (tmp / "secret").write_bytes(SECRET)
@@ -53,7 +55,9 @@ class Adapter:
             "--api-token-file", str(tmp / "token"),
             "--authority-public", base64.b64encode(world.authority.public.raw).decode(),
         ]  # fmt: skip
-        if webhook is not None:
+        if webhook == "folder":
+            self.command += ["--folder", str(tmp / "folder")]
+        elif webhook is not None:
             self.command += ["--webhook-url", webhook, "--webhook-secret-file", str(tmp / "secret")]
         self.log = tmp / "adapter.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -119,7 +123,7 @@ async def world(
                     authority)  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["poll", "webhook"])
+@pytest.mark.parametrize("mode", ["poll", "webhook", "folder"])
 async def test_kill_9_of_the_adapter_loses_nothing(
     world: World, nats_server: NatsServer, tmp_path: Path, mode: str
 ) -> None:
@@ -142,7 +146,7 @@ async def test_kill_9_of_the_adapter_loses_nothing(
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         url = f"http://127.0.0.1:{port}/in"
-    adapter = Adapter(world, nats_server, tmp_path, url)
+    adapter = Adapter(world, nats_server, tmp_path, "folder" if mode == "folder" else url)
     adapter.start()
     try:
         async with incoming(world, COUNT) as ids, aiohttp.ClientSession() as session:
@@ -152,6 +156,11 @@ async def test_kill_9_of_the_adapter_loses_nothing(
             while time.monotonic() < deadline and (len(got) < COUNT or not killing.done()):
                 if mode == "poll":
                     await _poll_once(session, adapter.port, got, cut_off)
+                elif mode == "folder":  # the back office takes each file and removes it
+                    for path in sorted((tmp_path / "folder" / "inbox").glob("*.json")):
+                        got[path.name.removesuffix(".json")] += 1
+                        path.unlink()
+                    await asyncio.sleep(0.02)
                 else:
                     await asyncio.sleep(0.05)
             await killing
@@ -165,8 +174,8 @@ async def test_kill_9_of_the_adapter_loses_nothing(
         assert not missing
         if mode == "poll":
             assert repeated <= cut_off  # again only what the kill kept from being acknowledged
-        else:
-            assert len(repeated) <= 2  # at most the one in flight at each kill
+        else:  # at most the one between the back office having it and the ack, per kill
+            assert len(repeated) <= 2
     finally:
         adapter.kill()
         if runner is not None:
@@ -199,3 +208,49 @@ async def _poll_once(
                     cut_off.add(item["message_id"])
         except aiohttp.ClientError:
             cut_off.add(item["message_id"])
+
+
+async def test_an_idempotent_post_retried_after_a_crash_is_sent_once(
+    world: World, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The back office POSTs with an Idempotency-Key, the adapter is killed (-9) and started
+    again, the back office POSTs the same request again: the same message id, and the
+    recipient gets the message once."""
+    adapter = Adapter(world, nats_server, tmp_path, None, org="POL.west")
+    body = example_body(MessageType.M1)
+    request = message_request(body, example_draft(MessageType.M1, body), [GEM, ZVH])
+    headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "signal-7"}
+    ids = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                adapter.start()
+                ids.append(await _post_when_up(session, adapter.port, request, headers))
+                adapter.kill()
+    finally:
+        if adapter.process is not None and adapter.process.poll() is None:
+            adapter.kill()
+    assert ids[0] == ids[1]
+    got = []
+    while (item := await world.clients[GEM].receive(timeout=2.0)) is not None:
+        if isinstance(item, Delivery):
+            got.append(item.message_id)
+            await item.ack()
+    assert got == ids[:1]
+
+
+async def _post_when_up(
+    session: aiohttp.ClientSession, port: int, request: dict[str, object],
+    headers: dict[str, str],
+) -> str:  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with session.post(f"http://127.0.0.1:{port}/v1/messages", json=request,
+                                    headers=headers) as response:  # fmt: skip
+                assert response.status == 202, await response.text()
+                return str((await response.json())["message_id"])
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)

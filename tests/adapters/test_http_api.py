@@ -322,3 +322,50 @@ def test_the_committed_openapi_document_is_the_contracts_own() -> None:
     assert all(model.__name__ in schemas for model in BODIES.values())
     variants = schemas["SendRequest"]["oneOf"]
     assert len(variants) == len(BODIES)
+
+
+async def test_folder_mode_sends_the_outbox_and_fills_the_inbox(
+    world: World, tmp_path: Path
+) -> None:
+    """A back office that only writes and reads files: a request renamed into outbox/ is
+    sent and moved to sent/ beside its message id; a broken one to failed/ beside its problem
+    (no value echoed); the delivery appears in the recipient's inbox/ as JSON."""
+    from schakel.adapters.folder import Folder
+
+    body = example_body(MessageType.M1)
+    request = message_request(body, example_draft(MessageType.M1, body), [GEM, ZVH])
+    broken = {**request, "purpose": CANARY}
+    sender, receiver = tmp_path / "pol-folder", tmp_path / "gem-folder"
+    apis = [
+        AdapterApi(world.clients["POL.west"], state_dir=tmp_path / "pol", folder=sender),
+        AdapterApi(world.clients[GEM], state_dir=tmp_path / "gem", folder=receiver),
+    ]
+    runners = []
+    for api in apis:
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()  # (the folder runs with the app; no listener needed)
+        runners.append(runner)
+    try:
+        outbox = Folder(sender)
+        for name, doc in (("signal.json", request), ("broken.json", broken)):
+            outbox.write(outbox.tmp, name, json.dumps(doc).encode())
+            os.replace(outbox.tmp / name, outbox.outbox / name)
+        deadline = time.monotonic() + 20
+        inbox = receiver / "inbox"
+        while time.monotonic() < deadline and not (
+            list(inbox.glob("*.json")) and (sender / "failed" / "broken.json").exists()
+        ):
+            await asyncio.sleep(0.05)
+        sent = json.loads((sender / "sent" / "signal.sent.json").read_text())
+        assert (sender / "sent" / "signal.json").exists()
+        problem = (sender / "failed" / "broken.problem.json").read_text()
+        assert json.loads(problem)["status"] == 422 and CANARY not in problem
+        [delivered] = inbox.glob("*.json")
+        item = json.loads(delivered.read_text())
+        assert (delivered.name, item["message_id"]) == (f"{sent['message_id']}.json",
+                                                        sent["message_id"])  # fmt: skip
+        assert item["body"]["persoon"]["achternaam"]
+        assert not list(sender.glob("outbox/*.json"))
+    finally:
+        for runner in runners:
+            await runner.cleanup()
