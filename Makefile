@@ -30,10 +30,11 @@ layers: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-## bench: envelope crypto beside raw libsodium; the hub beside a bare JetStream relay
+## bench: envelope crypto beside raw libsodium; the hub beside a bare JetStream relay; the adapter beside the SDK
 bench: $(STAMP)
 	$(BIN)/python bench/envelope.py
 	$(BIN)/python bench/endtoend.py
+	$(BIN)/python bench/adapter.py
 
 ## schemas / vectors: regenerate the committed JSON Schemas and known-answer vectors
 schemas: $(STAMP)

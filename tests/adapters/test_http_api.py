@@ -376,7 +376,7 @@ async def test_the_guides_curl_example_is_taken(world: World, tmp_path: Path) ->
     guide = (Path(__file__).parents[2] / "docs" / "ADAPTER.md").read_text("utf-8")
     example = json.loads(guide.split("-d '", 1)[1].split("'\n", 1)[0])
     async with adapters(world, ["POL.west"], tmp_path) as urls, \
-            aiohttp.ClientSession() as session:  # fmt: skip
-        async with session.post(urls["POL.west"] + "/v1/messages", json=example) as response:
-            assert response.status == 202, await response.text()
-            assert (await response.json())["case_id"].startswith("case-")
+            aiohttp.ClientSession() as session, \
+            session.post(urls["POL.west"] + "/v1/messages", json=example) as response:  # fmt: skip
+        assert response.status == 202, await response.text()
+        assert (await response.json())["case_id"].startswith("case-")
