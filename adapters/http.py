@@ -28,7 +28,6 @@ import hmac
 import json
 import re
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from schakel.adapters.client import Delivery, DirectoryStale, InboundFull, Partn
 from schakel.bus import TransportError
 from schakel.contracts import boundedjson
 from schakel.contracts.bodies import Body, body_contract
+from schakel.contracts.clock import system_clock
 from schakel.contracts.enums import CaseState, MessageType
 from schakel.contracts.errors import ContractError
 from schakel.contracts.header import MessageDraft
@@ -219,7 +219,7 @@ class _Idempotency:
                 return None
             return str(row[1]), (json.loads(row[2]) if row[2] else None)
         message_id = new_message_id()
-        now = time.time()
+        now = system_clock().timestamp()
         # A key is kept as long as a message lives (7 days): a retry after that is new.
         self._db.execute("DELETE FROM sends WHERE at < ?", (now - _KEY_KEPT,))
         self._db.execute(

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -31,6 +30,7 @@ import structlog
 
 from schakel.adapters.client import Delivery, PartnerClient, Refusal
 from schakel.adapters.http import describe, notice_id
+from schakel.contracts.clock import system_clock
 
 __all__ = ["Webhook", "push", "signature"]
 
@@ -91,7 +91,7 @@ async def _until_taken(
     attempt = 0
     while True:
         attempt += 1
-        timestamp = str(int(time.time()))
+        timestamp = str(int(system_clock().timestamp()))
         headers = {
             "Content-Type": "application/json",
             "Schakel-Timestamp": timestamp,

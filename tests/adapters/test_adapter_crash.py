@@ -254,3 +254,37 @@ async def _post_when_up(
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0", "unix"])
+async def test_the_adapter_process_listens_where_told_and_only_with_the_token_beyond_loopback(
+    world: World, nats_server: NatsServer, tmp_path: Path, listen: str
+) -> None:
+    """On all interfaces, the adapter answers a caller without the token 401 (the liveness
+    probe aside); on a unix socket it serves the API to whoever may open the socket."""
+    adapter = Adapter(world, nats_server, tmp_path, None)
+    socket = tmp_path / "adapter.sock"
+    where = f"unix:{socket}" if listen == "unix" else f"0.0.0.0:{adapter.port}"
+    adapter.command[adapter.command.index("--listen") + 1] = where
+    adapter.start()
+    try:
+        connector = aiohttp.UnixConnector(path=str(socket)) if listen == "unix" else None
+        base = "http://adapter" if listen == "unix" else f"http://127.0.0.1:{adapter.port}"
+        async with aiohttp.ClientSession(connector=connector) as session:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with session.get(base + "/healthz") as response:
+                        assert response.status == 200
+                        break
+                except (aiohttp.ClientConnectionError, FileNotFoundError):
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            async with session.get(base + "/v1/inbox") as response:
+                assert response.status == 401
+                assert response.content_type == "application/problem+json"
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            async with session.get(base + "/v1/inbox", headers=bearer) as response:
+                assert response.status == 200
+    finally:
+        adapter.kill()
