@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -75,8 +77,19 @@ _log = structlog.get_logger("schakel.adapter")
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (the only one open without a token)."""
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    """Whether every address ``host`` stands for is a loopback address (the only kind open
+    without a token or a client certificate). A name is resolved; an empty host or an
+    unresolvable name is not loopback."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).split("%", 1)[0] for info in found}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 def _problem_doc(

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         None, description="file holding the bearer token the back office must present"
     )
+    api_tls_cert: Path | None = Field(None, description="the adapter's TLS certificate (PEM)")
+    api_tls_key: Path | None = Field(None, description="its private key (PEM)")
+    api_tls_client_ca: Path | None = Field(
+        None, description="CA whose client certificates the adapter requires (mutual TLS)"
+    )
     webhook_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s]{1,2000}$",

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -1010,10 +1011,12 @@ def _adapter_run(args: argparse.Namespace) -> int:
     unix = listen.removeprefix("unix:") if listen.startswith("unix:") else None
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    if unix is None and not is_loopback(host) and token is None:
+    tls = _adapter_tls(settings)
+    mutual = tls is not None and settings.api_tls_client_ca is not None
+    if unix is None and not is_loopback(host) and token is None and not mutual:
         raise SettingsError(
-            "listen: a non-loopback address needs api_token_file (nothing listens "
-            "unauthenticated on another interface)"
+            "listen: a non-loopback address needs api_token_file or api_tls_client_ca "
+            "(nothing listens unauthenticated on another interface)"
         )
     webhook = None
     if settings.webhook_url is not None and settings.folder is not None:
@@ -1040,7 +1043,9 @@ def _adapter_run(args: argparse.Namespace) -> int:
             runner = web.AppRunner(api.app(), access_log=None)
             await runner.setup()
             site: web.BaseSite = (
-                web.UnixSite(runner, unix) if unix else web.TCPSite(runner, host, int(port))
+                web.UnixSite(runner, unix)
+                if unix
+                else web.TCPSite(runner, host, int(port), ssl_context=tls)
             )
             await site.start()
             structlog.get_logger("schakel.adapter").info(
@@ -1053,6 +1058,27 @@ def _adapter_run(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _adapter_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The listener's TLS context from the settings (client certificates required when a
+    client CA is named), or ``None``."""
+    if settings.api_tls_cert is None and settings.api_tls_key is None:
+        if settings.api_tls_client_ca is not None:
+            raise SettingsError("api_tls_client_ca: needs api_tls_cert and api_tls_key")
+        return None
+    if settings.api_tls_cert is None or settings.api_tls_key is None:
+        raise SettingsError("api_tls_cert, api_tls_key: both or neither")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.api_tls_cert, settings.api_tls_key)
+        if settings.api_tls_client_ca is not None:
+            context.load_verify_locations(settings.api_tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except ssl.SSLError as exc:
+        raise SettingsError(f"api_tls_*: the TLS files cannot be used ({exc.reason})") from None
+    return context
 
 
 def _adapter_openapi(args: argparse.Namespace) -> int:
@@ -1218,7 +1244,8 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_subparsers(dest="adapter_command", required=True)
     serve = adapter.add_parser("run", help="serve the HTTP API until stopped")
     for name in ("keystore", "state_dir", "authority_public", "listen", "api_token_file",
-                 "webhook_url", "webhook_secret_file", "folder"):  # fmt: skip
+                 "api_tls_cert", "api_tls_key", "api_tls_client_ca", "webhook_url",
+                 "webhook_secret_file", "folder"):  # fmt: skip
         _setting(serve, name)
     _add_nats(serve)
     serve.set_defaults(handler=_adapter_run)

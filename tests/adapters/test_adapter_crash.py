@@ -288,3 +288,69 @@ async def test_the_adapter_process_listens_where_told_and_only_with_the_token_be
                 assert response.status == 200
     finally:
         adapter.kill()
+
+
+async def test_beyond_loopback_mutual_tls_stands_in_for_the_token(
+    world: World, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """With a client CA and no token, the adapter listens on all interfaces over TLS and
+    serves only callers with a certificate from that CA."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    client_cert = ca.issue_cert("back-office.example")
+    for name, blob in (("server.pem", server_cert.cert_chain_pems[0].bytes()),
+                       ("server.key", server_cert.private_key_pem.bytes()),
+                       ("ca.pem", ca.cert_pem.bytes())):  # fmt: skip
+        (tmp_path / name).write_bytes(blob)
+    adapter = Adapter(world, nats_server, tmp_path, None)
+    command = adapter.command
+    at = command.index("--api-token-file")
+    del command[at : at + 2]
+    command[command.index("--listen") + 1] = f"0.0.0.0:{adapter.port}"
+    command += ["--api-tls-cert", str(tmp_path / "server.pem"),
+                "--api-tls-key", str(tmp_path / "server.key"),
+                "--api-tls-client-ca", str(tmp_path / "ca.pem")]  # fmt: skip
+    adapter.start()
+    url = f"https://127.0.0.1:{adapter.port}/readyz"
+    try:
+        anonymous = ssl.create_default_context()
+        ca.configure_trust(anonymous)
+        known = ssl.create_default_context()
+        ca.configure_trust(known)
+        client_cert.configure_cert(known)
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with session.get(url, ssl=known) as response:
+                        assert response.status == 200
+                        break
+                except aiohttp.ClientConnectorError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(url, ssl=anonymous) as response:
+                    await response.read()
+    finally:
+        adapter.kill()
+
+
+def test_what_counts_as_loopback() -> None:
+    from schakel.adapters.http import is_loopback
+
+    for host in ("127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost"):
+        assert is_loopback(host), host
+    for host in (
+        "0.0.0.0",
+        "::",
+        "[::]",
+        "",
+        "10.0.0.1",
+        "::ffff:10.0.0.1",
+        "no.such.host.invalid",
+    ):
+        assert not is_loopback(host), host
