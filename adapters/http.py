@@ -22,13 +22,13 @@ with a bearer token from the settings (compared in constant time).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import re
-import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -72,24 +72,23 @@ _PROBLEM: Final = "application/problem+json"
 _TYPES: Final = "https://schakel.example/problems/"
 _HEARTBEAT: Final = 10.0  # seconds between "still working on it" for items held
 _KEY_KEPT: Final = 7 * 86400.0  # seconds an Idempotency-Key is remembered
+_REFUSALS_KEPT: Final = 10_000  # refusals of our messages remembered for GET /v1/messages
+_LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+_POLLS: Final = 8  # long polls at once; more are told to come back (429)
 _CONTRACT_POLICY: Final = default_policy()  # which message types open a case (contract)
 _log = structlog.get_logger("schakel.adapter")
 
 
 def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` stands for is a loopback address (the only kind open
-    without a token or a client certificate). A name is resolved; an empty host or an
-    unresolvable name is not loopback."""
+    """Whether ``host`` is a loopback address literal, or ``localhost`` (the only listeners
+    open without a token or a client certificate; any other name is not trusted to resolve
+    to loopback)."""
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        pass
-    try:
-        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
         return False
-    addresses = {str(info[4][0]).split("%", 1)[0] for info in found}
-    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 def _problem_doc(
@@ -219,18 +218,19 @@ class _Idempotency:
             "CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, request TEXT NOT NULL,"
             " message_id TEXT NOT NULL, answer TEXT, at REAL NOT NULL)"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS sends_at ON sends (at)")
 
-    def take(self, key: str, request: str) -> tuple[str, dict[str, Any] | None] | None:
-        """The message id for ``key`` and the answer given when it was sent (``None``: not
-        sent yet); a new id if the key is new; ``None`` if the key was used for another
-        request."""
+    def take(self, key: str, request: str) -> tuple[str, dict[str, Any] | None, bool] | None:
+        """The message id for ``key``, the answer given when it was sent (``None``: not sent
+        yet) and whether the key is new (then a new id); ``None`` if the key was used for
+        another request."""
         row = self._db.execute(
             "SELECT request, message_id, answer FROM sends WHERE key = ?", (key,)
         ).fetchone()
         if row is not None:
             if row[0] != request:
                 return None
-            return str(row[1]), (json.loads(row[2]) if row[2] else None)
+            return str(row[1]), (json.loads(row[2]) if row[2] else None), False
         message_id = new_message_id()
         now = system_clock().timestamp()
         # A key is kept as long as a message lives (7 days): a retry after that is new.
@@ -239,7 +239,7 @@ class _Idempotency:
             "INSERT INTO sends (key, request, message_id, at) VALUES (?, ?, ?, ?)",
             (key, request, message_id, now),
         )
-        return message_id, None
+        return message_id, None, True
 
     def sent(self, key: str, answer: dict[str, Any]) -> None:
         """The message for ``key`` is stored by JetStream; ``answer`` was given."""
@@ -294,8 +294,10 @@ class AdapterApi:
         self._folder = folder
         self._idempotency = _Idempotency(state_dir / "idempotency.sqlite" if state_dir else None)
         self._held: dict[str, Delivery | Refusal] = {}  # inbox id -> item, until acknowledged
-        self._refused: dict[str, str] = {}  # our message id -> the hub's reason
+        # our message id -> the hub's reason, the latest _REFUSALS_KEPT
+        self._refused: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._receiving = asyncio.Lock()
+        self._polls = 0
         self.metrics = _Metrics()
 
     def app(self) -> web.Application:
@@ -319,13 +321,10 @@ class AdapterApi:
     async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self._token is not None and request.path not in ("/healthz",):
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {self._token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _problem(401, "unauthenticated", "a bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         try:
+            refused = self._refused_caller(request)
+            if refused is not None:
+                return refused
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status == 413:
@@ -338,6 +337,43 @@ class AdapterApi:
         except Exception as exc:
             _log.error("adapter_failed", error=type(exc).__name__)
             return _problem(500, "internal", "the adapter failed; nothing was sent")
+
+    def _refused_caller(self, request: web.Request) -> web.Response | None:
+        """A problem for a caller that may not call, else ``None``.
+
+        A back office is a program, not a browser: a request a browser made for a web page
+        (it carries ``Origin``, or ``Sec-Fetch-Site`` other than ``none``) is refused, and a
+        body that is not ``application/json`` is refused, so no page the operator visits can
+        send or read through a listener on loopback. Without a token, the ``Host`` must name
+        loopback (against DNS rebinding). With a token, the token decides (constant time).
+        """
+        if "Origin" in request.headers or request.headers.get("Sec-Fetch-Site", "none") not in (
+            "none",
+        ):
+            return _problem(403, "browser", "requests from web pages are not served")
+        if (
+            request.method == "POST"
+            and request.can_read_body
+            and request.content_type != "application/json"
+        ):
+            return _problem(415, "content-type", "the body must be application/json")
+        if self._token is None:
+            host = request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else (
+                request.host.split("]", 1)[0] + "]"
+            )  # fmt: skip
+            on_unix = request.transport is not None and isinstance(
+                request.transport.get_extra_info("sockname"), str
+            )  # fmt: skip
+            if not on_unix and host not in _LOOPBACK_NAMES:
+                return _problem(421, "host", "this adapter answers for loopback only")
+            return None
+        if request.path == "/healthz":
+            return None
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {self._token}".encode()):
+            return _problem(401, "unauthenticated", "a bearer token is required",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return None
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -371,13 +407,19 @@ class AdapterApi:
             message_id = MessageId(taken[0])
             if taken[1] is not None:  # sent already: the first answer, nothing sent again
                 return 202, taken[1]
+            if not taken[2] and await self._hub_knows(message_id):
+                # Stored before a crash (or a lost answer) kept us from recording it: a second
+                # copy would be sealed anew and refused as a replay once JetStream forgot it.
+                answer = {"message_id": message_id,
+                          "case_id": self._case_of(parsed, message_id)}  # fmt: skip
+                self._idempotency.sent(key, answer)
+                return 202, answer
         draft = parsed.draft
-        rule = _CONTRACT_POLICY.rule(parsed.body.MESSAGE_TYPE)
-        if rule.creates_case and draft.case_id is None:
+        case_id = self._case_of(parsed, message_id)
+        if case_id != draft.case_id:
             # A new case: its id follows from the message id (the back office learns it here).
             draft = draft.model_copy(update={
-                "case_id": case_id_for(message_id),
-                "step": draft.step or CaseState.SIGNAAL_ONTVANGEN,
+                "case_id": case_id, "step": draft.step or CaseState.SIGNAAL_ONTVANGEN,
             })  # fmt: skip
         try:
             sent = await self._client.send(
@@ -390,6 +432,9 @@ class AdapterApi:
         except KeyDirectoryError as exc:
             return 422, _problem_doc(422, "invalid", "a recipient cannot receive",
                                      [{"field": "recipients", "rule": exc.code.value}])  # fmt: skip
+        except (OverflowError, ValueError):  # a value the contract allows, the clock not
+            return 422, _problem_doc(422, "invalid", "a value is out of range",
+                                     [{"field": "request", "rule": "out_of_range"}])  # fmt: skip
         except InboundFull:
             return 503, _problem_doc(503, "inbound-full", "the hub has not caught up; send later")
         answer = {"message_id": sent, "case_id": draft.case_id}
@@ -398,18 +443,38 @@ class AdapterApi:
         self.metrics.sent.labels(message_type=parsed.body.MESSAGE_TYPE.value).inc()
         return 202, answer
 
+    @staticmethod
+    def _case_of(parsed: _Outgoing, message_id: MessageId) -> str | None:
+        """The case a request is about: its own, or for a new signal the one it opens."""
+        rule = _CONTRACT_POLICY.rule(parsed.body.MESSAGE_TYPE)
+        if rule.creates_case and parsed.draft.case_id is None:
+            return case_id_for(message_id)
+        return parsed.draft.case_id
+
+    async def _hub_knows(self, message_id: MessageId) -> bool:
+        """Whether the hub has one of our messages under this id (accepted)."""
+        try:
+            return (await self._client.status(message_id)).known
+        except (TransportError, ValidationError):
+            return False
+
+    def _refusal(self, message_id: str, reason: str) -> None:
+        self._refused[message_id] = reason
+        while len(self._refused) > _REFUSALS_KEPT:
+            self._refused.popitem(last=False)
+
     async def _state(self, request: web.Request) -> web.StreamResponse:
         message_id = request.match_info["message_id"]
         if not _MESSAGE_ID.fullmatch(message_id):
             return _problem(404, "not-found", "no such message")
+        state = await self._client.status(MessageId(message_id))
+        if state.known:  # the hub's record first: a refused second copy changes nothing
+            return web.json_response(json.loads(state.model_dump_json()))
         reason = self._refused.get(message_id)
         if reason is not None:
             return web.json_response({"message_id": message_id, "state": "refused",
                                       "reason": reason})  # fmt: skip
-        state = await self._client.status(MessageId(message_id))
-        if not state.known:
-            return _problem(404, "not-found", "the hub knows no such message of ours")
-        return web.json_response(json.loads(state.model_dump_json()))
+        return _problem(404, "not-found", "the hub knows no such message of ours")
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -423,15 +488,28 @@ class AdapterApi:
         if not 0.0 <= wait <= MAX_WAIT:  # (also not a number, infinite)
             return _problem(400, "invalid", "wait: seconds, 0 to 30",
                             errors=[{"field": "wait", "rule": "range"}])  # fmt: skip
-        await self._take(wait if not self._held else 0.0)
+        if self._polls >= _POLLS:
+            return _problem(429, "too-many-polls", "too many long polls at once; poll again",
+                            headers={"Retry-After": "1"})  # fmt: skip
+        self._polls += 1
+        try:
+            await self._take(wait if not self._held else 0.0)
+        finally:
+            self._polls -= 1
         items = [describe(item_id, item) for item_id, item in list(self._held.items())]
         return web.json_response({"items": items[:MAX_ITEMS]})
 
     async def _take(self, wait: float) -> None:
         """Receive what is waiting (waiting up to ``wait`` s for the first if nothing is)
-        into the held items."""
-        async with self._receiving:
-            timeout = max(wait, 0.05)
+        into the held items. One poll receives at a time; another waits for it at most its
+        own ``wait`` and then answers with what is held."""
+        deadline = asyncio.get_running_loop().time() + wait
+        try:
+            await asyncio.wait_for(self._receiving.acquire(), timeout=max(wait, 0.01))
+        except TimeoutError:
+            return
+        try:
+            timeout = max(deadline - asyncio.get_running_loop().time(), 0.05)
             while len(self._held) < MAX_ITEMS:
                 item = await self._client.receive(timeout=timeout)
                 if item is None:
@@ -443,8 +521,10 @@ class AdapterApi:
                 elif isinstance(item, Refusal):
                     notice = item.notice
                     if notice.message_id is not None:
-                        self._refused[str(notice.message_id)] = notice.reason.value
+                        self._refusal(str(notice.message_id), notice.reason.value)
                     self._held[f"refusal-{notice_id(notice.model_dump_json())}"] = item
+        finally:
+            self._receiving.release()
 
     async def _ack(self, request: web.Request) -> web.StreamResponse:
         item = self._held.get(request.match_info["item_id"])
@@ -479,7 +559,7 @@ class AdapterApi:
 
         def refused(item: Refusal) -> None:
             if item.notice.message_id is not None:
-                self._refused[str(item.notice.message_id)] = item.notice.reason.value
+                self._refusal(str(item.notice.message_id), item.notice.reason.value)
 
         if self._folder is not None:
             from schakel.adapters.folder import Folder, run_folder

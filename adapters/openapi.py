@@ -85,7 +85,12 @@ def openapi_document() -> dict[str, Any]:
             "id", "kind", "message_id"]}}},
     }  # fmt: skip
     bearer: list[dict[str, list[str]]] = [{"bearer": []}, {}]  # token, or loopback without
-    unauthorized = {"401": _problem("no or a wrong bearer token")}
+    unauthorized = {
+        "401": _problem("no or a wrong bearer token"),
+        "403": _problem("a request a web page made (Origin, Sec-Fetch-Site): not served"),
+        "421": _problem("without a token: a Host that does not name loopback"),
+        "500": _problem("the adapter failed; nothing was sent"),
+    }
     item = {"name": "item_id", "in": "path", "required": True,
             "schema": {"type": "string", "maxLength": 200}}  # fmt: skip
     paths: dict[str, Any] = {
@@ -103,6 +108,7 @@ def openapi_document() -> dict[str, Any]:
                 **unauthorized,
                 "409": _problem("the Idempotency-Key was used for another request"),
                 "413": _problem("the request is too large"),
+                "415": _problem("the body is not application/json"),
                 "422": _problem("the message breaks its contract: every field and rule"),
                 "503": _problem("the hub cannot be reached, or has not caught up"),
             },
@@ -130,7 +136,8 @@ def openapi_document() -> dict[str, Any]:
                     "schema": {"$ref": _REF.format(model="Inbox")}}}},
                 "400": _problem("wait is not a number of seconds"),
                 **unauthorized,
-                "409": _problem("the adapter pushes to a webhook instead"),
+                "409": _problem("the adapter gives items to a webhook or a folder instead"),
+                "429": _problem("too many long polls at once; poll again"),
                 "503": _problem("the hub cannot be reached"),
             },
         }},
@@ -138,6 +145,7 @@ def openapi_document() -> dict[str, Any]:
             "summary": "The back office has the item: acknowledge it (and send the receipt)",
             "security": bearer, "parameters": [item],
             "responses": {"204": {"description": "acknowledged"}, **unauthorized,
+                          "415": _problem("a body that is not application/json"),
                           "404": _problem("no such item waiting"),
                           "503": _problem("the hub cannot be reached")},
         }},
@@ -145,11 +153,12 @@ def openapi_document() -> dict[str, Any]:
             "summary": "Not now: hand the delivery out again later",
             "security": bearer, "parameters": [item],
             "responses": {"204": {"description": "it comes back later"}, **unauthorized,
+                          "415": _problem("a body that is not application/json"),
                           "404": _problem("no such delivery waiting"),
                           "503": _problem("the hub cannot be reached")},
         }},
         "/healthz": {"get": {"summary": "The process is up", "responses": {
-            "200": {"description": "up"}}}},
+            "200": {"description": "up"}, **unauthorized}}},
         "/readyz": {"get": {"summary": "NATS connected, key directory fresh, own keys valid",
                             "security": bearer, "responses": {
             "200": {"description": "ready"}, **unauthorized,

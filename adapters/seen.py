@@ -37,8 +37,16 @@ class SeenStore:
                     self._ids[message_id] = float(expires)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{m} {e:.0f}\n" for m, e in self._ids.items()), "ascii")
+        with tmp.open("w", encoding="ascii") as handle:  # compacted, durable, then in place
+            handle.write("".join(f"{m} {e:.0f}\n" for m, e in self._ids.items()))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self._ids

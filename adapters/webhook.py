@@ -35,6 +35,7 @@ from schakel.contracts.clock import system_clock
 __all__ = ["Webhook", "push", "signature"]
 
 _MAX_BACKOFF: Final = 60.0
+_ATTEMPTS: Final = 7  # 1 + 2 + ... + 32 s of waiting, then the next items go first
 _TIMEOUT: Final = 10.0  # seconds one POST may take
 _log = structlog.get_logger("schakel.adapter")
 
@@ -63,19 +64,40 @@ async def push(
     """Push every item the client receives to the webhook, for ever (until cancelled)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT)) as session:
         while True:
-            item = await client.receive(timeout=5.0)
-            if not isinstance(item, Delivery | Refusal):
-                continue  # nothing, or what the SDK rejected (acknowledged, logged there)
-            if isinstance(item, Refusal) and on_refusal is not None:
-                on_refusal(item)
-            item_id = (
-                item.message_id
-                if isinstance(item, Delivery)
-                else f"refusal-{notice_id(item.notice.model_dump_json())}"
-            )
-            body = json.dumps(describe(item_id, item)).encode()
-            await _until_taken(session, webhook, item, item_id, body, on_push)
-            await item.ack()  # remembered, acknowledged, then its receipt sent
+            try:
+                await _push_one(client, session, webhook, on_refusal, on_push)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away, an ack lost: the item comes back; go on
+                _log.warning("webhook_push_failed", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+
+async def _push_one(
+    client: PartnerClient,
+    session: aiohttp.ClientSession,
+    webhook: Webhook,
+    on_refusal: Callable[[Refusal], None] | None,
+    on_push: Callable[[Delivery | Refusal, int | None], None] | None,
+) -> None:
+    item = await client.receive(timeout=5.0)
+    if not isinstance(item, Delivery | Refusal):
+        return  # nothing, or what the SDK rejected (acknowledged, logged there)
+    if isinstance(item, Refusal) and on_refusal is not None:
+        on_refusal(item)
+    item_id = (
+        item.message_id
+        if isinstance(item, Delivery)
+        else f"refusal-{notice_id(item.notice.model_dump_json())}"
+    )
+    body = json.dumps(describe(item_id, item)).encode()
+    if await _until_taken(session, webhook, item, item_id, body, on_push):
+        await item.ack()  # remembered, acknowledged, then its receipt sent
+    elif isinstance(item, Delivery):
+        # Not taken after _ATTEMPTS: JetStream hands it out again on its schedule (the later
+        # items go first meanwhile); after its last attempt the hub dead-letters it and
+        # tells the sender. Nothing is retried for ever.
+        await item.retry_later()
 
 
 async def _until_taken(
@@ -85,12 +107,12 @@ async def _until_taken(
     item_id: str,
     body: bytes,
     on_push: Callable[[Delivery | Refusal, int | None], None] | None,
-) -> None:
-    """POST until the back office answers 2xx, keeping the item in progress meanwhile."""
+) -> bool:
+    """POST until the back office answers 2xx (``True``), keeping the item in progress
+    meanwhile; ``False`` after ``_ATTEMPTS`` attempts. Redirects are not followed: the
+    signed body goes to the configured URL and nowhere else."""
     delay = 1.0
-    attempt = 0
-    while True:
-        attempt += 1
+    for attempt in range(1, _ATTEMPTS + 1):
         timestamp = str(int(system_clock().timestamp()))
         headers = {
             "Content-Type": "application/json",
@@ -100,12 +122,16 @@ async def _until_taken(
         }
         status: int | None = None
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with session.post(webhook.url, data=body, headers=headers) as response:
+            async with session.post(
+                webhook.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status = response.status
         if on_push is not None:
             on_push(item, status)
         if status is not None and 200 <= status < 300:
-            return
+            return True
+        if attempt == _ATTEMPTS:
+            break
         _log.warning("webhook_not_taken", status=status, attempt=attempt, retry_in=delay)
         waited = 0.0
         while waited < delay:  # JetStream must not hand it out again while we wait
@@ -115,3 +141,5 @@ async def _until_taken(
             await asyncio.sleep(step)
             waited += step
         delay = min(_MAX_BACKOFF, delay * 2)
+    _log.warning("webhook_given_up", attempts=_ATTEMPTS)
+    return False

@@ -223,7 +223,10 @@ class MessageDraft(_Frozen):
     categories: tuple[DataCategory, ...] | None = None
     in_reply_to: MessageIdField | None = None
     no_forward: bool = False
-    lifetime: dt.timedelta = dt.timedelta(days=7)
+    # bounded here as the policy bounds it (1..365 days); the hub's policy may be stricter
+    lifetime: dt.timedelta = Field(
+        dt.timedelta(days=7), gt=dt.timedelta(0), le=dt.timedelta(days=365)
+    )
     regie_gemeente: OrgIdField | None = None
     decision: Decision | None = None
     criminal_track: bool | None = None

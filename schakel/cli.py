@@ -1029,6 +1029,11 @@ def _adapter_run(args: argparse.Namespace) -> int:
         secret = settings.webhook_secret_file.read_bytes().strip()
         if len(secret) < 32:
             raise SettingsError("webhook_secret_file: the secret must be at least 32 bytes")
+        from urllib.parse import urlsplit
+
+        target = urlsplit(settings.webhook_url)
+        if target.scheme != "https" and not is_loopback(target.hostname or ""):
+            raise SettingsError("webhook_url: https, unless the back office is on loopback")
         webhook = Webhook(settings.webhook_url, secret)
     client = PartnerClient.from_settings(settings)
 
@@ -1048,6 +1053,8 @@ def _adapter_run(args: argparse.Namespace) -> int:
                 else web.TCPSite(runner, host, int(port), ssl_context=tls)
             )
             await site.start()
+            if unix:
+                os.chmod(unix, 0o600)  # the back office runs as the adapter's user
             structlog.get_logger("schakel.adapter").info(
                 "adapter_running", org=client.org, listen=listen
             )

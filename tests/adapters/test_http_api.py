@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from schakel.adapters.http import AdapterApi
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import default_policy
 from schakel.harness.http_partner import HttpScenarioRunner, message_request
 from schakel.harness.scenarios import GEM, SCENARIOS, ZVH
@@ -160,9 +162,11 @@ async def test_every_field_error_is_named_and_no_value_is_echoed(
         fields = {e["field"] for e in problem["errors"]}
         assert {"body.persoon.bsn", "purpose", "legal_basis", "?"} <= fields, fields
         assert CANARY not in text
+        json_type = {"Content-Type": "application/json"}
         for data, status in ((b"\x00junk", 422), (b"[" * 10_000, 422),
                              (b"x" * (3 * 1024 * 1024), 413)):  # fmt: skip
-            async with session.post(base + "/v1/messages", data=io.BytesIO(data)) as response:
+            async with session.post(base + "/v1/messages", data=io.BytesIO(data),
+                                    headers=json_type) as response:  # fmt: skip
                 assert response.status == status
                 assert response.content_type == "application/problem+json"
         for path in ("/v1/messages/" + CANARY, "/v1/inbox/" + CANARY + "/ack", "/v1/nothing"):
@@ -380,3 +384,144 @@ async def test_the_guides_curl_example_is_taken(world: World, tmp_path: Path) ->
             session.post(urls["POL.west"] + "/v1/messages", json=example) as response:  # fmt: skip
         assert response.status == 202, await response.text()
         assert (await response.json())["case_id"].startswith("case-")
+
+
+async def test_a_web_page_cannot_use_the_adapter(world: World, tmp_path: Path) -> None:
+    """A back office is a program: what a browser sends for a page (an Origin, a cross-site
+    Sec-Fetch-Site, a form's text/plain body, a rebound Host name) is refused on every route,
+    so no page the operator visits can send, read or acknowledge through a loopback adapter
+    without a token."""
+    body = example_body(MessageType.M1)
+    request = json.dumps(message_request(body, example_draft(MessageType.M1, body), [GEM]))
+    async with adapters(world, ["POL.west"], tmp_path) as urls, \
+            aiohttp.ClientSession() as session:  # fmt: skip
+        base = urls["POL.west"]
+        browser = [
+            ({"Origin": "https://evil.example", "Content-Type": "application/json"}, 403),
+            ({"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}, 403),
+            ({"Content-Type": "text/plain"}, 415),
+            ({"Host": "rebind.evil.example", "Content-Type": "application/json"}, 421),
+        ]
+        for headers, status in browser:
+            async with session.post(base + "/v1/messages", data=request,
+                                    headers=headers) as response:  # fmt: skip
+                assert response.status == status, headers
+                assert response.content_type == "application/problem+json"
+            if status != 415:
+                async with session.get(base + "/v1/inbox", headers=headers) as response:
+                    assert response.status == status, headers
+        async with session.get(base + "/v1/inbox?wait=0") as response:
+            assert response.status == 200  # a program, on loopback
+
+
+async def test_long_polls_are_bounded_in_number_and_each_in_its_wait(
+    world: World, tmp_path: Path
+) -> None:
+    """Concurrent long polls each end within about their own wait (one receives, the others
+    answer with what is held), and beyond a bound they are told to come back (429)."""
+    async with adapters(world, [GEM], tmp_path) as urls, aiohttp.ClientSession() as session:
+
+        async def poll() -> tuple[int, float]:
+            start = time.monotonic()
+            async with session.get(urls[GEM] + "/v1/inbox?wait=1") as response:
+                return response.status, time.monotonic() - start
+
+        results = await asyncio.gather(*(poll() for _ in range(12)))
+    statuses = sorted(s for s, _ in results)
+    assert statuses.count(200) == 8 and statuses.count(429) == 4, statuses
+    assert max(t for _, t in results) < 3.0
+
+
+async def test_folder_mode_survives_what_a_folder_can_hold(world: World, tmp_path: Path) -> None:
+    """Junk, a link to a file elsewhere, a file too large, a contract breach and a request
+    under a name used before: each ends in failed/ or sent/ with its reason, none stops the
+    requests after it, nothing outside the folder is read or written."""
+    from schakel.adapters.folder import Folder
+
+    body = example_body(MessageType.M1)
+    request = message_request(body, example_draft(MessageType.M1, body), [GEM, ZVH])
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(request))
+    root = tmp_path / "pol-folder"
+    folder = Folder(root)
+    api = AdapterApi(world.clients["POL.west"], state_dir=tmp_path / "pol", folder=root)
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    try:
+        drops = {
+            "a-junk.json": b"\x00not json",
+            "b-forever.json": json.dumps({**request, "lifetime": "P999999999D"}).encode(),
+            "c-large.json": b" " * (3 * 1024 * 1024),
+            "d-first.json": json.dumps(request).encode(),
+        }
+        os.symlink(outside, folder.outbox / "a-link.json")
+        for name, data in drops.items():
+            folder.write(folder.outbox, name, data)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and list(folder.outbox.glob("*.json")):
+            await asyncio.sleep(0.05)
+        again = json.dumps({**request, "no_forward": True}).encode()
+        folder.write(folder.outbox, "d-first.json", again)
+        while time.monotonic() < deadline and list(folder.outbox.glob("*.json")):
+            await asyncio.sleep(0.05)
+        failed = {p.name for p in folder.failed.glob("*.problem.json")}
+        assert failed == {"a-junk.problem.json", "a-link.problem.json",
+                          "b-forever.problem.json", "c-large.problem.json"}  # fmt: skip
+        sent = sorted(p.name for p in folder.sent.glob("*.sent.json"))
+        assert sent == ["d-first.2.sent.json", "d-first.sent.json"]
+        ids = {json.loads((folder.sent / n).read_text())["message_id"] for n in sent}
+        assert len(ids) == 2  # a new request under an old name is a new message
+        assert json.loads(outside.read_text()) == request  # read by nobody, written by nobody
+    finally:
+        await runner.cleanup()
+
+
+async def test_webhook_follows_no_redirect_and_gives_an_item_up_for_the_next(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A back office answering with a redirect does not get the signed body sent elsewhere;
+    an item it does not take after the attempts is handed back to JetStream (which retries
+    it on its schedule and finally dead-letters it) and the next item is pushed."""
+    from schakel.adapters import webhook as webhook_module
+    from schakel.adapters.webhook import Webhook
+
+    monkeypatch.setattr(webhook_module, "_ATTEMPTS", 2)
+    elsewhere: list[str] = []
+    taken: list[str] = []
+
+    async def back_office(request: web.Request) -> web.Response:
+        item = json.loads(await request.read())
+        if item["message_id"] == first:
+            raise web.HTTPTemporaryRedirect(f"http://127.0.0.1:{port}/elsewhere")
+        taken.append(item["message_id"])
+        return web.Response(status=204)
+
+    async def other(request: web.Request) -> web.Response:
+        elsewhere.append(await request.text())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/in", back_office)
+    app.router.add_post("/elsewhere", other)
+    hook = web.AppRunner(app, access_log=None)
+    await hook.setup()
+    port = free_port()
+    await web.TCPSite(hook, "127.0.0.1", port).start()
+    pol = world.clients["POL.west"]
+    body = example_body(MessageType.M1)
+    to = [OrgId(GEM), OrgId(ZVH)]
+    first = await pol.send(body, example_draft(MessageType.M1, body), to)
+    second = await pol.send(body, example_draft(MessageType.M1, body), to)
+    api = AdapterApi(world.clients[GEM], state_dir=tmp_path / "gem",
+                     webhook=Webhook(f"http://127.0.0.1:{port}/in", b"s" * 32))  # fmt: skip
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    try:
+        deadline = time.monotonic() + 20
+        while second not in taken and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert second in taken and first not in taken
+        assert elsewhere == []
+    finally:
+        await runner.cleanup()
+        await hook.cleanup()
