@@ -58,10 +58,11 @@ async def adapters(
             await runner.cleanup()
 
 
-async def test_scenario_1_through_http_alone(world: World, tmp_path: Path) -> None:
-    """PROCESS.md scenario 1 played entirely through the adapters' HTTP APIs with a plain HTTP
-    client: the same outcomes as the SDK test (tests/hub/test_scenarios.py)."""
-    steps = SCENARIOS[1].steps
+@pytest.mark.parametrize("number", sorted(SCENARIOS))
+async def test_every_scenario_through_http_alone(world: World, tmp_path: Path, number: int) -> None:
+    """Each of PROCESS.md's scenarios played entirely through the adapters' HTTP APIs with a
+    plain HTTP client: the same outcomes as the SDK test (tests/hub/test_scenarios.py)."""
+    steps = SCENARIOS[number].steps
     orgs = sorted({s.sender for s in steps} | {o for s in steps for o in s.to})
     async with adapters(world, orgs, tmp_path) as urls, aiohttp.ClientSession() as session:
         runner = HttpScenarioRunner(session, urls, default_policy())
