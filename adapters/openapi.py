@@ -40,6 +40,16 @@ def openapi_document() -> dict[str, Any]:
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     schemas: dict[str, Any] = dict(top["$defs"])
     draft = schemas["MessageDraft"]
+    # What the adapter takes for a lifetime: an ISO 8601 duration, or seconds (both bounded
+    # by the contract: more than nothing, at most 365 days).
+    draft["properties"]["lifetime"] = {
+        "anyOf": [
+            {"type": "string", "format": "duration"},
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 365 * 86400},
+        ],
+        "default": "P7D",
+        "title": "Lifetime",
+    }
     variants = []
     for (message_type, version), model in sorted(BODIES.items()):
         name = f"Send{message_type.value}v{version}"
