@@ -559,16 +559,7 @@ class Router:
             or self._recipient_key_problem(header, now)
         ):
             return None, header.case_id
-        registered = self._registry.partners()
-        claim = MessageEntry(
-            status="claimed",
-            inbound_seq=item.seq,
-            message_type=header.message_type,
-            no_forward=header.no_forward,
-            sender=sender,
-            recipients=tuple(o for o in header.recipient_orgs if o in registered),
-            digest=envelope_digest(item.data),
-        )
+        claim = self._claim(item, sender, header)
         routing = _Routing(index, item, sender, header, MessageId(header.message_id), claim)
         return routing, header.case_id
 
@@ -757,16 +748,7 @@ class Router:
                 item, sender, now, ReasonCode.SENDER_MISMATCH, "signed sender differs", header
             )
         message_id = MessageId(header.message_id)
-        claim = MessageEntry(
-            status="claimed",
-            inbound_seq=item.seq,
-            message_type=header.message_type,
-            no_forward=header.no_forward,
-            sender=sender,
-            # registered organisations only: another name in a header is the sender's text
-            recipients=tuple(o for o in header.recipient_orgs if o in self._registry.partners()),
-            digest=envelope_digest(item.data),
-        )
+        claim = self._claim(item, sender, header)
         resumed = False
         if batch_claim is not None:  # taken by the batch path for this very message
             (revision, resumed), seen = batch_claim, None
@@ -819,6 +801,20 @@ class Router:
             state_after=decided.case.state if decided.case else None,
         )
         return Outcome(accepted=True, message_id=message_id)
+
+    def _claim(self, item: Inbound, sender: OrgId, header: EnvelopeHeader) -> MessageEntry:
+        """The record that claims a verified envelope's message id for its sender."""
+        registered = self._registry.partners()
+        return MessageEntry(
+            status="claimed",
+            inbound_seq=item.seq,
+            message_type=header.message_type,
+            no_forward=header.no_forward,
+            sender=sender,
+            # registered organisations only: another name in a header is the sender's text
+            recipients=tuple(o for o in header.recipient_orgs if o in registered),
+            digest=envelope_digest(item.data),
+        )
 
     async def _decide(
         self, header: EnvelopeHeader, now: dt.datetime, *, resumed: bool
