@@ -45,6 +45,7 @@ from schakel.bus import (
     StreamFull,
     TransportError,
     follow_directory,
+    stop,
 )
 from schakel.bus.settings import Settings, SettingsError
 from schakel.contracts.bodies import Body
@@ -314,12 +315,10 @@ class PartnerClient:
         return self
 
     async def _close(self) -> None:
-        for check in set(self._checks):
-            check.cancel()
+        await stop(*self._checks)
         if self._receipt_tasks:  # give receipts in flight a moment to go out
             await asyncio.wait(set(self._receipt_tasks), timeout=5)
-            for task in self._receipt_tasks:
-                task.cancel()
+            await stop(*self._receipt_tasks)
         # Pending fetch-timeout status messages would make drain wait for ever: unsubscribe
         # the pull subscription first (unacknowledged messages are redelivered later).
         if self._sub is not None:

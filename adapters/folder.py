@@ -37,7 +37,7 @@ import structlog
 
 from schakel.adapters.client import Delivery, DirectoryStale, PartnerClient, Refusal
 from schakel.adapters.http import MAX_REQUEST_BYTES, describe, notice_id
-from schakel.bus import TransportError
+from schakel.bus import TransportError, stop
 
 if TYPE_CHECKING:
     from schakel.adapters.http import AdapterApi
@@ -109,11 +109,20 @@ async def run_folder(
     on_refusal: Callable[[Refusal], None] | None = None,
 ) -> None:
     """Send what appears in outbox/ and write what arrives into inbox/, until cancelled.
-    Neither stops for an error: each is logged (its kind only) and the work goes on."""
-    async with asyncio.TaskGroup() as group:
-        group.create_task(_forever("folder_outbox", lambda: _outbox_once(api, folder)))
-        group.create_task(_forever("folder_inbox",
-                                   lambda: _inbox_once(client, folder, on_refusal)))  # fmt: skip
+    Neither stops for an error: each is logged (its kind only) and the work goes on. (Two
+    tasks that :func:`stop` ends, not a ``TaskGroup``, which cancels only once.)"""
+    tasks = [
+        asyncio.create_task(_forever("folder_outbox", lambda: _outbox_once(api, folder))),
+        asyncio.create_task(
+            _forever("folder_inbox", lambda: _inbox_once(client, folder, on_refusal))
+        ),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # neither ends but by an error that is not an Exception: raise it
+    finally:
+        await stop(*tasks)
 
 
 async def _forever(what: str, once: Callable[[], Awaitable[None]]) -> None:

@@ -47,7 +47,7 @@ from prometheus_client import (
 from pydantic import ValidationError
 
 from schakel.adapters.client import Delivery, DirectoryStale, InboundFull, PartnerClient, Refusal
-from schakel.bus import TransportError
+from schakel.bus import TransportError, stop
 from schakel.contracts import boundedjson
 from schakel.contracts.bodies import Body, body_contract
 from schakel.contracts.clock import system_clock
@@ -582,11 +582,7 @@ class AdapterApi:
                 name="adapter-webhook",
             ))  # fmt: skip
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(*tasks)
         self._idempotency.close()
 
     # -- health ----------------------------------------------------------------------------

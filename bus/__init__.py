@@ -20,6 +20,7 @@ from schakel.bus.connection import (
 from schakel.bus.errors import StreamFull, TransportError, is_transient
 from schakel.bus.keylog import DirectoryFollower, append_key_event, follow_directory, read_keylog
 from schakel.bus.settings import CONFIG_ENV, Settings, SettingsError
+from schakel.bus.tasks import stop
 from schakel.bus.topology import (
     ACK_WAIT,
     INBOUND_ATTEMPTS,
@@ -56,4 +57,5 @@ __all__ = [
     "is_transient",
     "read_keylog",
     "redacted",
+    "stop",
 ]

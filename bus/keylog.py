@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 
 from schakel.bus.connection import Bus, Message
+from schakel.bus.tasks import stop
 from schakel.contracts.canonical import canonical_json
 from schakel.contracts.clock import Clock, system_clock
 from schakel.contracts.keyevents import KeyEventRequest, SignedKeyEvent
@@ -124,9 +125,7 @@ async def follow_directory(
         await follower.sync(bus)
         yield follower
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
         await sub.close()
 
 

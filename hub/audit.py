@@ -22,7 +22,6 @@ records that message again when it is redelivered; both records carry the same
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Final, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schakel.bus import Bus
+from schakel.bus import Bus, stop
 from schakel.contracts.canonical import canonical_dumps, canonical_json
 from schakel.contracts.enums import (
     CaseState,
@@ -202,9 +201,7 @@ class AuditTrail:
     async def close(self) -> None:
         """Stop the writer (after the callers it serves have finished)."""
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            await stop(self._writer)
 
     async def _write(self) -> None:
         while True:

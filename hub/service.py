@@ -33,6 +33,7 @@ from schakel.bus import (
     follow_directory,
     is_transient,
     redacted,
+    stop,
 )
 from schakel.contracts import boundedjson
 from schakel.contracts.clock import Clock, system_clock
@@ -198,11 +199,11 @@ class Hub:
         await self._answer_operator(router, bus)
         self._ready = set(ready)
         follower = asyncio.create_task(self._follow_registry(router, topology), name="registry")
-        self._stack.push_async_callback(_cancel, follower)
+        self._stack.push_async_callback(stop, follower)
         flusher = asyncio.create_task(self._flush_refusals(router), name="refusal-counts")
         self._stack.push_async_callback(self._last_flush, router, flusher)
         sweeper = asyncio.create_task(self._sweep_expired(router, topology), name="expiry")
-        self._stack.push_async_callback(_cancel, sweeper)
+        self._stack.push_async_callback(stop, sweeper)
         self._runner = asyncio.create_task(self._run(router, topology), name="hub-runner")
         _log.info("hub_started", instance=settings.instance, nats=redacted(url))
 
@@ -218,7 +219,7 @@ class Hub:
 
     @staticmethod
     async def _last_flush(router: Router, flusher: asyncio.Task[None]) -> None:
-        await _cancel(flusher)
+        await stop(flusher)
         with contextlib.suppress(Exception):
             await router.flush_refusals()
 
@@ -661,10 +662,10 @@ class Hub:
         self._state = "closed"
         self._stop.set()
         if self._runner is not None:
-            try:
-                await asyncio.wait_for(self._runner, timeout=self.settings.shutdown_timeout)
-            except TimeoutError:  # wait_for has cancelled it; unfinished messages are redelivered
+            done, _ = await asyncio.wait({self._runner}, timeout=self.settings.shutdown_timeout)
+            if not done:  # unfinished messages are redelivered
                 _log.warning("hub_shutdown_timeout")
+            await stop(self._runner)
         await self._stack.aclose()
         counts = dict(self.router.counts) if self.router is not None else {}
         _log.info("hub_stopped", instance=self.settings.instance, processed=self.processed,
@@ -726,9 +727,3 @@ async def provision(
 def _backoff(attempt: int) -> float:
     """Seconds before a failed message is handed out again: 2, 4, ... at most 60."""
     return min(60.0, 2.0**attempt)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -31,7 +31,7 @@ from schakel.hub.natsserver import NatsServer, free_port
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
-from tests.hub.conftest import World
+from tests.hub.conftest import World, torn_down_within
 
 COUNT = 500
 TOKEN = "k" * 40
@@ -112,33 +112,15 @@ async def world(
     authority: SigningKey,
 ) -> AsyncIterator[World]:
     """A system whose deliveries come back 2 s after a consumer stops acknowledging (what
-    the killed adapter held), not the default 30 s.
-
-    Its teardown once hung in CI (a fresh clone, this file first; not reproduced in 20 local
-    runs): it is bounded here, and if it hangs again every task's stack goes to the real
-    stderr for the next person to read (see the issue 14 note)."""
-    stack = contextlib.AsyncExitStack()
-    system = await stack.enter_async_context(local_hub(
+    the killed adapter held), not the default 30 s."""
+    async with torn_down_within(local_hub(
         partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
         hub_identity=hub_identity, ack_wait=2.0,
         redelivery=(2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
-    ))  # fmt: skip
-    assert system.hub is not None
-    try:
+    )) as system:  # fmt: skip
+        assert system.hub is not None
         yield World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
                     authority)  # fmt: skip
-    finally:
-        closing = asyncio.ensure_future(stack.aclose())
-        done, _ = await asyncio.wait({closing}, timeout=60)
-        if not done:
-            out = sys.__stderr__
-            if out is not None:
-                out.write("\nTEARDOWN HUNG (tests/adapters/test_adapter_crash.py): tasks\n")
-                for task in asyncio.all_tasks():
-                    task.print_stack(file=out)
-            closing.cancel()
-            with contextlib.suppress(BaseException):
-                await closing
 
 
 @pytest.mark.parametrize("mode", ["poll", "webhook", "folder"])

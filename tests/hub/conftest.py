@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 
 from schakel.adapters.client import PartnerClient
+from schakel.bus import stop
 from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import Policy
 from schakel.harness.local import local_hub
@@ -62,6 +66,32 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
         yield server
 
 
+@contextlib.asynccontextmanager
+async def torn_down_within(
+    system: contextlib.AbstractAsyncContextManager[Any], seconds: float = 60.0
+) -> AsyncIterator[Any]:
+    """Enter ``system``; on exit give its teardown ``seconds``. If that is not enough, every
+    task's stack goes to the real stderr (pytest would swallow it) and the teardown is
+    cancelled: a hang costs a minute and leaves the clue, not five minutes and a bare
+    "Timeout" (two CI runs hung so, before :func:`schakel.bus.stop`)."""
+    stack = contextlib.AsyncExitStack()
+    entered = await stack.enter_async_context(system)
+    try:
+        yield entered
+    finally:
+        closing = asyncio.ensure_future(stack.aclose())
+        done, _ = await asyncio.wait({closing}, timeout=seconds)
+        out = sys.__stderr__
+        if not done and out is not None:
+            out.write(f"\nTEARDOWN HUNG ({os.environ.get('PYTEST_CURRENT_TEST')}): tasks\n")
+            for task in asyncio.all_tasks():
+                task.print_stack(file=out)
+        if not done:
+            await stop(closing)
+            pytest.fail(f"the system's teardown took over {seconds} s (stacks on stderr)")
+        closing.result()
+
+
 @pytest.fixture
 async def world(
     nats_server: NatsServer,
@@ -71,10 +101,10 @@ async def world(
     authority: SigningKey,
 ) -> AsyncIterator[World]:
     """A provisioned system with a hub and every partner connected."""
-    async with local_hub(
+    async with torn_down_within(local_hub(
         partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
         hub_identity=hub_identity,
-    ) as system:  # fmt: skip
+    )) as system:  # fmt: skip
         assert system.hub is not None
         yield World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
                     authority)  # fmt: skip
