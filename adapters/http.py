@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -61,7 +63,14 @@ from schakel.keys.errors import KeyDirectoryError
 if TYPE_CHECKING:
     from schakel.adapters.webhook import Webhook
 
-__all__ = ["MAX_REQUEST_BYTES", "AdapterApi", "describe", "is_loopback", "notice_id"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "AdapterApi",
+    "QuietRunner",
+    "describe",
+    "is_loopback",
+    "notice_id",
+]
 
 MAX_REQUEST_BYTES: Final = 2 * 1024 * 1024
 MAX_WAIT: Final = 30.0  # seconds a long poll may wait
@@ -117,6 +126,50 @@ def _problem(
     if errors is not None:
         doc["errors"] = errors
     return web.json_response(doc, status=status, content_type=_PROBLEM, headers=headers)
+
+
+class _QuietHandler(RequestHandler):
+    """aiohttp's connection handler, but its answer to what it cannot parse (a bad request
+    line, header, chunk; too long a header) or to a handler's crash is a problem document in
+    the adapter's own words. aiohttp's own answer quotes the parser's message, which quotes
+    the request, and logs it with its traceback: input echoed into answer and log."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        _log.warning("http_request_unreadable", status=status,
+                     error=type(exc).__name__ if exc is not None else None)  # fmt: skip
+        if request.writer.output_size > 0:  # (as aiohttp does) an answer is under way
+            raise ConnectionError("an answer was sent already")
+        if status >= 500:
+            response = _problem(status, "internal", "the adapter failed on this request")
+        else:
+            response = _problem(status, "malformed", "not a request the adapter can read")
+        response.force_close()
+        return response
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietHandler(self, loop=self._loop, **self._kwargs)
+
+
+class QuietRunner(web.AppRunner):
+    """An :class:`~aiohttp.web.AppRunner` whose connections answer unreadable requests with
+    the adapter's problem documents, quoting nothing (see ``_QuietHandler``); no access log.
+    Every HTTP listener of the adapter runs in one."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(app, access_log=None)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _QuietServer  # the same server, handing out quiet handlers
+        return server
 
 
 def _field_errors(

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from schakel.adapters.http import AdapterApi
+from schakel.adapters.http import AdapterApi, QuietRunner
 from schakel.adapters.webhook import Webhook
 from schakel.bus import Bus
 from schakel.contracts.enums import MessageType
@@ -64,7 +64,7 @@ async def main(count: int) -> None:
             body = example_body(MessageType.M1)
             draft = example_draft(MessageType.M1, body)
             request = message_request(body, draft, [GEM, ZVH])
-            runner = web.AppRunner(AdapterApi(pol, state_dir=tmp / "pol").app(), access_log=None)
+            runner = QuietRunner(AdapterApi(pol, state_dir=tmp / "pol").app())
             await runner.setup()
             port = free_port()
             await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -127,10 +127,10 @@ async def main(count: int) -> None:
                 hook_port = free_port()
                 await web.TCPSite(hook_runner, "127.0.0.1", hook_port).start()
                 start = time.perf_counter()
-                gem_runner = web.AppRunner(AdapterApi(
+                gem_runner = QuietRunner(AdapterApi(
                     gem, state_dir=tmp / "gem",
                     webhook=Webhook(f"http://127.0.0.1:{hook_port}/in", b"x" * 32),
-                ).app(), access_log=None)  # fmt: skip
+                ).app())  # fmt: skip
                 await gem_runner.setup()
                 await asyncio.wait_for(done.wait(), 600)
                 webhook_rate = count / (time.perf_counter() - start)

@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from schakel.adapters.client import PartnerClient
-from schakel.adapters.http import AdapterApi
+from schakel.adapters.http import AdapterApi, QuietRunner
 from schakel.adapters.webhook import Webhook, signature
 from schakel.contracts.enums import MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
@@ -117,11 +117,11 @@ async def _back_offices_over_http(
 
     back_office = web.Application()
     back_office.router.add_post("/schakel", gemeente_back_office)
-    runners = [web.AppRunner(back_office, access_log=None)]
+    runners: list[web.AppRunner] = [web.AppRunner(back_office, access_log=None)]
     hook_port, pol_port = free_port(), free_port()
     webhook = Webhook(f"http://127.0.0.1:{hook_port}/schakel", secret)
-    runners.append(web.AppRunner(AdapterApi(clients[POL], state_dir=data / "pol").app()))
-    runners.append(web.AppRunner(
+    runners.append(QuietRunner(AdapterApi(clients[POL], state_dir=data / "pol").app()))
+    runners.append(QuietRunner(
         AdapterApi(clients[GEM], state_dir=data / "gem", webhook=webhook).app()
     ))  # fmt: skip
     out("\n7. Back offices that know only HTTP: the politie's POSTs a signal to its adapter,")

@@ -999,7 +999,7 @@ def _adapter_run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from schakel.adapters.client import PartnerClient
-    from schakel.adapters.http import AdapterApi, is_loopback
+    from schakel.adapters.http import AdapterApi, QuietRunner, is_loopback
 
     settings = _settings(args)
     token = None
@@ -1045,7 +1045,7 @@ def _adapter_run(args: argparse.Namespace) -> int:
         async with client:
             api = AdapterApi(client, state_dir=settings.state_dir, token=token, webhook=webhook,
                              folder=settings.folder)  # fmt: skip
-            runner = web.AppRunner(api.app(), access_log=None)
+            runner = QuietRunner(api.app())
             await runner.setup()
             site: web.BaseSite = (
                 web.UnixSite(runner, unix)

@@ -18,7 +18,7 @@ import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 
-from schakel.adapters.http import AdapterApi
+from schakel.adapters.http import AdapterApi, QuietRunner
 from schakel.adapters.openapi import COMMITTED
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, ZVH
@@ -38,7 +38,7 @@ def live_adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop = asyncio.Event()
         async with local_hub(["POL.west", GEM, ZVH], data_dir=tmp) as system:
             api = AdapterApi(system.clients["POL.west"], state_dir=tmp / "pol")
-            runner = web.AppRunner(api.app(), access_log=None)
+            runner = QuietRunner(api.app())
             await runner.setup()
             port = free_port()
             await web.TCPSite(runner, "127.0.0.1", port).start()

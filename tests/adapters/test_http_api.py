@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from schakel.adapters.http import AdapterApi
+from schakel.adapters.http import AdapterApi, QuietRunner
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
@@ -46,7 +46,7 @@ async def adapters(
         for org in orgs:
             api = AdapterApi(world.clients[org], state_dir=tmp / org, token=token)
             (tmp / org).mkdir(parents=True, exist_ok=True)
-            runner = web.AppRunner(api.app(), access_log=None)
+            runner = QuietRunner(api.app())
             await runner.setup()
             port = free_port()
             await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -177,6 +177,49 @@ async def test_every_field_error_is_named_and_no_value_is_echoed(
                 assert CANARY not in await response.text()
 
 
+UNREADABLE = {  # what aiohttp's parser refuses before any handler runs; each carries the canary
+    "request line": b"GET /x HTTP/1.1 %s\r\n\r\n",
+    "method": b"%s / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "version": b"GET / HTTP/%s\r\nHost: 127.0.0.1\r\n\r\n",
+    "target": b"GET /\xff%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "header name": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header %s\r\n\r\n",
+    "header value": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x01%s\r\n\r\n",
+    "long header": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: %s" + b"a" * 10_000 + b"\r\n\r\n",
+    "content length": b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Length: %s\r\n\r\n",
+    "chunk": b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+    b"\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\n\r\n",
+}
+
+
+async def test_a_request_the_parser_cannot_read_is_answered_without_quoting_it(
+    world: World,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp answers what its parser refuses with the parser's message, which quotes the
+    request, and logs it with a traceback: the adapter's listener answers a problem document
+    of its own words instead, and logs the kind of error only."""
+    caplog.set_level("DEBUG")
+    async with adapters(world, [GEM], tmp_path) as urls:
+        host, port = urls[GEM].removeprefix("http://").split(":")
+        for name, template in UNREADABLE.items():
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(template % CANARY.encode())
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0], name
+            assert b"application/problem+json" in head, name
+            assert json.loads(body)["status"] == 400, name
+            assert CANARY.encode() not in answer, name
+    out, err = capfd.readouterr()
+    assert "http_request_unreadable" in out + err
+    assert CANARY not in out + err + caplog.text
+
+
 async def test_a_token_is_required_when_one_is_set(world: World, tmp_path: Path) -> None:
     """With a token configured, a caller without it (or with another) gets 401 everywhere
     but the liveness probe."""
@@ -287,7 +330,7 @@ async def test_webhook_mode_pushes_signed_retries_and_acknowledges_after_2xx(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     api = AdapterApi(world.clients[GEM], state_dir=tmp_path / "gem",
                      webhook=Webhook(f"http://127.0.0.1:{port}/incoming", secret))  # fmt: skip
-    gem_runner = web.AppRunner(api.app(), access_log=None)
+    gem_runner = QuietRunner(api.app())
     await gem_runner.setup()
     gem_port = free_port()
     await web.TCPSite(gem_runner, "127.0.0.1", gem_port).start()
@@ -347,7 +390,7 @@ async def test_folder_mode_sends_the_outbox_and_fills_the_inbox(
     ]
     runners = []
     for api in apis:
-        runner = web.AppRunner(api.app(), access_log=None)
+        runner = QuietRunner(api.app())
         await runner.setup()  # (the folder runs with the app; no listener needed)
         runners.append(runner)
     try:
@@ -446,7 +489,7 @@ async def test_folder_mode_survives_what_a_folder_can_hold(world: World, tmp_pat
     root = tmp_path / "pol-folder"
     folder = Folder(root)
     api = AdapterApi(world.clients["POL.west"], state_dir=tmp_path / "pol", folder=root)
-    runner = web.AppRunner(api.app(), access_log=None)
+    runner = QuietRunner(api.app())
     await runner.setup()
     try:
         drops = {
@@ -515,7 +558,7 @@ async def test_webhook_follows_no_redirect_and_gives_an_item_up_for_the_next(
     second = await pol.send(body, example_draft(MessageType.M1, body), to)
     api = AdapterApi(world.clients[GEM], state_dir=tmp_path / "gem",
                      webhook=Webhook(f"http://127.0.0.1:{port}/in", b"s" * 32))  # fmt: skip
-    runner = web.AppRunner(api.app(), access_log=None)
+    runner = QuietRunner(api.app())
     await runner.setup()
     try:
         deadline = time.monotonic() + 20
