@@ -67,6 +67,8 @@ from schakel.contracts.topology import (
     KIND_REFUSAL,
     delivery_consumer,
     delivery_stream,
+    header_case_id,
+    inbound_partition,
     inbound_subject,
     inbox_prefix,
     status_subject,
@@ -520,8 +522,9 @@ class PartnerClient:
             InboundFull: the hub holds as many unprocessed messages of ours as it accepts.
         """
         bus = self._require_open()
+        subject = inbound_subject(self.org, inbound_partition(header_case_id(raw)))
         try:
-            await bus.publish(inbound_subject(self.org), raw, {"Nats-Msg-Id": message_id})
+            await bus.publish(subject, raw, {"Nats-Msg-Id": message_id})
         except StreamFull as exc:
             raise InboundFull("the hub's inbound queue for us is full; send later") from exc
 
@@ -632,15 +635,19 @@ class PartnerClient:
         dedupe = f"receipt:{delivery.message_id}:{self.org}"
         # The connection is taken now: the task may first run while the client closes (which
         # waits for it), after the back office's last acknowledgement.
-        task = asyncio.create_task(self._publish_receipt(self._require_open(), raw, dedupe))
+        subject = inbound_subject(self.org, inbound_partition(delivery.header.case_id or ""))
+        task = asyncio.create_task(
+            self._publish_receipt(self._require_open(), subject, raw, dedupe)
+        )
         self._receipt_tasks.add(task)
         task.add_done_callback(self._receipt_tasks.discard)
 
-    async def _publish_receipt(self, bus: Bus, raw: bytes, dedupe: str) -> None:
+    async def _publish_receipt(self, bus: Bus, subject: str, raw: bytes, dedupe: str) -> None:
+        """(On the partition of the delivery's case: where the case's messages go.)"""
         for attempt in range(30):
             try:
                 await bus.publish(
-                    inbound_subject(self.org),
+                    subject,
                     raw,
                     {"Nats-Msg-Id": dedupe, HEADER_KIND: KIND_RECEIPT},
                 )

@@ -49,11 +49,15 @@ from schakel.contracts.policy import default_policy_text, parse_policy, with_lim
 from schakel.contracts.topology import (
     HEADER_KIND,
     HEADER_MSG_ID,
-    HUB_CONSUMER,
+    INBOUND_PARTITIONS,
     KIND_ENVELOPE,
     delivery_stream,
     delivery_subject,
+    header_case_id,
+    hub_consumer,
+    inbound_partition,
     inbound_stream,
+    inbound_subject,
 )
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, OM, POL, ZVH
@@ -120,34 +124,40 @@ async def drain(
 
 
 async def publish_all(
-    js: nats.js.JetStreamContext, subject: str, items: list[tuple[bytes, dict[str, str]]]
+    js: nats.js.JetStreamContext, items: list[tuple[str, bytes, dict[str, str]]]
 ) -> None:
-    """Store every payload with its headers, 256 acknowledgements awaited together."""
+    """Store every (subject, payload, headers), 256 acknowledgements awaited together."""
     for start in range(0, len(items), 256):
         await asyncio.gather(*(
-            js.publish(subject, data, headers=headers) for data, headers in items[start:start + 256]
+            js.publish(subject, data, headers=headers)
+            for subject, data, headers in items[start:start + 256]
         ))  # fmt: skip
 
 
-async def relay_process(url: str, source: str, durable: str, target: str) -> None:
-    """A pipelined bare relay, in its own process like the hub: fetch up to 256, publish them
-    all with the acknowledgements awaited together, ack them; for ever. With ``target``
+async def relay_process(url: str, source: str, durables: str, target: str) -> None:
+    """A pipelined bare relay, in its own process like the hub: from each of the consumers
+    ``durables`` (comma-separated; the hub reads one per partition), fetch up to 256, publish
+    them all with the acknowledgements awaited together, ack them; for ever. With ``target``
     ``-``, it drops what it takes (a do-nothing hub's receipt side)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    sub = await js.pull_subscribe_bind(durable, stream=source)
-    while True:
-        try:
-            batch = await sub.fetch(256, timeout=0.5)
-        except (nats.errors.TimeoutError, TimeoutError):
-            continue
-        if target != "-":
-            await asyncio.gather(*(
-                js.publish(target, m.data, headers={HEADER_KIND: KIND_ENVELOPE,
-                                                    HEADER_MSG_ID: f"r:{m.reply}"})
-                for m in batch
-            ))  # fmt: skip
-        await asyncio.gather(*(m.ack() for m in batch))
+
+    async def relay(durable: str) -> None:
+        sub = await js.pull_subscribe_bind(durable, stream=source)
+        while True:
+            try:
+                batch = await sub.fetch(256, timeout=0.5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            if target != "-":
+                await asyncio.gather(*(
+                    js.publish(target, m.data, headers={HEADER_KIND: KIND_ENVELOPE,
+                                                        HEADER_MSG_ID: f"r:{m.reply}"})
+                    for m in batch
+                ))  # fmt: skip
+            await asyncio.gather(*(m.ack() for m in batch))
+
+    await asyncio.gather(*(relay(durable) for durable in durables.split(",")))
 
 
 def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -290,8 +300,12 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
             for k in hub_counts:
                 batch, sealed = sealed[:count], sealed[count:]
                 await js.purge_stream(out_zvh)
-                items = [(raw, {HEADER_MSG_ID: message_id}) for message_id, raw in batch]
-                await publish_all(js, f"schakel.in.{GEM}", items)
+                items = [  # each on its case's partition, as the SDK publishes
+                    (inbound_subject(OrgId(GEM), inbound_partition(header_case_id(raw))), raw,
+                     {HEADER_MSG_ID: message_id})
+                    for message_id, raw in batch
+                ]  # fmt: skip
+                await publish_all(js, items)
                 async with processes([hub_cmd] * k, log) as pids:
                     drains[k] = await drain(js, out_zvh, count, pids, server_pid)
                 d = drains[k]
@@ -305,7 +319,7 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
             await js.add_consumer("RELAY_IN", api.ConsumerConfig(
                 durable_name="relay", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=4096
             ))  # fmt: skip
-            await publish_all(js, "relay.in", [(raw, {}) for _, raw in sealed[:count]])
+            await publish_all(js, [("relay.in", raw, {}) for _, raw in sealed[:count]])
             relay_cmd = [sys.executable, __file__, "--relay", url, "RELAY_IN", "relay", "relay.out"]
             async with processes([relay_cmd], log) as pids:
                 relay = await drain(js, "RELAY_OUT", count, pids, server_pid)
@@ -337,11 +351,12 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
             # The do-nothing hub last: what it takes and leaves unacknowledged when it stops
             # would come back to a real hub after the ack wait and disturb what is timed.
             batch = seal_many(ids[GEM], ids[ZVH].public_record(), cases, count)
+            every_partition = ",".join(hub_consumer(p) for p in range(INBOUND_PARTITIONS))
             null = [
-                [sys.executable, __file__, "--relay", url, in_gem, HUB_CONSUMER,
+                [sys.executable, __file__, "--relay", url, in_gem, every_partition,
                  delivery_subject(OrgId(ZVH), OrgId(GEM))],
                 [sys.executable, __file__, "--relay", url, inbound_stream(OrgId(ZVH)),
-                 HUB_CONSUMER, "-"],
+                 every_partition, "-"],
             ]  # fmt: skip
             async with processes(null, log):
                 null_e2e, _, null_clients = await through_clients(

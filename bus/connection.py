@@ -915,6 +915,11 @@ class Bus:
             info = await self.js.stream_info(stream, subjects_filter=subjects)
         return dict(info.state.subjects or {})
 
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message of ``stream`` on ``subject``."""
+        with mapped("purge"):
+            await self.js.purge_stream(stream, subject=subject)
+
     async def kv(self, bucket: str) -> Kv:
         """A handle on an existing KV bucket."""
         with mapped("kv bucket"):

@@ -3,8 +3,10 @@
 Everything the hub keeps lives in JetStream, in the hub's own NATS account:
 
 - ``SCHAKEL_IN_<org>`` (work queue, one per partner) what ``org`` publishes to
-  ``schakel.in.<org>``, bounded in count and bytes; the hub's durable consumer ``hub`` on each
-  one retries a message a limited number of times, then the hub quarantines it;
+  ``schakel.in.<org>.<partition>``, bounded in count and bytes; the hub's durable consumer
+  ``hub-p<partition>`` of each partition (shared by the hub instances that own it) retries a
+  message a limited number of times, then the hub quarantines it;
+- ``SCHAKEL_HUBS`` the hub instances alive (each says so every few seconds; kept seconds);
 - ``SCHAKEL_OUT_<org>`` (work queue, one per partner) one delivery per recipient on
   ``schakel.out.<recipient>.<sender>``, read by the partner's durable consumer
   ``deliver-<org>``; refusal notices and receipts travel the same way;
@@ -20,6 +22,7 @@ Only the hub creates or changes these; partners are never given the rights to.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Final
 
@@ -37,7 +40,9 @@ from schakel.contracts.topology import (
     DLQ_PREFIX,
     DLQ_STREAM,
     HUB_CONSUMER,
-    INBOUND_PREFIX,
+    HUB_INSTANCES_STREAM,
+    HUB_INSTANCES_SUBJECT,
+    INBOUND_PARTITIONS,
     INBOUND_STREAM_PREFIX,
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
@@ -50,13 +55,17 @@ from schakel.contracts.topology import (
     delivery_consumer,
     delivery_filter,
     delivery_stream,
+    hub_consumer,
+    inbound_filter,
     inbound_stream,
-    inbound_subject,
+    inbound_subjects,
+    org_of_inbound_subject,
 )
 from schakel.keys.keylog import MAX_EVENT_BYTES
 
 __all__ = [
     "ACK_WAIT",
+    "HUB_ALIVE_KEPT",
     "INBOUND_ATTEMPTS",
     "INBOUND_DELIVERIES",
     "MAX_DELIVERIES_ADVISORY",
@@ -89,6 +98,9 @@ INBOUND_DELIVERIES: Final = 60
 # Inbound messages of one partner handed out to the hub and not yet acknowledged.
 INBOUND_ACK_PENDING: Final = 256
 _MAX_WAITING_PULLS: Final = 16
+# How long a hub instance's "alive" is kept: one that stopped saying so for this long has its
+# partitions taken over by the others.
+HUB_ALIVE_KEPT: Final = 6.0
 # The server's word that a consumer gave up on a message after its last delivery.
 MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*"
 
@@ -153,6 +165,16 @@ class Topology:
                 storage=api.StorageType.FILE,
                 allow_direct=True,  # the operator's user reads it by direct get only
                 max_age=lifetime,
+                num_replicas=self._replicas,
+            ),
+            api.StreamConfig(
+                name=HUB_INSTANCES_STREAM,
+                subjects=[HUB_INSTANCES_SUBJECT + ".*"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.MEMORY,
+                max_msgs_per_subject=1,
+                max_age=HUB_ALIVE_KEPT,
+                max_msg_size=64,
                 num_replicas=self._replicas,
             ),
             api.StreamConfig(
@@ -227,7 +249,7 @@ class Topology:
         for org in orgs:
             inbound = api.StreamConfig(
                 name=inbound_stream(org),
-                subjects=[inbound_subject(org)],
+                subjects=inbound_subjects(org),
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 # Bounded per partner: beyond these JetStream refuses the publish, so one
@@ -241,17 +263,24 @@ class Topology:
                 num_replicas=self._replicas,
             )
             await self._ensure_stream(inbound)
-            with mapped("ensure consumer"):
-                await js.add_consumer(
-                    inbound_stream(org),
-                    api.ConsumerConfig(
-                        durable_name=HUB_CONSUMER,
-                        ack_policy=api.AckPolicy.EXPLICIT,
-                        ack_wait=self._ack_wait,
-                        max_deliver=max(INBOUND_DELIVERIES, self._inbound_attempts),
-                        max_ack_pending=INBOUND_ACK_PENDING,
-                    ),
-                )
+            # The one consumer of earlier versions overlaps the partitions' (a work queue
+            # allows no overlap): it goes; what it had handed out and not finished stays in
+            # the stream and comes to the partitions' consumers.
+            with mapped("retire consumer"), contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_consumer(inbound_stream(org), HUB_CONSUMER)
+            for partition in range(INBOUND_PARTITIONS):
+                with mapped("ensure consumer"):
+                    await js.add_consumer(
+                        inbound_stream(org),
+                        api.ConsumerConfig(
+                            durable_name=hub_consumer(partition),
+                            filter_subjects=inbound_filter(org, partition),
+                            ack_policy=api.AckPolicy.EXPLICIT,
+                            ack_wait=self._ack_wait,
+                            max_deliver=max(INBOUND_DELIVERIES, self._inbound_attempts),
+                            max_ack_pending=INBOUND_ACK_PENDING,
+                        ),
+                    )
             delivery = api.StreamConfig(
                 name=delivery_stream(org),
                 subjects=[delivery_filter(org)],
@@ -286,13 +315,15 @@ class Topology:
             for info in infos:
                 subjects = info.config.subjects or []
                 name = info.config.name or ""
-                if name.startswith(INBOUND_STREAM_PREFIX) and len(subjects) == 1:
-                    names.append(OrgId(subjects[0].removeprefix(INBOUND_PREFIX)))
+                if name.startswith(INBOUND_STREAM_PREFIX) and subjects:
+                    org = org_of_inbound_subject(subjects[0])
+                    if org is not None:
+                        names.append(org)
             if len(infos) < 256:  # the server's page size
                 return sorted(names)
             offset += len(infos)
 
-    async def pull_inbound(self, org: OrgId) -> Puller:
-        """Bind to the hub's durable consumer on ``org``'s inbound stream (shared by every
-        hub instance)."""
-        return await self._bus.pull(inbound_stream(org), HUB_CONSUMER)
+    async def pull_inbound(self, org: OrgId, partition: int) -> Puller:
+        """Bind to the hub's durable consumer of ``partition`` on ``org``'s inbound stream
+        (shared by the hub instances that own the partition)."""
+        return await self._bus.pull(inbound_stream(org), hub_consumer(partition))

@@ -7,13 +7,21 @@ and read the key directory, each through an import into their own account
 or anything about a person.
 
 Every partner has its own inbound stream (``SCHAKEL_IN_<org>``), so JetStream's expectation
-headers, sequences and duplicate window never reach across partners. A delivery's subject names
+headers, sequences and duplicate window never reach across partners. A partner publishes on one
+of ``INBOUND_PARTITIONS`` subjects, ``schakel.in.<org>.<partition>``, the partition a function of
+the case id alone (:func:`inbound_partition`), so that every message about one case, whoever
+sends it, lands in the same partition: each hub instance takes a share of the partitions and
+so of the cases (``hub/service.py``). The partition is a number; the case id is not on the
+subject. A sender that picks another partition only makes the hub work harder (the case
+record's compare-and-set still decides); the bare ``schakel.in.<org>`` of earlier versions is
+partition 0. A delivery's subject names
 its recipient and its sender (``schakel.out.<recipient>.<sender>``), so the hub can count a
 recipient's backlog per sender.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from schakel.contracts.ids import OrgId
@@ -31,8 +39,11 @@ __all__ = [
     "HEADER_MSG_ID",
     "HEADER_ORIGINAL_SUBJECT",
     "HUB_CONSUMER",
+    "HUB_INSTANCES_STREAM",
+    "HUB_INSTANCES_SUBJECT",
     "HUB_STATUS_SUBJECT",
     "INBOUND_ALLOWED_HEADERS",
+    "INBOUND_PARTITIONS",
     "INBOUND_PREFIX",
     "INBOUND_STREAM_PREFIX",
     "KEYLOG_STREAM",
@@ -52,8 +63,14 @@ __all__ = [
     "delivery_filter",
     "delivery_stream",
     "delivery_subject",
+    "header_case_id",
+    "hub_consumer",
+    "hub_instances_subject",
+    "inbound_filter",
+    "inbound_partition",
     "inbound_stream",
     "inbound_subject",
+    "inbound_subjects",
     "inbox_prefix",
     "org_of_inbound_subject",
     "quarantine_subject",
@@ -83,7 +100,14 @@ REPLAY_SUBJECT: Final = "schakel.admin.replay"
 HUB_STATUS_SUBJECT: Final = "schakel.admin.status"
 INBOUND_PREFIX: Final = "schakel.in."
 DELIVERY_PREFIX: Final = "schakel.out."
-HUB_CONSUMER: Final = "hub"
+HUB_CONSUMER: Final = "hub"  # the one consumer per inbound stream before partitions
+# Every inbound stream is read in this many partitions, each by its own hub consumer; at most
+# this many hub instances share the work (more stand by). Changing it re-partitions the cases.
+INBOUND_PARTITIONS: Final = 4
+# Each running hub instance says so here every few seconds (one message per instance, kept a
+# few seconds): the instances alive, from which each derives its share of the partitions.
+HUB_INSTANCES_STREAM: Final = "SCHAKEL_HUBS"
+HUB_INSTANCES_SUBJECT: Final = "schakel.hubs"
 
 HEADER_KIND: Final = "Schakel-Kind"
 KIND_ENVELOPE: Final = "envelope"
@@ -101,16 +125,68 @@ HEADER_DELIVERIES: Final = "Schakel-Deliveries"
 INBOUND_ALLOWED_HEADERS: Final = frozenset({HEADER_MSG_ID, HEADER_KIND, "Nats-Request-Info"})
 
 
-def inbound_subject(org: OrgId) -> str:
-    """Where ``org`` publishes its envelopes."""
-    return INBOUND_PREFIX + org
+def inbound_partition(case_id: str) -> int:
+    """The inbound partition of every message about ``case_id``: the first four bytes of its
+    SHA-256, modulo :data:`INBOUND_PARTITIONS`."""
+    digest = hashlib.sha256(case_id.encode("ascii")).digest()
+    return int.from_bytes(digest[:4], "big") % INBOUND_PARTITIONS
+
+
+def header_case_id(raw: bytes) -> str:
+    """A cheap look at an envelope's case id, for partitions and lanes only (never trusted:
+    the hub reads the header properly before it decides anything)."""
+    try:
+        start = raw.index(b'"case_id":"') + 11
+        return raw[start : start + 31].decode("ascii", "replace")
+    except ValueError:
+        return ""
+
+
+def inbound_subject(org: OrgId, partition: int | None = None) -> str:
+    """Where ``org`` publishes its envelopes and receipts about a case in ``partition``
+    (without one: the bare subject of earlier versions, read as partition 0)."""
+    if partition is None:
+        return INBOUND_PREFIX + org
+    if not 0 <= partition < INBOUND_PARTITIONS:
+        raise ValueError("no such inbound partition")
+    return f"{INBOUND_PREFIX}{org}.{partition}"
+
+
+_PARTITION_TOKENS: Final = frozenset(str(p) for p in range(INBOUND_PARTITIONS))
+
+
+def inbound_subjects(org: OrgId) -> list[str]:
+    """Every subject ``org`` may publish on: the bare one and each partition's."""
+    return [inbound_subject(org), *(inbound_subject(org, p) for p in range(INBOUND_PARTITIONS))]
+
+
+def inbound_filter(org: OrgId, partition: int) -> list[str]:
+    """The subjects of ``org``'s inbound stream that the hub consumer of ``partition`` reads."""
+    own = [inbound_subject(org, partition)]
+    return [inbound_subject(org), *own] if partition == 0 else own
+
+
+def hub_consumer(partition: int) -> str:
+    """The name of the hub's durable consumer of ``partition`` on every inbound stream."""
+    return f"{HUB_CONSUMER}-p{partition}"
+
+
+def hub_instances_subject(token: str) -> str:
+    """Where the hub instance whose subject token is ``token`` says it is alive."""
+    return f"{HUB_INSTANCES_SUBJECT}.{token}"
 
 
 def org_of_inbound_subject(subject: str) -> OrgId | None:
-    """The organisation an inbound subject belongs to, or ``None``."""
+    """The organisation an inbound subject belongs to, or ``None`` (a partition's subject or
+    the bare one; anything else is not an inbound subject)."""
     if not subject.startswith(INBOUND_PREFIX):
         return None
-    return OrgId(subject[len(INBOUND_PREFIX) :])
+    rest = subject[len(INBOUND_PREFIX) :]
+    if rest.count(".") == 2:  # an organisation id holds one dot
+        rest, partition = rest.rsplit(".", 1)
+        if partition not in _PARTITION_TOKENS:
+            return None
+    return OrgId(rest) if rest.count(".") == 1 else None
 
 
 def status_subject(org: OrgId) -> str:

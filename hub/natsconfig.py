@@ -5,8 +5,8 @@ bucket and consumer live in the account ``HUB``, the only account with JetStream
 is the only user of an account of its own, which imports from ``HUB`` exactly what the
 partner needs and nothing else:
 
-- its own inbound subject ``schakel.in.<org>`` (a service: JetStream's acknowledgement comes
-  back);
+- its own inbound subjects, ``schakel.in.<org>`` and one per partition
+  ``schakel.in.<org>.<partition>`` (services: JetStream's acknowledgement comes back);
 - pulls from and acknowledgements on its own durable consumer:
   ``$JS.API.CONSUMER.MSG.NEXT.SCHAKEL_OUT_<org>.deliver-<org>`` (a service answered with a stream of
   messages) and ``$JS.ACK.SCHAKEL_OUT_<org>.deliver-<org>.>``;
@@ -55,7 +55,7 @@ from schakel.contracts.topology import (
     REPLAY_SUBJECT,
     delivery_consumer,
     delivery_stream,
-    inbound_subject,
+    inbound_subjects,
     inbox_prefix,
     status_subject,
 )
@@ -158,7 +158,7 @@ def _grants(org: OrgId) -> list[tuple[str, str | None]]:
     """What ``org`` may ask of the hub's account: (subject, response type of its service)."""
     consumer = delivery_consumer(org)
     return [
-        (inbound_subject(org), None),
+        *((subject, None) for subject in inbound_subjects(org)),
         (f"$JS.API.CONSUMER.MSG.NEXT.{delivery_stream(org)}.{consumer}", "stream"),
         (f"$JS.ACK.{delivery_stream(org)}.{consumer}.>", None),
         (f"$JS.API.DIRECT.GET.{KEYLOG_STREAM}", "stream"),

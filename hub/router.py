@@ -45,6 +45,7 @@ from schakel.contracts.topology import (
     INBOUND_ALLOWED_HEADERS,
     KIND_ENVELOPE,
     KIND_RECEIPT,
+    header_case_id,
     org_of_inbound_subject,
 )
 from schakel.hub.audit import AuditRecord
@@ -52,7 +53,7 @@ from schakel.hub.cases import APPLIED_KEPT, CaseRecord
 from schakel.hub.policy import Allow, Context, Refuse, decide, opened_by
 from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import Registry
-from schakel.hub.stores import Backlog, MessageEntry, envelope_digest, header_case_id
+from schakel.hub.stores import Backlog, MessageEntry, envelope_digest
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import split_envelope, verify
 from schakel.keys.errors import KeyDirectoryError

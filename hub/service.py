@@ -61,8 +61,8 @@ from schakel.contracts.topology import (
     STATUS_PREFIX,
     delivery_filter,
     delivery_stream,
+    header_case_id,
     inbound_stream,
-    inbound_subject,
     inbox_prefix,
     org_of_inbound_subject,
     quarantine_subject,
@@ -74,7 +74,8 @@ from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import RegistryReader
 from schakel.hub.router import Inbound, Outcome, RetryLater, Router
 from schakel.hub.settings import HubSettings
-from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox, header_case_id
+from schakel.hub.share import Share
+from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox
 from schakel.keys.crypto import SigningKey
 from schakel.keys.directory import KeyDirectory
 from schakel.keys.envelope import split_envelope
@@ -120,6 +121,9 @@ class Hub:
         self.registry_version = 0  # the published edition in use; 0: the configured file
         self._ready: set[OrgId] = set()  # partners whose streams and consumers exist
         self._registry_changed = asyncio.Event()  # a new edition, or a new registration
+        self._wake = asyncio.Event()  # stop, or this instance's share of partitions changed
+        self.share = Share(settings.instance, on_change=self._wake.set)
+        self._fetchers: dict[tuple[OrgId, int], asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> Self:
         if self._state != "unopened":
@@ -154,6 +158,10 @@ class Hub:
         if settings.authority is None:
             raise SchakelError("no directory authority key configured: the hub cannot trust keys")
         await topology.ensure()
+        await self.share.announce(bus)  # the instances alive now: this one's share
+        announcer = asyncio.create_task(self.share.run(bus), name="hub-announce")
+        self._stack.push_async_callback(self.share.withdraw, bus)
+        self._stack.push_async_callback(stop, announcer)
         self.directory_follower = await self._stack.enter_async_context(
             follow_directory(
                 bus,
@@ -461,6 +469,8 @@ class Hub:
                     "partners_ready": len(self._ready),
                     "processed": self.processed,
                     "routing": dict(router.counts),
+                    "instances": len(self.share.alive),
+                    "partitions": self.share.partitions,
                 }
                 await bus.send(msg.reply, json.dumps(status).encode())
 
@@ -505,40 +515,48 @@ class Hub:
         await self.topology.ensure_partners([org])
 
     async def _run(self, router: Router, topology: Topology) -> None:
-        """Fetch from every partner's inbound stream and route what comes, a batch at a time.
+        """Fetch from the partitions this instance owns (``hub/share.py``) of every partner's
+        inbound stream and route what comes, a batch at a time.
 
-        One fetcher per partner, each routing its own batch (at most ``per_sender_inflight``
-        messages) before it fetches the next: a partner that floods the hub fills its own
-        fetcher only, and its messages apply in the order it sent them. Batches of different
-        partners run side by side; where they meet on a case, the compare-and-set on the case
-        record decides (the router reads the case again and decides afresh).
+        One fetcher per partner and partition, each routing its own batch (at most
+        ``per_sender_inflight`` messages) before it fetches the next: a partner that floods
+        the hub fills its own fetchers only, and its messages about a case apply in the order
+        it sent them. Every message about a case is in one partition, so one instance routes
+        a case; where two meet on a case all the same (a change of share, a sender writing to
+        another partition), the compare-and-set on the case record decides (the router reads
+        the case again and decides afresh). A fetcher of a partition the instance no longer
+        owns finishes its batch and stops; a partition it gains gets a fetcher at once.
         """
-        fetchers: dict[OrgId, asyncio.Task[None]] = {}
+        fetchers = self._fetchers
         async with asyncio.TaskGroup() as group:
             while not self._stop.is_set():
+                self._wake.clear()
                 try:
                     for org in await topology.partners():
-                        if org not in fetchers or fetchers[org].done():
-                            fetchers[org] = group.create_task(
-                                self._fetch(router, topology, org), name=f"hub-fetch-{org}"
-                            )
+                        for partition in self.share.partitions:
+                            task = fetchers.get((org, partition))
+                            if task is None or task.done():
+                                fetchers[org, partition] = group.create_task(
+                                    self._fetch(router, topology, org, partition),
+                                    name=f"hub-fetch-{org}-{partition}",
+                                )
                 except TransportError as exc:
                     _log.warning("partner_scan_failed", error=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.settings.partner_scan)
+                    await asyncio.wait_for(self._wake.wait(), self.settings.partner_scan)
             # Stop taking work: each fetcher finishes the batch it holds and stops.
             await asyncio.gather(*fetchers.values(), return_exceptions=True)
 
-    async def _fetch(self, router: Router, topology: Topology, org: OrgId) -> None:
+    async def _fetch(self, router: Router, topology: Topology, org: OrgId, partition: int) -> None:
         try:
-            puller = await topology.pull_inbound(org)
+            puller = await topology.pull_inbound(org, partition)
         except TransportError as exc:  # the next partner scan starts a new fetcher
             _log.warning("inbound_bind_failed", sender=org, error=type(exc.__cause__).__name__)
             return
         size = min(self.settings.fetch_batch, self.settings.per_sender_inflight)
         failures = 0
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self.share.owns(partition):
                 try:
                     batch = await puller.fetch(size, timeout=1.0)
                 except Exception as exc:  # nothing a fetch meets may stop the routing
@@ -555,6 +573,11 @@ class Hub:
                     await self._process(router, batch)
         finally:
             await puller.close()
+
+    @property
+    def fetching(self) -> set[tuple[OrgId, int]]:
+        """The (partner, partition) pairs this instance is fetching from now."""
+        return {key for key, task in self._fetchers.items() if not task.done()}
 
     async def _inbound_gone(self, org: OrgId) -> bool:
         """Whether ``org``'s inbound stream is known to be gone (not: NATS unreachable)."""
@@ -646,7 +669,7 @@ class Hub:
             data,
             {
                 HEADER_MSG_ID: f"quarantine:{sender}:{seq}",
-                HEADER_ORIGINAL_SUBJECT: inbound_subject(sender),
+                HEADER_ORIGINAL_SUBJECT: subject,  # its partition's
                 HEADER_DELIVERIES: str(attempts),
                 HEADER_KIND: headers.get(HEADER_KIND, KIND_ENVELOPE),
             },
@@ -661,6 +684,7 @@ class Hub:
     ) -> None:
         self._state = "closed"
         self._stop.set()
+        self._wake.set()
         if self._runner is not None:
             done, _ = await asyncio.wait({self._runner}, timeout=self.settings.shutdown_timeout)
             if not done:  # unfinished messages are redelivered

@@ -36,7 +36,6 @@ __all__ = [
     "MessageEntry",
     "Outbox",
     "envelope_digest",
-    "header_case_id",
 ]
 
 
@@ -274,10 +273,3 @@ def envelope_digest(raw: bytes) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-def header_case_id(raw: bytes) -> str:
-    """A cheap look at an envelope's case id, for sharding only (never trusted)."""
-    try:
-        start = raw.index(b'"case_id":"') + 11
-        return raw[start : start + 31].decode("ascii", "replace")
-    except ValueError:
-        return ""

@@ -29,6 +29,11 @@ from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy
+from schakel.contracts.topology import (
+    HUB_INSTANCES_STREAM,
+    HUB_INSTANCES_SUBJECT,
+    inbound_partition,
+)
 from schakel.harness.scenarios import GEM, OM, POL, SCENARIOS, ZVH
 from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.audit import read_trail, verify_chain
@@ -282,6 +287,33 @@ async def test_two_hubs_share_the_work_without_corrupting_cases(rig: Rig) -> Non
         case, _ = await _case(bus, runner.case_id("A"))
     assert verify_chain(trail).ok
     assert case == CaseState.AFGESLOTEN
+
+
+async def test_a_killed_hubs_share_is_taken_over(rig: Rig) -> None:
+    """Two hub processes share the inbound partitions; one is killed with -9 while 600
+    messages come in: once its "alive" expires the other reads its partitions too (and what
+    the killed one held comes back after the ack wait). None lost, none twice."""
+    rig.start_hub()
+    async with Bus(rig.url, name="check") as bus:
+        deadline = time.monotonic() + 30
+        while len(await bus.counts(HUB_INSTANCES_STREAM, HUB_INSTANCES_SUBJECT + ".*")) < 2:
+            assert time.monotonic() < deadline, "the second hub never said it is alive"
+            await asyncio.sleep(0.1)
+    assert len({inbound_partition(c) for c in rig.cases}) >= 2  # both have cases
+    envelopes = rig.envelopes(600)
+    expected = {m for m, _ in envelopes}
+    seen: Counter[str] = Counter()
+    collecting = asyncio.create_task(back_office(rig, expected, timeout=90, seen=seen))
+    publishing = asyncio.create_task(publish_all(rig, envelopes, rate=300))
+    while len(seen) < 100 and not collecting.done():
+        await asyncio.sleep(0.005)
+    rig.hubs[0].kill()
+    rig.hubs[0].wait()
+    killed_at = time.perf_counter()
+    sent = await publishing
+    seen, last = await collecting
+    lost, twice = report("kill -9 of one of two hubs", sent, seen, expected, rig, last - killed_at)
+    assert (lost, twice) == (0, 0)
 
 
 async def _case(bus: Bus, case_id: CaseId) -> tuple[CaseState | None, int]:

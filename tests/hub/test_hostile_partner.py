@@ -27,6 +27,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from pydantic import SecretStr
 
 from schakel.adapters.client import Delivery, PartnerClient, Refusal, Rejected
@@ -42,7 +43,7 @@ from schakel.contracts.topology import (
     CASES_BUCKET,
     DLQ_PREFIX,
     DLQ_STREAM,
-    HUB_CONSUMER,
+    INBOUND_PARTITIONS,
     KEYLOG_STREAM,
     KEYLOG_SUBJECT,
     MESSAGES_BUCKET,
@@ -53,8 +54,10 @@ from schakel.contracts.topology import (
     delivery_filter,
     delivery_stream,
     delivery_subject,
+    hub_consumer,
     inbound_stream,
     inbound_subject,
+    inbound_subjects,
     inbox_prefix,
     quarantine_subject,
 )
@@ -127,8 +130,7 @@ class Rig:
         js = self.hub_nc.jetstream()
 
         async def empty() -> bool:
-            info = await js.consumer_info(inbound_stream(org), HUB_CONSUMER)
-            return not info.num_pending and not info.num_ack_pending
+            return await _unfinished(js, org) == 0
 
         await until(empty, timeout)
 
@@ -149,6 +151,15 @@ class Rig:
             info = await js.stream_info(stream)
             state[stream] = (info.state.messages, info.state.last_seq)
         return state
+
+
+async def _unfinished(js: JetStreamContext, org: OrgId) -> int:
+    """What ``org`` published that the hub has not finished: every partition's consumer."""
+    total = 0
+    for partition in range(INBOUND_PARTITIONS):
+        info = await js.consumer_info(inbound_stream(org), hub_consumer(partition))
+        total += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    return total
 
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:
@@ -566,8 +577,7 @@ async def test_a_flood_from_one_partner_delays_others_by_a_bounded_amount(tmp_pa
         js = rig.hub_nc.jetstream()
 
         async def pending() -> int:
-            info = await js.consumer_info(inbound_stream(ATTACKER), HUB_CONSUMER)
-            return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+            return await _unfinished(js, ATTACKER)
 
         async def victims() -> None:
             await until(lambda: _at_least(pending, 1_000), 60)  # the flood is under way
@@ -692,6 +702,11 @@ async def test_a_replayed_receipt_is_relayed_and_audited_once(tmp_path: Path) ->
         item = await pol.receive(timeout=30)
         assert isinstance(item, Delivery)
         await item.ack()  # the SDK sends the one real receipt
+
+        async def relayed() -> bool:
+            return (await om.status(message_id)).state == "receipted"
+
+        await until(relayed, 30)
         kid = pol.identity.signing_kid
         receipt = Receipt(
             message_id=message_id, recipient=ATTACKER, recipient_kid=kid, sender=OM, at=pol.now()
@@ -699,9 +714,9 @@ async def test_a_replayed_receipt_is_relayed_and_audited_once(tmp_path: Path) ->
         raw = sign_statement(receipt, pol.identity.signing_key, RECEIPT_LABEL)
         replays = 5
         async with attacker(rig) as (nc, _):
-            for n in range(replays):
+            for n in range(replays):  # on each subject it may publish on
                 await nc.jetstream().publish(
-                    inbound_subject(ATTACKER), raw,
+                    inbound_subjects(ATTACKER)[n % (INBOUND_PARTITIONS + 1)], raw,
                     headers={"Nats-Msg-Id": f"again-{n}", "Schakel-Kind": "receipt"},
                 )  # fmt: skip
         reasons = await refusals(pol, replays)

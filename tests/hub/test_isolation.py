@@ -139,6 +139,9 @@ V = "deliver-OM-west"
 VS = "SCHAKEL_OUT_OM-west"  # the victim's delivery stream
 ATTACKS: list[Attack] = [
     ("publish to another partner's inbound subject", _publish, "schakel.in.OM.west"),
+    ("publish to another partner's inbound partition", _publish, "schakel.in.OM.west.1"),
+    ("publish to an inbound partition that is none", _publish, "schakel.in.POL.west.4"),
+    ("write the hub instances alive", _publish, "schakel.hubs.hub-evil"),
     ("pull from another's consumer", _request, f"$JS.API.CONSUMER.MSG.NEXT.{VS}.{V}"),
     ("acknowledge on another partner's consumer", _publish, f"$JS.ACK.{VS}.{V}.1.1.1.1.0"),
     ("create a consumer", _request, f"$JS.API.CONSUMER.CREATE.{VS}"),
@@ -188,6 +191,7 @@ async def test_attack_is_denied(
 RoleAttack = tuple[str, str, Callable[[Client, str], Awaitable[None]], str]
 _EITHER: list[Attack] = [
     ("publish into a partner's inbound subject", _publish, "schakel.in.OM.west"),
+    ("publish into a partner's inbound partition", _publish, "schakel.in.OM.west.3"),
     ("publish into a partner's deliveries", _publish, "schakel.out.OM.west.POL.west"),
     ("pull a partner's deliveries", _request, f"$JS.API.CONSUMER.MSG.NEXT.{VS}.{V}"),
     ("read deliveries by direct get", _request, f"$JS.API.DIRECT.GET.{VS}"),

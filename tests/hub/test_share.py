@@ -1,0 +1,206 @@
+"""Hub instances share the inbound partitions, and so the cases: each case is routed by one
+instance (no conflicts on its record); when an instance stops, the others take its share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from schakel.bus import Bus
+from schakel.contracts.enums import CaseState, Decision, MessageType
+from schakel.contracts.examples import example_body, example_draft
+from schakel.contracts.ids import CaseId, OrgId
+from schakel.contracts.policy import default_policy
+from schakel.contracts.topology import (
+    HUB_INSTANCES_STREAM,
+    HUB_INSTANCES_SUBJECT,
+    INBOUND_PARTITIONS,
+    delivery_stream,
+    header_case_id,
+    inbound_partition,
+    inbound_subject,
+    org_of_inbound_subject,
+)
+from schakel.harness.scenarios import GEM, OM, POL, ZVH
+from schakel.harness.simulation import ScenarioRunner, Step
+from schakel.hub.service import Hub
+from schakel.hub.share import Share, instance_token
+from schakel.keys.envelope import seal
+from tests.hub.conftest import World
+
+
+def test_the_instances_alive_split_the_partitions_between_them() -> None:
+    """Whatever the view, every partition has exactly one owner among the instances alive,
+    and the shares differ by one at most (with more instances than partitions, the extra
+    ones stand by)."""
+    for n in range(1, 2 * INBOUND_PARTITIONS + 1):
+        names = [f"hub-{i:02}" for i in range(n)]
+        shares = [Share(name) for name in names]
+        for share in shares:
+            share.see(set(names))
+        owners = [[s.token for s in shares if s.owns(p)] for p in range(INBOUND_PARTITIONS)]
+        assert all(len(o) == 1 for o in owners), (n, owners)
+        sizes = [len(s.partitions) for s in shares]
+        assert max(sizes) - min(sizes) <= 1 and sum(sizes) == INBOUND_PARTITIONS
+
+
+def test_alone_an_instance_reads_every_partition_and_a_change_is_told() -> None:
+    changes: list[int] = []
+    share = Share("hub-b", on_change=lambda: changes.append(1))
+    assert share.partitions == list(range(INBOUND_PARTITIONS))
+    share.see(set())  # it always counts itself: no change
+    share.see({"hub-a"})
+    assert changes == [1] and share.alive == ("hub-a", "hub-b")
+    assert len(share.partitions) == INBOUND_PARTITIONS // 2
+
+
+def test_an_instance_name_that_is_no_subject_token_is_digested() -> None:
+    for name in ("hub.a", "hub a", "hub>*", "x" * 65, "hub-ä"):
+        token = instance_token(name)
+        assert token.isascii() and token.replace("-", "").isalnum() and len(token) <= 64
+    assert instance_token("hub-1_a") == "hub-1_a"
+
+
+def test_a_case_has_one_partition_and_every_subject_one_organisation() -> None:
+    """The partition is the case's alone (a known value: senders in other languages must
+    compute the same); only the bare subject and the partitions' are inbound subjects."""
+    assert inbound_partition("case-aaaaaaaaaaaaaaaaaaaaaaaaaa") == inbound_partition(
+        "case-aaaaaaaaaaaaaaaaaaaaaaaaaa"
+    )
+    assert inbound_partition("case-rqajappp3tfefyznzfq4ncwmjl") == 1  # test vector
+    org = OrgId("GEM.westerstad")
+    for partition in (None, *range(INBOUND_PARTITIONS)):
+        assert org_of_inbound_subject(inbound_subject(org, partition)) == org
+    for subject in ("schakel.in.GEM.westerstad.4", "schakel.in.GEM.westerstad.00",
+                    "schakel.in.GEM.westerstad.-1", "schakel.in.GEM.westerstad.1.2",
+                    "schakel.out.GEM.westerstad"):  # fmt: skip
+        assert org_of_inbound_subject(subject) is None
+    with pytest.raises(ValueError, match="partition"):
+        inbound_subject(org, INBOUND_PARTITIONS)
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = condition()
+        if not isinstance(answer, bool):
+            answer = await answer
+        if answer:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def second_hub(world: World, instance: str) -> AsyncIterator[Hub]:
+    settings = world.hub.settings.model_copy(update={"instance": instance})
+    async with Hub(settings, world.hub.identity) as hub:
+        yield hub
+
+
+def settled(*hubs: Hub) -> Callable[[], bool]:
+    """Every hub sees all of them, and fetches exactly from its own partitions."""
+
+    def check() -> bool:
+        tokens = {h.share.token for h in hubs}
+        return all(
+            set(h.share.alive) == tokens and {p for _, p in h.fetching} == set(h.share.partitions)
+            for h in hubs
+        )
+
+    return check
+
+
+async def open_cases(world: World, count: int) -> list[CaseId]:
+    runner = ScenarioRunner(world.clients, default_policy())
+    for n in range(count):
+        await runner.run([
+            Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
+            Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
+            Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
+                 decision=Decision.OPSCHALEN),
+        ])  # fmt: skip
+    return [runner.case_id(f"c{n}") for n in range(count)]
+
+
+async def burst(world: World, cases: list[CaseId], count: int) -> None:
+    """``count`` case-information messages from GEM to ZVH over ``cases``, published at once
+    (each on its case's partition, as the SDK does)."""
+    body = example_body(MessageType.M7)
+    gem = world.clients[GEM]
+    zvh = world.clients[ZVH].identity.public_record()
+    sealed = []
+    for n in range(count):
+        draft = example_draft(MessageType.M7, body, case_id=cases[n % len(cases)])
+        draft = draft.model_copy(update={"step": CaseState.CASUSOVERLEG})
+        sealed.append(seal(body, draft, sender=gem.identity, recipients=[zvh]))
+    await asyncio.gather(*(gem.publish_raw(raw, f"burst-{n}-{id(raw)}")
+                           for n, raw in enumerate(sealed)))  # fmt: skip
+
+
+async def delivered_to_zvh(world: World) -> int:
+    async with Bus(world.server.url, name="check") as bus:
+        _, _, messages = await bus.state(delivery_stream(OrgId(ZVH)))
+    return messages
+
+
+async def test_two_instances_route_each_case_alone_and_one_takes_over_when_the_other_stops(
+    world: World,
+) -> None:
+    """Two hub instances agree on their shares; 400 messages on 8 cases, waiting all at once,
+    are routed without a single conflict on a case record (each case by its partition's
+    owner; both instances work). The second stops cleanly: the first reads every partition
+    at once and routes what comes next."""
+    cases = await open_cases(world, 8)
+    assert len({inbound_partition(c) for c in cases}) >= 2  # both instances have cases
+    before = await delivered_to_zvh(world)
+    first = world.hub
+    assert first.router is not None
+    async with second_hub(world, "hub-second") as second:
+        assert second.router is not None
+        await until(settled(first, second), 15)
+        assert set(first.share.partitions).isdisjoint(second.share.partitions)
+        done = (first.processed, second.processed)
+        await burst(world, cases, 400)
+        await until(lambda: first.processed + second.processed - sum(done) >= 400, 60)
+        assert await delivered_to_zvh(world) == before + 400
+        assert first.router.counts["conflicts"] == 0 == second.router.counts["conflicts"]
+        assert first.processed > done[0] and second.processed > done[1]
+        assert first.processed + second.processed - sum(done) == 400
+        async with Bus(world.server.url, name="check") as bus:
+            alive = await bus.counts(HUB_INSTANCES_STREAM, HUB_INSTANCES_SUBJECT + ".*")
+        assert len(alive) == 2  # (subjects name instances only)
+    await until(settled(first), 5)  # withdrawn at once: no wait for its "alive" to expire
+    assert first.share.partitions == list(range(INBOUND_PARTITIONS))
+    await burst(world, cases, 40)
+    await until(lambda: _at_least(delivered_to_zvh(world), before + 440), 30)
+
+
+async def _at_least(value: Awaitable[int], minimum: int) -> bool:
+    return await value >= minimum
+
+
+async def test_a_message_on_another_partition_than_its_case_is_still_routed_once(
+    world: World,
+) -> None:
+    """A sender that puts a message about a case on another partition (a hostile one, or one
+    of an earlier version on the bare subject) is routed all the same: the partition decides
+    who routes, never whether."""
+    cases = await open_cases(world, 1)
+    body = example_body(MessageType.M7)
+    gem = world.clients[GEM]
+    zvh = world.clients[ZVH].identity.public_record()
+    before = await delivered_to_zvh(world)
+    async with Bus(world.server.url, name="gem-raw") as bus:
+        for n, partition in enumerate((None, *range(INBOUND_PARTITIONS))):
+            draft = example_draft(MessageType.M7, body, case_id=cases[0])
+            draft = draft.model_copy(update={"step": CaseState.CASUSOVERLEG})
+            raw = seal(body, draft, sender=gem.identity, recipients=[zvh])
+            assert header_case_id(raw) == cases[0]
+            await bus.publish(inbound_subject(OrgId(GEM), partition), raw,
+                              {"Nats-Msg-Id": f"elsewhere-{n}"})  # fmt: skip
+    await until(lambda: _at_least(delivered_to_zvh(world), before + INBOUND_PARTITIONS + 1), 30)
