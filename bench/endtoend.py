@@ -2,9 +2,12 @@
 same run (the machine is shared and noisy: only ratios within one run mean much).
 
 1. **Hub-only.** N envelopes (M7 CASUSINFORMATIE, GEM -> ZVH, ~1 KiB body, spread over 64 cases
-   in CASUSOVERLEG) are loaded into the sender's inbound stream first; then 1, 2 and 4 hub
-   processes drain them. Measured from the first delivery stored to the N-th: messages/s, and
-   CPU per message of the hub processes and of nats-server (from ``/proc``).
+   in CASUSOVERLEG, each on its case's inbound partition) are loaded into the sender's inbound
+   stream first; then one hub process drains them. Measured from the first delivery stored to
+   the N-th: messages/s, and CPU per message of the hub process and of nats-server (from
+   ``/proc``). **Scale-out**: 1, 2 and 4 hub processes first agree on their shares of the
+   partitions (a few seconds after they start), then N envelopes are published while they
+   route; the same measures, and the ratio to one process measured the same way.
    Beside it, a **pipelined bare relay** drains N messages of the same size from one work
    queue into another (fetch a batch, publish all of it with the acknowledgements awaited
    together, ack): the most NATS itself does here. ``H`` = hub (1 process) / relay.
@@ -49,6 +52,7 @@ from schakel.contracts.policy import default_policy_text, parse_policy, with_lim
 from schakel.contracts.topology import (
     HEADER_KIND,
     HEADER_MSG_ID,
+    HUB_INSTANCES_STREAM,
     INBOUND_PARTITIONS,
     KIND_ENVELOPE,
     delivery_stream,
@@ -63,6 +67,7 @@ from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, OM, POL, ZVH
 from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.logconfig import configure_logging
+from schakel.hub.share import ANNOUNCE_EVERY
 from schakel.keys.envelope import seal, split_envelope
 from schakel.keys.identity import PartnerIdentity
 
@@ -179,6 +184,20 @@ async def processes(commands: list[list[str]], log: Path) -> AsyncIterator[list[
             await asyncio.to_thread(p.wait)
 
 
+async def agreed(js: nats.js.JetStreamContext, k: int) -> None:
+    """Wait until ``k`` hub processes say they are alive, then until each has read that
+    (its next announcement) and its fetchers of partitions it gave away have ended."""
+    deadline = time.monotonic() + 60
+    while True:
+        info = await js.stream_info(HUB_INSTANCES_STREAM, subjects_filter=">")
+        if len(info.state.subjects or {}) >= k:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{k} hub processes never all said they are alive")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(ANNOUNCE_EVERY + 1.5)  # a bench may wait; a test never does
+
+
 def seal_many(
     gem: PartnerIdentity, zvh_record: object, cases: list[CaseId], n: int
 ) -> list[tuple[str, bytes]]:
@@ -286,7 +305,7 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                              decision=Decision.OPSCHALEN),
                     ])  # fmt: skip
                 cases = [runner.case_id(f"c{n}") for n in range(CASES)]
-                total = count * (len(hub_counts) + 1) + 400 + int(sum(RATES) * seconds)
+                total = count * (len(hub_counts) + 2) + 400 + int(sum(RATES) * seconds)
                 sealed = seal_many(ids[GEM], ids[ZVH].public_record(), cases, total)
                 warm, sealed = sealed[:300], sealed[300:]
                 await through_clients(clients[GEM], clients[ZVH], warm, None)
@@ -294,10 +313,8 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                 warm_ups = [sealed[:50], sealed[50:100]]
                 sealed = sealed[100:]
 
-            # 1. Hub-only, 1/2/4 processes, beside the pipelined relay.
-            say(f"hub-only: {count} envelopes preloaded, drained by the hub processes")
-            drains: dict[int, Drain] = {}
-            for k in hub_counts:
+            async def hub_only(k: int, *, agree_first: bool) -> Drain:
+                nonlocal sealed
                 batch, sealed = sealed[:count], sealed[count:]
                 await js.purge_stream(out_zvh)
                 items = [  # each on its case's partition, as the SDK publishes
@@ -305,11 +322,32 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                      {HEADER_MSG_ID: message_id})
                     for message_id, raw in batch
                 ]  # fmt: skip
-                await publish_all(js, items)
+                if not agree_first:
+                    await publish_all(js, items)
                 async with processes([hub_cmd] * k, log) as pids:
-                    drains[k] = await drain(js, out_zvh, count, pids, server_pid)
-                d = drains[k]
-                say(f"  hub x{k}: {d.rate:8,.0f} msg/s   CPU/msg hub {d.worker_ms:.3f} ms, "
+                    publishing = None
+                    if agree_first:
+                        await agreed(js, k)
+                        publishing = asyncio.create_task(publish_all(js, items))
+                    result = await drain(js, out_zvh, count, pids, server_pid)
+                    if publishing is not None:
+                        await publishing
+                return result
+
+            # 1. Hub-only: one process drains a preloaded stream, beside the pipelined relay.
+            say(f"hub-only: {count} envelopes preloaded, drained by one hub process")
+            one = await hub_only(1, agree_first=False)
+            say(f"  hub x1: {one.rate:8,.0f} msg/s   CPU/msg hub {one.worker_ms:.3f} ms, "
+                f"nats-server {one.nats_ms:.3f} ms")  # fmt: skip
+            # 1b. Scale-out: k processes agree on their shares of the partitions (a few
+            # seconds), then the envelopes are published (pipelined) while they route.
+            say(f"scale-out: {count} envelopes published once the hub processes have agreed "
+                "on their shares")  # fmt: skip
+            scaled: dict[int, Drain] = {}
+            for k in hub_counts:
+                d = scaled[k] = await hub_only(k, agree_first=True)
+                say(f"  hub x{k}: {d.rate:8,.0f} msg/s ({d.rate / scaled[hub_counts[0]].rate:.2f}"
+                    f" x {hub_counts[0]})   CPU/msg hubs {d.worker_ms:.3f} ms, "
                     f"nats-server {d.nats_ms:.3f} ms")  # fmt: skip
             await js.purge_stream(out_zvh)
             for name, subject in (("RELAY_IN", "relay.in"), ("RELAY_OUT", "relay.out")):
@@ -325,7 +363,6 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                 relay = await drain(js, "RELAY_OUT", count, pids, server_pid)
             say(f"  relay : {relay.rate:8,.0f} msg/s   CPU/msg relay {relay.worker_ms:.3f} ms, "
                 f"nats-server {relay.nats_ms:.3f} ms (pipelined, no checks)")  # fmt: skip
-            one = drains[hub_counts[0]]
             h = one.rate / relay.rate
 
             # 2. End to end, receipts on: the hub, then a do-nothing hub in its place.

@@ -271,5 +271,3 @@ class Outbox:
 def envelope_digest(raw: bytes) -> str:
     """A short digest of an envelope's bytes (which envelope claimed a message id)."""
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
-
-

@@ -61,9 +61,15 @@ def authority() -> SigningKey:
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    """A real nats-server with JetStream on a free loopback port."""
-    async with NatsServer(tmp_path / "nats") as server:
+    """A real nats-server with JetStream on a free loopback port. Killed at the end: what it
+    stored is thrown away, and a graceful stop writes every consumer's state first (about
+    0.4 s of a test's teardown)."""
+    server = NatsServer(tmp_path / "nats")
+    await server.start()
+    try:
         yield server
+    finally:
+        await server.stop(kill=True)
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,9 @@ from tests.hub.conftest import PairFactory
 
 
 async def test_full_backlog_refuses_new_messages_and_keeps_old_ones(pair: PairFactory) -> None:
-    """With a limit of 3, the 4th message to an idle partner is BACKLOG_FULL; nothing is dropped."""
+    """With a limit of 3, of 4 messages (4 cases) to an idle partner one is BACKLOG_FULL and
+    the other three are delivered; nothing is dropped. (Which one: the last routed. Messages
+    about different cases may be routed in any order: they are on different partitions.)"""
     base = default_policy()
     limits = base.limits.model_copy(update={"max_backlog": 3})
     policy = base.model_copy(update={"limits": limits})
@@ -32,7 +34,8 @@ async def test_full_backlog_refuses_new_messages_and_keeps_old_ones(pair: PairFa
         item = await pol.receive(timeout=10)
         assert isinstance(item, Refusal)
         assert item.notice.reason is ReasonCode.BACKLOG_FULL
-        assert item.notice.message_id == sent[3]
+        refused = item.notice.message_id
+        assert refused in sent
         await item.ack()
         received = []
         for _ in range(3):
@@ -40,7 +43,7 @@ async def test_full_backlog_refuses_new_messages_and_keeps_old_ones(pair: PairFa
             assert isinstance(delivery, Delivery)
             received.append(delivery.message_id)
             await delivery.ack()
-        assert received == sent[:3]  # the old ones are all there, in order
+        assert sorted(received) == sorted(set(sent) - {refused})  # the others are all there
 
 
 async def test_full_inbound_queue_is_a_clear_error_for_the_sender(

@@ -13,7 +13,7 @@ import pytest
 from schakel.bus import Bus
 from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
-from schakel.contracts.ids import CaseId, OrgId
+from schakel.contracts.ids import CaseId, OrgId, new_message_id
 from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import (
     HUB_INSTANCES_STREAM,
@@ -137,9 +137,10 @@ async def burst(world: World, cases: list[CaseId], count: int) -> None:
     for n in range(count):
         draft = example_draft(MessageType.M7, body, case_id=cases[n % len(cases)])
         draft = draft.model_copy(update={"step": CaseState.CASUSOVERLEG})
-        sealed.append(seal(body, draft, sender=gem.identity, recipients=[zvh]))
-    await asyncio.gather(*(gem.publish_raw(raw, f"burst-{n}-{id(raw)}")
-                           for n, raw in enumerate(sealed)))  # fmt: skip
+        message_id = new_message_id()
+        raw = seal(body, draft, sender=gem.identity, recipients=[zvh], message_id=message_id)
+        sealed.append((message_id, raw))
+    await asyncio.gather(*(gem.publish_raw(raw, message_id) for message_id, raw in sealed))
 
 
 async def delivered_to_zvh(world: World) -> int:
@@ -196,11 +197,12 @@ async def test_a_message_on_another_partition_than_its_case_is_still_routed_once
     zvh = world.clients[ZVH].identity.public_record()
     before = await delivered_to_zvh(world)
     async with Bus(world.server.url, name="gem-raw") as bus:
-        for n, partition in enumerate((None, *range(INBOUND_PARTITIONS))):
+        for partition in (None, *range(INBOUND_PARTITIONS)):
             draft = example_draft(MessageType.M7, body, case_id=cases[0])
             draft = draft.model_copy(update={"step": CaseState.CASUSOVERLEG})
-            raw = seal(body, draft, sender=gem.identity, recipients=[zvh])
+            message_id = new_message_id()
+            raw = seal(body, draft, sender=gem.identity, recipients=[zvh], message_id=message_id)
             assert header_case_id(raw) == cases[0]
             await bus.publish(inbound_subject(OrgId(GEM), partition), raw,
-                              {"Nats-Msg-Id": f"elsewhere-{n}"})  # fmt: skip
+                              {"Nats-Msg-Id": message_id})  # fmt: skip
     await until(lambda: _at_least(delivered_to_zvh(world), before + INBOUND_PARTITIONS + 1), 30)
