@@ -287,6 +287,11 @@ class Router:
         self._settled: collections.OrderedDict[MessageId, tuple[MessageEntry, int]] = (
             collections.OrderedDict()
         )
+        # The receipts (message, recipient) being recorded in this instance now, on either
+        # path: a second one for the same pair waits (handle() retries it later) instead of
+        # being audited and relayed beside the first. Batches of several partitions run side
+        # by side, and a hostile recipient may send one receipt on each.
+        self._receipting: set[tuple[MessageId, OrgId]] = set()
 
     @property
     def registry(self) -> Registry:
@@ -322,6 +327,17 @@ class Router:
         return self._clock().astimezone(dt.UTC).replace(microsecond=0)
 
     async def handle_batch(self, items: Sequence[Inbound]) -> list[Outcome | Exception]:
+        """See :meth:`_handle_batch`; receipts it marked as under way are unmarked however
+        it ends."""
+        marked: set[tuple[MessageId, OrgId]] = set()
+        try:
+            return await self._handle_batch(items, marked)
+        finally:
+            self._receipting -= marked
+
+    async def _handle_batch(
+        self, items: Sequence[Inbound], marked: set[tuple[MessageId, OrgId]]
+    ) -> list[Outcome | Exception]:
         """Route inbound messages fetched together: per item its outcome, or the exception
         :meth:`handle` raised for it (infrastructure: the caller retries that one).
 
@@ -350,6 +366,8 @@ class Router:
                     later.add(index)
                 else:
                     receipts.append(receipting)
+                    marked.add((receipting.message_id, receipting.org))
+                    self._receipting.add((receipting.message_id, receipting.org))
                 continue
             routing, case = self._admit(index, item, now, rated)
             if routing is None or (case is not None and case in left):
@@ -454,6 +472,8 @@ class Router:
         self.counts["batched"] += len(work) + len(receipts)
         self.counts["one_by_one"] += len(later)
         taken = {r.index: (r.revision, r.committed) for r in admitted if r.revision}
+        self._receipting -= marked  # (those left to handle() are marked there again)
+        marked.clear()
         await self._one_by_one(items, sorted(later), rated, taken, out)
         return [o if o is not None else RuntimeError("not routed") for o in out]
 
@@ -492,6 +512,7 @@ class Router:
             or entry.sender != receipt.sender
             or org in entry.receipted_by
             or any(r.message_id == message_id for r in admitted)
+            or (message_id, org) in self._receipting
         ):
             return None
         entry = entry.model_copy(update={"receipted_by": (*entry.receipted_by, org)})
@@ -850,6 +871,18 @@ class Router:
                 item, org, now, ReasonCode.MALFORMED, "not a valid signed receipt", None
             )
         message_id = MessageId(receipt.message_id)
+        pair = (message_id, org)
+        if pair in self._receipting:
+            raise RetryLater("a receipt for this message and recipient is being recorded")
+        self._receipting.add(pair)
+        try:
+            return await self._record_receipt(item, org, now, receipt, message_id)
+        finally:
+            self._receipting.discard(pair)
+
+    async def _record_receipt(
+        self, item: Inbound, org: OrgId, now: dt.datetime, receipt: Receipt, message_id: MessageId
+    ) -> Outcome:
         current = await self._messages.get(message_id) if receipt.recipient == org else None
         if (current is None or current.status == "claimed") and not item.final_attempt:
             # The recipient may acknowledge before the hub has finished the message (its record
@@ -873,6 +906,7 @@ class Router:
         await self._audit.append(self._receipt_record(current, message_id, org, now, item.seq))
         await self._outbox.relay(OrgId(current.sender), item.data, f"receipt:{message_id}:{org}")
         await self._messages.update(message_id, _receipted_by(org))
+        self._settled.pop(message_id, None)  # (the batch path's copy is stale now)
         _log.info("message_receipted", message_id=message_id, sender=current.sender, recipient=org)
         return Outcome(accepted=True, message_id=message_id)
 

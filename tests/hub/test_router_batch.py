@@ -5,15 +5,21 @@ sender's rate. In each, ``handle_batch`` must end as ``handle`` one by one does.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 import pytest
 
 from schakel.contracts.enums import CaseState, MessageType, ReasonCode
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, MessageId, OrgId, case_id_for, new_message_id
+from schakel.contracts.notice import RECEIPT_LABEL, Receipt
+from schakel.contracts.topology import HEADER_KIND, HEADER_MSG_ID, KIND_RECEIPT
 from schakel.harness.scenarios import GEM, KMAR, OM, POL, ZVH
 from schakel.hub.quota import RateLimiter
-from schakel.hub.router import Outcome
+from schakel.hub.router import Inbound, Outcome, RetryLater
 from schakel.keys.envelope import seal
+from schakel.keys.statement import sign_statement
 from tests.hub.test_router_rules import Rig, _escalation, _message_id, _twin, rig
 
 __all__ = ["rig"]  # the fixture, shared with test_router_rules
@@ -134,3 +140,45 @@ async def test_a_commit_stored_without_an_answer_is_finished_not_refused(rig: Ri
     assert [routed.count(m) for m in ids] == [1, 1, 1]
     copies = [d for q in rig.outbox.waiting.values() for d, _ in q]
     assert [sum(d.startswith(m) for d in copies) for m in ids] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("settled_by", ["batch", "handle"])
+async def test_one_receipt_on_several_partitions_at_once_is_recorded_once(
+    rig: Rig, settled_by: str
+) -> None:
+    """A recipient that sends its receipt (and copies of it) on several partitions at once:
+    batches of different partitions run side by side in one instance, on the batch path
+    and through handle(), whoever settled the message. Exactly one is audited and relayed;
+    the others are refused as duplicates or retried later (and then refused)."""
+    signal = rig.envelope(POL, (GEM, ZVH))
+    if settled_by == "batch":
+        [routed] = await rig.router.handle_batch([rig.inbound(POL, signal)])
+    else:
+        routed = await rig.router.handle(rig.inbound(POL, signal))
+    assert isinstance(routed, Outcome) and routed.accepted
+    message_id = _message_id(signal)
+    receipt = Receipt(message_id=message_id, recipient=GEM,
+                      recipient_kid=rig.ids[GEM].signing_kid, sender=POL, at=rig.now)  # fmt: skip
+    raw = sign_statement(receipt, rig.ids[GEM].signing_key, RECEIPT_LABEL)
+
+    def copy() -> Inbound:
+        item = rig.inbound(GEM, raw, headers=frozenset({HEADER_MSG_ID, HEADER_KIND}))
+        return dataclasses.replace(item, kind=KIND_RECEIPT)
+
+    answers: list[object] = []
+    for _ in range(3):  # retried later until none is left over
+        results = await asyncio.gather(
+            rig.router.handle_batch([copy()]), rig.router.handle_batch([copy(), copy()]),
+            rig.router.handle(copy()), rig.router.handle_batch([copy()]),
+            return_exceptions=True,
+        )  # fmt: skip
+        for result in results:
+            answers += result if isinstance(result, list) else [result]
+    accepted = [a for a in answers if isinstance(a, Outcome) and a.accepted]
+    refused = [a for a in answers if isinstance(a, Outcome) and not a.accepted]
+    assert len(accepted) == 1
+    assert {a.reason for a in refused} <= {ReasonCode.DUPLICATE}
+    assert all(isinstance(a, Outcome | RetryLater) for a in answers), answers
+    receipted = [r for r in rig.audit.records if r.event == "receipted"]
+    assert len(receipted) == 1
+    assert rig.journal.actions().count("outbox.relay") == 1
