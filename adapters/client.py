@@ -68,9 +68,9 @@ from schakel.contracts.topology import (
     delivery_consumer,
     delivery_stream,
     header_case_id,
-    inbound_partition,
     inbound_subject,
     inbox_prefix,
+    message_partition,
     status_subject,
 )
 from schakel.keys.crypto import VerifyKey
@@ -522,7 +522,7 @@ class PartnerClient:
             InboundFull: the hub holds as many unprocessed messages of ours as it accepts.
         """
         bus = self._require_open()
-        subject = inbound_subject(self.org, inbound_partition(header_case_id(raw)))
+        subject = inbound_subject(self.org, message_partition(header_case_id(raw), message_id))
         try:
             await bus.publish(subject, raw, {"Nats-Msg-Id": message_id})
         except StreamFull as exc:
@@ -635,7 +635,9 @@ class PartnerClient:
         dedupe = f"receipt:{delivery.message_id}:{self.org}"
         # The connection is taken now: the task may first run while the client closes (which
         # waits for it), after the back office's last acknowledgement.
-        subject = inbound_subject(self.org, inbound_partition(delivery.header.case_id or ""))
+        subject = inbound_subject(
+            self.org, message_partition(delivery.header.case_id, delivery.message_id)
+        )
         task = asyncio.create_task(
             self._publish_receipt(self._require_open(), subject, raw, dedupe)
         )

@@ -59,9 +59,9 @@ from schakel.contracts.topology import (
     delivery_subject,
     header_case_id,
     hub_consumer,
-    inbound_partition,
     inbound_stream,
     inbound_subject,
+    message_partition,
 )
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, OM, POL, ZVH
@@ -317,9 +317,10 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
                 nonlocal sealed
                 batch, sealed = sealed[:count], sealed[count:]
                 await js.purge_stream(out_zvh)
+                gem = OrgId(GEM)
                 items = [  # each on its case's partition, as the SDK publishes
-                    (inbound_subject(OrgId(GEM), inbound_partition(header_case_id(raw))), raw,
-                     {HEADER_MSG_ID: message_id})
+                    (inbound_subject(gem, message_partition(header_case_id(raw), message_id)),
+                     raw, {HEADER_MSG_ID: message_id})
                     for message_id, raw in batch
                 ]  # fmt: skip
                 if not agree_first:

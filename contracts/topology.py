@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-from schakel.contracts.ids import OrgId
+from schakel.contracts.ids import OrgId, case_id_for
 
 __all__ = [
     "AUDIT_STREAM",
@@ -72,6 +72,7 @@ __all__ = [
     "inbound_subject",
     "inbound_subjects",
     "inbox_prefix",
+    "message_partition",
     "org_of_inbound_subject",
     "quarantine_subject",
     "recipient_of_delivery_subject",
@@ -126,10 +127,22 @@ INBOUND_ALLOWED_HEADERS: Final = frozenset({HEADER_MSG_ID, HEADER_KIND, "Nats-Re
 
 
 def inbound_partition(case_id: str) -> int:
-    """The inbound partition of every message about ``case_id``: the first four bytes of its
-    SHA-256, modulo :data:`INBOUND_PARTITIONS`."""
-    digest = hashlib.sha256(case_id.encode("ascii")).digest()
+    """The inbound partition of every message about ``case_id``: the first four bytes of the
+    SHA-256 of its UTF-8 (for a case id: ASCII), big-endian, modulo
+    :data:`INBOUND_PARTITIONS`."""
+    digest = hashlib.sha256(case_id.encode("utf-8", "replace")).digest()
     return int.from_bytes(digest[:4], "big") % INBOUND_PARTITIONS
+
+
+def message_partition(case_id: str | None, message_id: str) -> int:
+    """The inbound partition of a message, and of a receipt for it: its case's; for one that
+    names no case, that of :func:`~schakel.contracts.ids.case_id_for` its message id (a
+    signal: the case it opens, where the case's later messages go too)."""
+    if case_id:
+        return inbound_partition(case_id)
+    if not message_id.isascii():  # no message id: whatever it is, partition 0
+        return 0
+    return inbound_partition(case_id_for(message_id))
 
 
 def header_case_id(raw: bytes) -> str:

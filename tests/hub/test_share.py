@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from schakel.bus import Bus
 from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
-from schakel.contracts.ids import CaseId, OrgId, new_message_id
+from schakel.contracts.ids import CaseId, OrgId, case_id_for, new_message_id
 from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import (
     HUB_INSTANCES_STREAM,
@@ -22,14 +23,19 @@ from schakel.contracts.topology import (
     delivery_stream,
     header_case_id,
     inbound_partition,
+    inbound_stream,
     inbound_subject,
+    message_partition,
     org_of_inbound_subject,
 )
+from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, OM, POL, ZVH
 from schakel.harness.simulation import ScenarioRunner, Step
+from schakel.hub.natsserver import NatsServer
 from schakel.hub.service import Hub
 from schakel.hub.share import Share, instance_token
 from schakel.keys.envelope import seal
+from schakel.keys.identity import PartnerIdentity
 from tests.hub.conftest import World
 
 
@@ -81,6 +87,28 @@ def test_a_case_has_one_partition_and_every_subject_one_organisation() -> None:
         assert org_of_inbound_subject(subject) is None
     with pytest.raises(ValueError, match="partition"):
         inbound_subject(org, INBOUND_PARTITIONS)
+
+
+async def test_a_signal_goes_where_its_case_will_be_and_odd_bytes_break_nothing(
+    nats_server: NatsServer, partner_identities: dict[str, PartnerIdentity], tmp_path: Path
+) -> None:
+    """A message that names no case (a signal) is on the partition of the case it opens, so
+    the case's later messages join it; bytes that are no envelope (a test of the hub's
+    defences) are published all the same. (No hub runs: the stream keeps what came.)"""
+    message_id = new_message_id()
+    assert message_partition(None, message_id) == inbound_partition(case_id_for(message_id))
+    assert message_partition("", message_id) == message_partition(None, message_id)
+    assert message_partition(None, "nïet-ascii") == 0
+    ids = {o: partner_identities[o] for o in (POL, GEM)}
+    async with local_hub(ids, url=nats_server.url, data_dir=tmp_path, run_hub=False) as system:
+        pol = system.client(POL)
+        body = example_body(MessageType.M1)
+        sent = await pol.send(body, example_draft(MessageType.M1, body), [OrgId(GEM)])
+        await pol.publish_raw(b'{"case_id":"\xff\xfe' + b"x" * 40, "odd-bytes-1")
+        async with Bus(nats_server.url, name="check") as bus:
+            stored = await bus.counts(inbound_stream(OrgId(POL)), ">")
+    signal = inbound_subject(OrgId(POL), inbound_partition(case_id_for(sent)))
+    assert stored.get(signal, 0) >= 1 and sum(stored.values()) == 2, stored
 
 
 async def until(condition: Callable[[], Awaitable[bool] | bool], timeout: float) -> None:
