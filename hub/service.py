@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final, Self
@@ -74,7 +75,7 @@ from schakel.hub.quota import RateLimiter
 from schakel.hub.registry import RegistryReader
 from schakel.hub.router import Inbound, Outcome, RetryLater, Router
 from schakel.hub.settings import HubSettings
-from schakel.hub.share import Share
+from schakel.hub.share import STUCK_AFTER, Share
 from schakel.hub.stores import KvCaseStore, KvMessageRegistry, Outbox
 from schakel.keys.crypto import SigningKey
 from schakel.keys.directory import KeyDirectory
@@ -122,8 +123,10 @@ class Hub:
         self._ready: set[OrgId] = set()  # partners whose streams and consumers exist
         self._registry_changed = asyncio.Event()  # a new edition, or a new registration
         self._wake = asyncio.Event()  # stop, or this instance's share of partitions changed
-        self.share = Share(settings.instance, on_change=self._wake.set)
+        self.share = Share(settings.instance, on_change=self._wake.set, routing=self._routing)
         self._fetchers: dict[tuple[OrgId, int], asyncio.Task[None]] = {}
+        self._busy_since: dict[tuple[OrgId, int], float] = {}  # fetchers inside a batch
+        self.stuck_after = STUCK_AFTER  # seconds in one batch that make the instance stuck
 
     async def __aenter__(self) -> Self:
         if self._state != "unopened":
@@ -570,9 +573,18 @@ class Hub:
                     continue
                 failures = 0
                 if batch:
-                    await self._process(router, batch)
+                    self._busy_since[org, partition] = time.monotonic()
+                    try:
+                        await self._process(router, batch)
+                    finally:
+                        self._busy_since.pop((org, partition), None)
         finally:
             await puller.close()
+
+    def _routing(self) -> bool:
+        """Whether no fetcher has been inside one batch for over ``stuck_after`` seconds."""
+        now = time.monotonic()
+        return all(now - since < self.stuck_after for since in self._busy_since.values())
 
     @property
     def fetching(self) -> set[tuple[OrgId, int]]:

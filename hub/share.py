@@ -10,10 +10,14 @@ records; with more instances than partitions, the extra ones stand by.
 
 No lease, no leader: two instances that briefly both think a partition theirs (one has seen
 a change the other has not yet) both read it, which is safe (the case record's
-compare-and-set decides, as it always does) and costs only conflicts. An instance that dies
-stops saying it is alive; after ``HUB_ALIVE_KEPT`` seconds the others take its partitions,
-and what it held unacknowledged comes back after the consumers' ``ack_wait``. One that stops
-cleanly withdraws at once. One that cannot reach NATS keeps its last view.
+compare-and-set decides, as it always does) and costs only conflicts; where views differ the
+other way a partition waits for the next announcement (at most ``ANNOUNCE_EVERY``). An
+instance that dies, or whose routing is stuck (a batch that has not finished in
+``STUCK_AFTER`` seconds), stops saying it is alive; at most ``HUB_ALIVE_KEPT`` seconds later
+the others take its partitions, and what it held unacknowledged comes back after the
+consumers' ``ack_wait``. One that stops cleanly withdraws once its fetchers have finished;
+the others see it at their next announcement. One that cannot read who is alive reads every
+partition until it can: overlap is safe, a gap is not.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ from schakel.contracts.topology import (
     hub_instances_subject,
 )
 
-__all__ = ["ANNOUNCE_EVERY", "Share", "instance_token"]
+__all__ = ["ANNOUNCE_EVERY", "STUCK_AFTER", "Share", "instance_token"]
 
 ANNOUNCE_EVERY: Final = 2.0  # seconds; a third of HUB_ALIVE_KEPT
+# Seconds a fetcher may spend on one batch before the instance counts as stuck (the
+# consumers' ack wait: its messages go to whoever reads the partition next anyway).
+STUCK_AFTER: Final = 30.0
 _TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _log = structlog.get_logger("schakel.hub")
 
@@ -51,10 +58,17 @@ def instance_token(instance: str) -> str:
 class Share:
     """This instance's view of the instances alive, and the partitions it reads."""
 
-    def __init__(self, instance: str, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        instance: str,
+        on_change: Callable[[], None] | None = None,
+        routing: Callable[[], bool] | None = None,
+    ) -> None:
         self.token = instance_token(instance)
         self.alive: tuple[str, ...] = (self.token,)
         self._on_change = on_change
+        self._routing = routing  # whether this instance is routing (not stuck): it says so
+        self._silent = False
 
     def owns(self, partition: int) -> bool:
         """Whether this instance reads ``partition``."""
@@ -75,9 +89,20 @@ class Share:
                 self._on_change()
 
     async def announce(self, bus: Bus) -> None:
-        """Say this instance is alive, then read who else is."""
-        await bus.publish(hub_instances_subject(self.token), b"", {})
-        alive = await bus.counts(HUB_INSTANCES_STREAM, HUB_INSTANCES_SUBJECT + ".*")
+        """Say this instance is alive (unless its routing is stuck), then read who else is.
+        When the read fails the view is this instance alone: it reads every partition, which
+        may overlap others (safe) but leaves none unread (a stale view could)."""
+        routing = self._routing is None or self._routing()
+        if routing != (not self._silent):
+            self._silent = not routing
+            _log.warning("hub_routing_stuck" if self._silent else "hub_routing_again")
+        try:
+            if routing:
+                await bus.publish(hub_instances_subject(self.token), b"", {})
+            alive = await bus.counts(HUB_INSTANCES_STREAM, HUB_INSTANCES_SUBJECT + ".*")
+        except TransportError:
+            self.see(set())
+            raise
         self.see({subject.rsplit(".", 1)[-1] for subject in alive})
 
     async def run(self, bus: Bus) -> None:
@@ -85,7 +110,7 @@ class Share:
         while True:
             try:
                 await self.announce(bus)
-            except TransportError as exc:  # keep the last view; say it again next time
+            except TransportError as exc:  # say it again next time
                 _log.warning("hub_announce_failed", error=type(exc.__cause__).__name__)
             await asyncio.sleep(ANNOUNCE_EVERY)
 

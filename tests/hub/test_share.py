@@ -34,6 +34,7 @@ from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.service import Hub
 from schakel.hub.share import Share, instance_token
+from schakel.keys.crypto import SigningKey
 from schakel.keys.envelope import seal
 from schakel.keys.identity import PartnerIdentity
 from tests.hub.conftest import World
@@ -234,3 +235,44 @@ async def test_a_message_on_another_partition_than_its_case_is_still_routed_once
             await bus.publish(inbound_subject(OrgId(GEM), partition), raw,
                               {"Nats-Msg-Id": message_id})  # fmt: skip
     await until(lambda: _at_least(delivered_to_zvh(world), before + INBOUND_PARTITIONS + 1), 30)
+
+
+async def test_an_instance_whose_routing_is_stuck_gives_its_share_away(
+    nats_server: NatsServer,
+    partner_identities: dict[str, PartnerIdentity],
+    hub_identity: PartnerIdentity,
+    authority: SigningKey,
+    tmp_path: Path,
+) -> None:
+    """An instance that still runs but whose batches never finish (a hung dependency, a bug)
+    stops saying it is alive, so the other takes its partitions, and what it held comes back
+    after the ack wait: every message is delivered, by the healthy instance."""
+    async with local_hub(
+        partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
+        hub_identity=hub_identity, ack_wait=2.0,
+    ) as system:  # fmt: skip
+        assert system.hub is not None
+        world = World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
+                      authority)  # fmt: skip
+        cases = await open_cases(world, 8)
+        while len({inbound_partition(c) for c in cases}) < INBOUND_PARTITIONS:
+            cases += await open_cases(world, 1)  # every partition has a case
+        before = await delivered_to_zvh(world)
+        first = world.hub
+        async with second_hub(world, "hub-stuck") as second:
+            assert second.router is not None
+            await until(settled(first, second), 15)
+            released = asyncio.Event()
+
+            async def hangs(items: object) -> list[Exception]:
+                await released.wait()
+                return [RuntimeError("released")] * len(items)  # type: ignore[arg-type]
+
+            second.stuck_after = 1.0
+            second.router.handle_batch = hangs  # type: ignore[method-assign,assignment]
+            try:
+                await burst(world, cases, 80)
+                await until(lambda: first.share.partitions == list(range(INBOUND_PARTITIONS)), 20)
+                await until(lambda: _at_least(delivered_to_zvh(world), before + 80), 30)
+            finally:
+                released.set()
