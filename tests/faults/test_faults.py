@@ -16,24 +16,21 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from schakel.adapters.client import Delivery, PartnerClient
-from schakel.bus import Bus
+from schakel.bus import Bus, TransportError
 from schakel.contracts.enums import CaseState, Decision, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy
-from schakel.contracts.topology import (
-    HUB_INSTANCES_STREAM,
-    HUB_INSTANCES_SUBJECT,
-    inbound_partition,
-)
+from schakel.contracts.topology import HUB_STATUS_SUBJECT
 from schakel.harness.scenarios import GEM, OM, POL, SCENARIOS, ZVH
 from schakel.harness.simulation import ScenarioRunner, Step
 from schakel.hub.audit import read_trail, verify_chain
@@ -294,12 +291,7 @@ async def test_a_killed_hubs_share_is_taken_over(rig: Rig) -> None:
     messages come in: once its "alive" expires the other reads its partitions too (and what
     the killed one held comes back after the ack wait). None lost, none twice."""
     rig.start_hub()
-    async with Bus(rig.url, name="check") as bus:
-        deadline = time.monotonic() + 30
-        while len(await bus.counts(HUB_INSTANCES_STREAM, HUB_INSTANCES_SUBJECT + ".*")) < 2:
-            assert time.monotonic() < deadline, "the second hub never said it is alive"
-            await asyncio.sleep(0.1)
-    assert len({inbound_partition(c) for c in rig.cases}) >= 2  # both have cases
+    await _hub_says(rig, lambda s: s["instances"] == 2 and len(s["partitions"]) == 2)
     envelopes = rig.envelopes(600)
     expected = {m for m, _ in envelopes}
     seen: Counter[str] = Counter()
@@ -314,6 +306,21 @@ async def test_a_killed_hubs_share_is_taken_over(rig: Rig) -> None:
     seen, last = await collecting
     lost, twice = report("kill -9 of one of two hubs", sent, seen, expected, rig, last - killed_at)
     assert (lost, twice) == (0, 0)
+    await _hub_says(rig, lambda s: s["instances"] == 1 and len(s["partitions"]) == 4)
+
+
+async def _hub_says(rig: Rig, condition: Callable[[dict[str, Any]], bool]) -> None:
+    """Ask ``hub status`` (any running instance answers) until an answer meets
+    ``condition``."""
+    deadline = time.monotonic() + 30
+    async with Bus(rig.url, name="check") as bus:
+        while True:
+            with contextlib.suppress(TransportError):
+                answer = await bus.request(HUB_STATUS_SUBJECT, b"", timeout=2)
+                if condition(json.loads(answer)):
+                    return
+            assert time.monotonic() < deadline, "no hub said so"
+            await asyncio.sleep(0.1)
 
 
 async def _case(bus: Bus, case_id: CaseId) -> tuple[CaseState | None, int]:

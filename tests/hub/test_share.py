@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from schakel.contracts.topology import (
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, OM, POL, ZVH
 from schakel.harness.simulation import ScenarioRunner, Step
+from schakel.hub.audit import parse_record, read_trail
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.service import Hub
 from schakel.hub.share import Share, instance_token
@@ -144,16 +146,25 @@ def settled(*hubs: Hub) -> Callable[[], bool]:
     return check
 
 
-async def open_cases(world: World, count: int) -> list[CaseId]:
+async def open_cases(world: World, count: int, first: int = 0) -> list[CaseId]:
     runner = ScenarioRunner(world.clients, default_policy())
-    for n in range(count):
+    for n in range(first, first + count):
         await runner.run([
             Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
             Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
             Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
                  decision=Decision.OPSCHALEN),
         ])  # fmt: skip
-    return [runner.case_id(f"c{n}") for n in range(count)]
+    return [runner.case_id(f"c{n}") for n in range(first, first + count)]
+
+
+async def cases_on_every_partition(world: World) -> list[CaseId]:
+    """Open cases until every partition has at least two (each instance gets work)."""
+    cases = await open_cases(world, 8)
+    while min(sum(inbound_partition(c) == p for c in cases)
+              for p in range(INBOUND_PARTITIONS)) < 2:  # fmt: skip
+        cases += await open_cases(world, 1, first=len(cases))
+    return cases
 
 
 async def burst(world: World, cases: list[CaseId], count: int) -> None:
@@ -185,8 +196,7 @@ async def test_two_instances_route_each_case_alone_and_one_takes_over_when_the_o
     are routed without a single conflict on a case record (each case by its partition's
     owner; both instances work). The second stops cleanly: the first reads every partition
     at once and routes what comes next."""
-    cases = await open_cases(world, 8)
-    assert len({inbound_partition(c) for c in cases}) >= 2  # both instances have cases
+    cases = await cases_on_every_partition(world)
     before = await delivered_to_zvh(world)
     first = world.hub
     assert first.router is not None
@@ -225,6 +235,7 @@ async def test_a_message_on_another_partition_than_its_case_is_still_routed_once
     gem = world.clients[GEM]
     zvh = world.clients[ZVH].identity.public_record()
     before = await delivered_to_zvh(world)
+    sent: list[str] = []
     async with Bus(world.server.url, name="gem-raw") as bus:
         for partition in (None, *range(INBOUND_PARTITIONS)):
             draft = example_draft(MessageType.M7, body, case_id=cases[0])
@@ -232,9 +243,24 @@ async def test_a_message_on_another_partition_than_its_case_is_still_routed_once
             message_id = new_message_id()
             raw = seal(body, draft, sender=gem.identity, recipients=[zvh], message_id=message_id)
             assert header_case_id(raw) == cases[0]
+            sent.append(message_id)
             await bus.publish(inbound_subject(OrgId(GEM), partition), raw,
                               {"Nats-Msg-Id": message_id})  # fmt: skip
     await until(lambda: _at_least(delivered_to_zvh(world), before + INBOUND_PARTITIONS + 1), 30)
+
+    async def routed() -> Counter[str]:
+        async with Bus(world.server.url, name="check") as bus:
+            lines = [line async for _, raw in read_trail(bus) for line in raw.split(b"\n")]
+        records = [r for r in map(parse_record, lines) if r is not None]
+        return Counter(str(r.message_id) for r in records if r.event == "routed")
+
+    async def all_audited() -> bool:
+        return set(sent) <= set(await routed())
+
+    await until(all_audited, 30)
+    counts = await routed()
+    assert [counts[m] for m in sent] == [1] * (INBOUND_PARTITIONS + 1)
+    assert await delivered_to_zvh(world) == before + INBOUND_PARTITIONS + 1
 
 
 async def test_an_instance_whose_routing_is_stuck_gives_its_share_away(
@@ -254,9 +280,7 @@ async def test_an_instance_whose_routing_is_stuck_gives_its_share_away(
         assert system.hub is not None
         world = World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
                       authority)  # fmt: skip
-        cases = await open_cases(world, 8)
-        while len({inbound_partition(c) for c in cases}) < INBOUND_PARTITIONS:
-            cases += await open_cases(world, 1)  # every partition has a case
+        cases = await cases_on_every_partition(world)
         before = await delivered_to_zvh(world)
         first = world.hub
         async with second_hub(world, "hub-stuck") as second:
