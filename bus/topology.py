@@ -95,7 +95,8 @@ INBOUND_ATTEMPTS: Final = 5
 # the message) are retried up to here, riding out an outage of the order of an hour; a hub
 # that crashes on a message each time also ends here. Then the hub quarantines it (advisory).
 INBOUND_DELIVERIES: Final = 60
-# Inbound messages of one partner handed out to the hub and not yet acknowledged.
+# Inbound messages of one partner's partition handed out to the hub and not yet acknowledged
+# (per partner: INBOUND_PARTITIONS times this).
 INBOUND_ACK_PENDING: Final = 256
 _MAX_WAITING_PULLS: Final = 16
 # How long a hub instance's "alive" is kept: one that stopped saying so for this long has its

@@ -3,8 +3,9 @@
 The hub creates all of these (``bus/topology.py``) in its own NATS account; adapters only
 publish to their inbound subject, pull from their own consumer, ask about their own messages
 and read the key directory, each through an import into their own account
-(``hub/natsconfig.py``). Subjects carry organisation ids only: never a case id, a message type
-or anything about a person.
+(``hub/natsconfig.py``). Subjects carry organisation ids and, on inbound subjects, a partition
+number (0-3, a hash of the case id: four values, nothing to find a case by); never a case id,
+a message type or anything about a person.
 
 Every partner has its own inbound stream (``SCHAKEL_IN_<org>``), so JetStream's expectation
 headers, sequences and duplicate window never reach across partners. A partner publishes on one
