@@ -22,6 +22,7 @@ Only the hub creates or changes these; partners are never given the rights to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable
 from typing import Final
@@ -99,6 +100,7 @@ INBOUND_DELIVERIES: Final = 60
 # (per partner: INBOUND_PARTITIONS times this).
 INBOUND_ACK_PENDING: Final = 256
 _MAX_WAITING_PULLS: Final = 16
+_ENSURE_AT_ONCE: Final = 8  # partners whose streams and consumers are made side by side
 # How long a hub instance's "alive" is kept: one that stopped saying so for this long has its
 # partitions taken over by the others.
 HUB_ALIVE_KEPT: Final = 6.0
@@ -243,68 +245,80 @@ class Topology:
             await self._bus.js.delete_stream(name)
 
     async def ensure_partners(self, orgs: Iterable[OrgId]) -> None:
-        """Create each partner's inbound stream with the hub's consumer on it, and its durable
-        delivery consumer (partners never create their own)."""
+        """Create each partner's inbound stream with the hub's consumers on it, and its
+        durable delivery consumer (partners never create their own); the partners side by
+        side, a few at a time (several JetStream API round trips each; a registry may hold
+        hundreds of partners)."""
+        lane = asyncio.Semaphore(_ENSURE_AT_ONCE)
+
+        async def ensure(org: OrgId) -> None:
+            async with lane:
+                await self._ensure_partner(org)
+
+        await asyncio.gather(*(ensure(org) for org in orgs))
+
+    async def _ensure_partner(self, org: OrgId) -> None:
         limits = self._limits
         js = self._bus.js
-        for org in orgs:
-            inbound = api.StreamConfig(
-                name=inbound_stream(org),
-                subjects=inbound_subjects(org),
-                retention=api.RetentionPolicy.WORK_QUEUE,
-                storage=api.StorageType.FILE,
-                # Bounded per partner: beyond these JetStream refuses the publish, so one
-                # partner's flood can fill only its own stream. No per-message limit below
-                # the server's max_payload: the hub refuses oversized envelopes itself
-                # (TOO_LARGE), so the sender is told and the attempt recorded.
-                max_msgs=limits.max_inbound_pending,
-                max_bytes=limits.max_inbound_bytes,
-                discard=api.DiscardPolicy.NEW,
-                duplicate_window=DUPLICATE_WINDOW,
-                num_replicas=self._replicas,
-            )
-            await self._ensure_stream(inbound)
-            # The one consumer of earlier versions overlaps the partitions' (a work queue
-            # allows no overlap): it goes; what it had handed out and not finished stays in
-            # the stream and comes to the partitions' consumers.
-            with mapped("retire consumer"), contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(inbound_stream(org), HUB_CONSUMER)
-            for partition in range(INBOUND_PARTITIONS):
-                with mapped("ensure consumer"):
-                    await js.add_consumer(
-                        inbound_stream(org),
-                        api.ConsumerConfig(
-                            durable_name=hub_consumer(partition),
-                            filter_subjects=inbound_filter(org, partition),
-                            ack_policy=api.AckPolicy.EXPLICIT,
-                            ack_wait=self._ack_wait,
-                            max_deliver=max(INBOUND_DELIVERIES, self._inbound_attempts),
-                            max_ack_pending=INBOUND_ACK_PENDING,
-                        ),
-                    )
-            delivery = api.StreamConfig(
-                name=delivery_stream(org),
-                subjects=[delivery_filter(org)],
-                retention=api.RetentionPolicy.WORK_QUEUE,
-                storage=api.StorageType.FILE,
-                max_age=limits.max_lifetime_days * 86400.0,
-                duplicate_window=DUPLICATE_WINDOW,
-                num_replicas=self._replicas,
-            )
-            await self._ensure_stream(delivery)
-            with mapped("ensure consumer"):
-                await js.add_consumer(
-                    delivery_stream(org),
+        inbound = api.StreamConfig(
+            name=inbound_stream(org),
+            subjects=inbound_subjects(org),
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            # Bounded per partner: beyond these JetStream refuses the publish, so one
+            # partner's flood can fill only its own stream. No per-message limit below
+            # the server's max_payload: the hub refuses oversized envelopes itself
+            # (TOO_LARGE), so the sender is told and the attempt recorded.
+            max_msgs=limits.max_inbound_pending,
+            max_bytes=limits.max_inbound_bytes,
+            discard=api.DiscardPolicy.NEW,
+            duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=self._replicas,
+        )
+        await self._ensure_stream(inbound)
+        # The one consumer of earlier versions overlaps the partitions' (a work queue
+        # allows no overlap): it goes; what it had handed out and not finished stays in
+        # the stream and comes to the partitions' consumers.
+        with mapped("retire consumer"), contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(inbound_stream(org), HUB_CONSUMER)
+        with mapped("ensure consumer"):
+            await asyncio.gather(*(
+                js.add_consumer(
+                    inbound_stream(org),
                     api.ConsumerConfig(
-                        durable_name=delivery_consumer(org),
-                        # A partner pulls one batch at a time; a few waiting pulls are plenty.
-                        max_waiting=_MAX_WAITING_PULLS,
+                        durable_name=hub_consumer(partition),
+                        filter_subjects=inbound_filter(org, partition),
                         ack_policy=api.AckPolicy.EXPLICIT,
-                        ack_wait=self._redelivery[0],
-                        backoff=list(self._redelivery),
-                        max_deliver=len(self._redelivery) + 1,
+                        ack_wait=self._ack_wait,
+                        max_deliver=max(INBOUND_DELIVERIES, self._inbound_attempts),
+                        max_ack_pending=INBOUND_ACK_PENDING,
                     ),
                 )
+                for partition in range(INBOUND_PARTITIONS)
+            ))  # fmt: skip
+        delivery = api.StreamConfig(
+            name=delivery_stream(org),
+            subjects=[delivery_filter(org)],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            max_age=limits.max_lifetime_days * 86400.0,
+            duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=self._replicas,
+        )
+        await self._ensure_stream(delivery)
+        with mapped("ensure consumer"):
+            await js.add_consumer(
+                delivery_stream(org),
+                api.ConsumerConfig(
+                    durable_name=delivery_consumer(org),
+                    # A partner pulls one batch at a time; a few waiting pulls are plenty.
+                    max_waiting=_MAX_WAITING_PULLS,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=self._redelivery[0],
+                    backoff=list(self._redelivery),
+                    max_deliver=len(self._redelivery) + 1,
+                ),
+            )
 
     async def partners(self) -> list[OrgId]:
         """The partners whose streams exist (the hub reads and sweeps each one's)."""
