@@ -9,6 +9,7 @@ and ``make demo`` both use it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -284,8 +285,10 @@ class ScenarioRunner:
             self._world.regies[step.opens] = step.handover_to
 
     async def assert_quiet(self, seconds: float = 0.3) -> None:
-        """Check that no partner has anything left to receive."""
-        for org, client in self._clients.items():
-            item = await client.receive(timeout=seconds)
+        """Check that no partner has anything left to receive (every partner waits
+        ``seconds`` at once, not one after the other)."""
+        orgs = list(self._clients)
+        items = await asyncio.gather(*(self._clients[o].receive(timeout=seconds) for o in orgs))
+        for org, item in zip(orgs, items, strict=True):
             if item is not None:
                 raise ScenarioFailure(f"{org} received something unexpected: {item!r}")
