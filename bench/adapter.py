@@ -31,11 +31,10 @@ from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
 from schakel.contracts.topology import HEADER_KIND, HEADER_MSG_ID, KIND_ENVELOPE, delivery_subject
-from schakel.harness.http_partner import message_request
+from schakel.harness.http_partner import message_request, serve
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, POL, ZVH
 from schakel.hub.logconfig import configure_logging
-from schakel.hub.natsserver import free_port
 from schakel.keys.envelope import seal
 
 WINDOW = 32
@@ -65,9 +64,7 @@ async def main(count: int) -> None:
             draft = example_draft(MessageType.M1, body)
             request = message_request(body, draft, [GEM, ZVH])
             runner = QuietRunner(AdapterApi(pol, state_dir=tmp / "pol").app())
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            port = await serve(runner)
             async with aiohttp.ClientSession() as session:
 
                 async def post(_: int) -> None:
@@ -123,9 +120,7 @@ async def main(count: int) -> None:
                 hook = web.Application()
                 hook.router.add_post("/in", back_office)
                 hook_runner = web.AppRunner(hook, access_log=None)
-                await hook_runner.setup()
-                hook_port = free_port()
-                await web.TCPSite(hook_runner, "127.0.0.1", hook_port).start()
+                hook_port = await serve(hook_runner)
                 start = time.perf_counter()
                 gem_runner = QuietRunner(AdapterApi(
                     gem, state_dir=tmp / "gem",

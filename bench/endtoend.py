@@ -45,7 +45,7 @@ import nats
 from nats.js import api
 
 from schakel.adapters.client import Delivery, PartnerClient
-from schakel.contracts.enums import CaseState, Decision, MessageType
+from schakel.contracts.enums import CaseState, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy_text, parse_policy, with_limits
@@ -64,8 +64,8 @@ from schakel.contracts.topology import (
     message_partition,
 )
 from schakel.harness.local import local_hub
-from schakel.harness.scenarios import GEM, OM, POL, ZVH
-from schakel.harness.simulation import ScenarioRunner, Step
+from schakel.harness.scenarios import GEM, OM, POL, ZVH, open_cases
+from schakel.harness.simulation import ScenarioRunner
 from schakel.hub.logconfig import configure_logging
 from schakel.hub.share import ANNOUNCE_EVERY
 from schakel.keys.envelope import seal, split_envelope
@@ -297,14 +297,7 @@ async def main(count: int, seconds: float, hub_counts: list[int]) -> None:
 
             async with processes([hub_cmd], log):  # the cases, and a warm-up
                 runner = ScenarioRunner(clients, policy)
-                for n in range(CASES):
-                    await runner.run([
-                        Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
-                        Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
-                        Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
-                             decision=Decision.OPSCHALEN),
-                    ])  # fmt: skip
-                cases = [runner.case_id(f"c{n}") for n in range(CASES)]
+                cases = await open_cases(runner, [f"c{n}" for n in range(CASES)])
                 total = count * (len(hub_counts) + 2) + 400 + int(sum(RATES) * seconds)
                 sealed = seal_many(ids[GEM], ids[ZVH].public_record(), cases, total)
                 warm, sealed = sealed[:300], sealed[300:]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from schakel.contracts.bodies import Body
 from schakel.contracts.enums import MessageType
@@ -21,8 +22,9 @@ from schakel.contracts.header import MessageDraft
 from schakel.contracts.ids import case_id_for, new_message_id
 from schakel.contracts.policy import Policy
 from schakel.harness.simulation import ScenarioFailure, ScenarioRunner, Step, StepResult
+from schakel.hub.natsserver import free_port
 
-__all__ = ["HttpScenarioRunner", "message_request"]
+__all__ = ["HttpScenarioRunner", "message_request", "serve"]
 
 
 def message_request(
@@ -140,3 +142,12 @@ class HttpScenarioRunner(ScenarioRunner):
                 items = (await response.json())["items"]
             if items:
                 raise ScenarioFailure(f"{org} received something unexpected: {items[0]}")
+
+
+async def serve(runner: web.AppRunner) -> int:
+    """Set ``runner`` up and listen on a free loopback port (an adapter's API, or a back
+    office's webhook receiver, in a test, the benchmark or the demo); the port."""
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return port

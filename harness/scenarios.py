@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from schakel.contracts.enums import CaseState, DataCategory, Decision, InvitationScope, MelderStatus
 from schakel.contracts.enums import MessageType as M
 from schakel.contracts.enums import ReasonCode as R
-from schakel.harness.simulation import Step
+from schakel.contracts.ids import CaseId
+from schakel.harness.simulation import ScenarioRunner, Step
 
 __all__ = [
     "AIVD",
@@ -31,6 +32,7 @@ __all__ = [
     "SCHOOL",
     "ZVH",
     "Scenario",
+    "open_cases",
 ]
 
 RVDK, ZVH, GEM, POL, OM = "RVDK.noord", "ZVH.west", "GEM.westerstad", "POL.west", "OM.west"
@@ -187,3 +189,16 @@ SCENARIOS = {
     s.number: s
     for s in (SCENARIO_1, SCENARIO_2, SCENARIO_3, SCENARIO_4, SCENARIO_5, SCENARIO_6, SCENARIO_7)
 }
+
+
+async def open_cases(runner: ScenarioRunner, aliases: list[str]) -> list[CaseId]:
+    """Open a case per alias and bring it to CASUSOVERLEG (a signal from the politie, the
+    ZVH's weging, the gemeente's escalation): the cases the benchmark and the fault and
+    share tests send case information about. Their ids, in order."""
+    for alias in aliases:
+        await runner.run([
+            Step(POL, M.M1, (GEM, ZVH), case=alias),
+            Step(ZVH, M.M3, (OM,), case=alias),
+            Step(GEM, M.M5, (ZVH, POL, OM), case=alias, decision=Decision.OPSCHALEN),
+        ])  # fmt: skip
+    return [runner.case_id(alias) for alias in aliases]

@@ -24,14 +24,13 @@ from schakel.adapters.client import Delivery, PartnerClient
 from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
-from schakel.harness.http_partner import message_request
-from schakel.harness.local import local_hub
+from schakel.harness.http_partner import message_request, serve
 from schakel.harness.scenarios import GEM, ZVH
 from schakel.hub.natsserver import NatsServer, free_port
 from schakel.keys.crypto import SigningKey
 from schakel.keys.identity import PartnerIdentity
 from schakel.keys.keystore import PASSPHRASE_ENV, KdfParams, save_keystore
-from tests.hub.conftest import World, torn_down_within
+from tests.hub.conftest import World, world_of
 
 COUNT = 500
 TOKEN = "k" * 40
@@ -113,14 +112,10 @@ async def world(
 ) -> AsyncIterator[World]:
     """A system whose deliveries come back 2 s after a consumer stops acknowledging (what
     the killed adapter held), not the default 30 s."""
-    async with torn_down_within(local_hub(
-        partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
-        hub_identity=hub_identity, ack_wait=2.0,
-        redelivery=(2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0),
-    )) as system:  # fmt: skip
-        assert system.hub is not None
-        yield World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
-                    authority)  # fmt: skip
+    backoff = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+    async with world_of(nats_server, tmp_path, partner_identities, hub_identity, authority,
+                        ack_wait=2.0, redelivery=backoff) as running:  # fmt: skip
+        yield running
 
 
 @pytest.mark.parametrize("mode", ["poll", "webhook", "folder"])
@@ -142,9 +137,7 @@ async def test_kill_9_of_the_adapter_loses_nothing(
         app = web.Application()
         app.router.add_post("/in", back_office)
         runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        port = await serve(runner)
         url = f"http://127.0.0.1:{port}/in"
     adapter = Adapter(world, nats_server, tmp_path, "folder" if mode == "folder" else url)
     adapter.start()

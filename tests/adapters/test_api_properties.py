@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from aiohttp import web
 from hypothesis import HealthCheck, settings
 
 from schakel.adapters.http import AdapterApi, QuietRunner
 from schakel.adapters.openapi import COMMITTED
+from schakel.harness.http_partner import serve
 from schakel.harness.local import local_hub
 from schakel.harness.scenarios import GEM, ZVH
-from schakel.hub.natsserver import free_port
 
 schema = schemathesis.openapi.from_dict(json.loads(COMMITTED.read_text("utf-8")))
 
@@ -39,9 +38,7 @@ def live_adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         async with local_hub(["POL.west", GEM, ZVH], data_dir=tmp) as system:
             api = AdapterApi(system.clients["POL.west"], state_dir=tmp / "pol")
             runner = QuietRunner(api.app())
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            port = await serve(runner)
             state.update(url=f"http://127.0.0.1:{port}", loop=asyncio.get_running_loop(),
                          stop=stop)  # fmt: skip
             ready.set()

@@ -24,7 +24,7 @@ from schakel.contracts.enums import MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import OrgId
 from schakel.contracts.policy import default_policy
-from schakel.harness.http_partner import HttpScenarioRunner, message_request
+from schakel.harness.http_partner import HttpScenarioRunner, message_request, serve
 from schakel.harness.scenarios import GEM, SCENARIOS, ZVH
 from schakel.hub.natsserver import NatsServer, free_port
 from schakel.keys.crypto import SigningKey
@@ -47,9 +47,7 @@ async def adapters(
             api = AdapterApi(world.clients[org], state_dir=tmp / org, token=token)
             (tmp / org).mkdir(parents=True, exist_ok=True)
             runner = QuietRunner(api.app())
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            port = await serve(runner)
             runners.append(runner)
             urls[org] = f"http://127.0.0.1:{port}"
         yield urls
@@ -325,15 +323,11 @@ async def test_webhook_mode_pushes_signed_retries_and_acknowledges_after_2xx(
     app = web.Application()
     app.router.add_post("/incoming", back_office)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await serve(runner)
     api = AdapterApi(world.clients[GEM], state_dir=tmp_path / "gem",
                      webhook=Webhook(f"http://127.0.0.1:{port}/incoming", secret))  # fmt: skip
     gem_runner = QuietRunner(api.app())
-    await gem_runner.setup()
-    gem_port = free_port()
-    await web.TCPSite(gem_runner, "127.0.0.1", gem_port).start()
+    gem_port = await serve(gem_runner)
     try:
         async with adapters(world, ["POL.west"], tmp_path) as urls, \
                 aiohttp.ClientSession() as session:  # fmt: skip
@@ -548,9 +542,7 @@ async def test_webhook_follows_no_redirect_and_gives_an_item_up_for_the_next(
     app.router.add_post("/in", back_office)
     app.router.add_post("/elsewhere", other)
     hook = web.AppRunner(app, access_log=None)
-    await hook.setup()
-    port = free_port()
-    await web.TCPSite(hook, "127.0.0.1", port).start()
+    port = await serve(hook)
     pol = world.clients["POL.west"]
     body = example_body(MessageType.M1)
     to = [OrgId(GEM), OrgId(ZVH)]

@@ -26,13 +26,13 @@ from pydantic import SecretStr
 
 from schakel.adapters.client import Delivery, PartnerClient
 from schakel.bus import Bus, TransportError
-from schakel.contracts.enums import CaseState, Decision, MessageType
+from schakel.contracts.enums import CaseState, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId
 from schakel.contracts.policy import default_policy
 from schakel.contracts.topology import HUB_STATUS_SUBJECT
-from schakel.harness.scenarios import GEM, OM, POL, SCENARIOS, ZVH
-from schakel.harness.simulation import ScenarioRunner, Step
+from schakel.harness.scenarios import GEM, OM, POL, SCENARIOS, ZVH, open_cases
+from schakel.harness.simulation import ScenarioRunner
 from schakel.hub.audit import read_trail, verify_chain
 from schakel.hub.natsserver import NatsServer, free_port
 from schakel.hub.service import provision, registration
@@ -122,14 +122,7 @@ async def running(tmp_path: Path, servers: list[NatsServer], replicas: int) -> A
                     PartnerClient(identity, rig.url, authority=authority.public)
                 )
             runner = ScenarioRunner(rig.clients, default_policy(), timeout=30)
-            for n in range(CASES):
-                await runner.run([
-                    Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
-                    Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
-                    Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
-                         decision=Decision.OPSCHALEN),
-                ])  # fmt: skip
-            rig.cases = [runner.case_id(f"c{n}") for n in range(CASES)]
+            rig.cases = await open_cases(runner, [f"c{n}" for n in range(CASES)])
             yield rig
     finally:
         for process in rig.hubs:

@@ -107,13 +107,28 @@ async def world(
     authority: SigningKey,
 ) -> AsyncIterator[World]:
     """A provisioned system with a hub and every partner connected."""
+    async with world_of(nats_server, tmp_path, partner_identities, hub_identity,
+                        authority) as running:  # fmt: skip
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def world_of(
+    server: NatsServer,
+    tmp_path: Path,
+    identities: dict[str, PartnerIdentity],
+    hub_identity: PartnerIdentity,
+    authority: SigningKey,
+    **settings: Any,
+) -> AsyncIterator[World]:
+    """The ``world`` fixture's system, with hub ``settings`` of the caller's (torn down
+    within 60 s)."""
     async with torn_down_within(local_hub(
-        partner_identities, url=nats_server.url, data_dir=tmp_path, authority=authority,
-        hub_identity=hub_identity,
+        identities, url=server.url, data_dir=tmp_path, authority=authority,
+        hub_identity=hub_identity, **settings,
     )) as system:  # fmt: skip
         assert system.hub is not None
-        yield World(nats_server, system.hub, partner_identities, system.clients, tmp_path,
-                    authority)  # fmt: skip
+        yield World(server, system.hub, identities, system.clients, tmp_path, authority)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from schakel.bus import Bus
-from schakel.contracts.enums import CaseState, Decision, MessageType
+from schakel.contracts.enums import CaseState, MessageType
 from schakel.contracts.examples import example_body, example_draft
 from schakel.contracts.ids import CaseId, OrgId, case_id_for, new_message_id
 from schakel.contracts.policy import default_policy
@@ -30,8 +30,9 @@ from schakel.contracts.topology import (
     org_of_inbound_subject,
 )
 from schakel.harness.local import local_hub
-from schakel.harness.scenarios import GEM, OM, POL, ZVH
-from schakel.harness.simulation import ScenarioRunner, Step
+from schakel.harness.scenarios import GEM, POL, ZVH
+from schakel.harness.scenarios import open_cases as scenario_cases
+from schakel.harness.simulation import ScenarioRunner
 from schakel.hub.audit import parse_record, read_trail
 from schakel.hub.natsserver import NatsServer
 from schakel.hub.service import Hub
@@ -148,14 +149,7 @@ def settled(*hubs: Hub) -> Callable[[], bool]:
 
 async def open_cases(world: World, count: int, first: int = 0) -> list[CaseId]:
     runner = ScenarioRunner(world.clients, default_policy())
-    for n in range(first, first + count):
-        await runner.run([
-            Step(POL, MessageType.M1, (GEM, ZVH), case=f"c{n}"),
-            Step(ZVH, MessageType.M3, (OM,), case=f"c{n}"),
-            Step(GEM, MessageType.M5, (ZVH, POL, OM), case=f"c{n}",
-                 decision=Decision.OPSCHALEN),
-        ])  # fmt: skip
-    return [runner.case_id(f"c{n}") for n in range(first, first + count)]
+    return await scenario_cases(runner, [f"c{n}" for n in range(first, first + count)])
 
 
 async def cases_on_every_partition(world: World) -> list[CaseId]:
